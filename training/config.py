@@ -1,0 +1,208 @@
+"""Training configuration: a TOML file plus `--section.key=value` overrides, validated once.
+
+Parsed, never executed (nanoGPT's configurator `exec`s files into globals; we do not). The whole
+config is saved in the checkpoint and the manifest so an artifact says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.artifact import TaskSpec
+
+ENCODERS = ("mean", "gru", "lstm", "attention")
+
+
+class ConfigError(ValueError):
+    """A config file or flag is invalid; the message names the key."""
+
+
+@dataclass
+class SyntheticConfig:
+    """Size and seed of the synthetic generator (used with `--data synthetic`)."""
+
+    n_users: int = 600
+    n_items: int = 300
+    n_interactions: int = 40  # per user, on average
+    n_factors: int = 4
+    seed: int = 0
+
+
+@dataclass
+class NetworkConfig:
+    """Shape of the network; read by `network.recommender.build_model`."""
+
+    encoder: str = "attention"  # mean | gru | lstm | attention
+    block: str = "mmoe"  # a key of network.multitask.ARCHITECTURES
+    history_length: int = 50  # L: the last L items before an event
+    d_embedding: int = 64
+    d_hidden: int = 64  # D: width of each task's representation out of the block
+    n_experts: int = 4  # mmoe only
+    n_heads: int = 2  # attention encoder only
+    n_layers: int = 1  # attention encoder only
+    d_tower: int = 32  # hidden units of each task's tower
+    dropout: float = 0.1
+    user_embedding: bool = True  # add a learned user-id embedding to the history encoding
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation, sampling and early stopping."""
+
+    epochs: int = 20
+    batch_size: int = 256  # events (users x time steps) per batch
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    n_negatives: int = 4  # sampled negatives per positive for `click`, fresh each epoch
+    patience: int = 3  # epochs without improvement of `monitor` before stopping
+    monitor: str = "loss"  # validation `loss` (lower is better) or a validation metric
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol knobs (DESIGN.md "Evaluation protocol")."""
+
+    holdout_fraction: float = 0.2  # users whose profile labels are hidden in training
+    n_rank_negatives: int = 100
+    k: int = 10
+    n_click_negatives: int = 4  # negatives per test event for click AUC
+    seed: int = 1234
+
+
+@dataclass
+class Config:
+    """Everything `python -m training train` needs besides the data source and output folder."""
+
+    name: str = "movielens"
+    tasks: list[TaskSpec] = field(default_factory=list)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for the checkpoint and the manifest)."""
+        out = asdict(self)
+        out["tasks"] = [t.model_dump(mode="json", exclude_defaults=True) for t in self.tasks]
+        return out
+
+
+_SECTIONS = {
+    "network": NetworkConfig,
+    "optim": OptimConfig,
+    "eval": EvalConfig,
+    "synthetic": SyntheticConfig,
+}
+
+
+def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a TOML config (or the defaults) and apply `section.key=value` overrides.
+
+    Raises:
+        ConfigError: unknown key, wrong type, invalid task or value.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a Config from its dict form (a parsed file or a checkpoint)."""
+    raw = dict(raw)
+    unknown = set(raw) - {"name", "tasks", *_SECTIONS}
+    if unknown:
+        raise ConfigError(f"unknown config keys: {sorted(unknown)}")
+    sections = {key: _section(key, cls, raw.get(key, {})) for key, cls in _SECTIONS.items()}
+    tasks = []
+    for i, t in enumerate(raw.get("tasks") or _default_tasks()):
+        try:
+            tasks.append(TaskSpec.model_validate(t))
+        except ValidationError as e:
+            raise ConfigError(f"tasks[{i}]: {e}") from None
+    cfg = Config(name=str(raw.get("name", "movielens")), tasks=tasks, **sections)
+    _validate(cfg)
+    return cfg
+
+
+def _section(key: str, cls: type, values: dict[str, Any]) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{key}] must be a table")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"unknown key {key}.{name}; known: {sorted(known)}")
+        expected = type(getattr(cls(), name))
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+        if not ok or (expected is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{key}.{name} must be {expected.__name__}, got {value!r}")
+    return cls(**{k: (float(v) if type(getattr(cls(), k)) is float else v)
+                  for k, v in values.items()})
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.removeprefix("--").partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    try:
+        value: Any = json.loads(text)
+    except json.JSONDecodeError:
+        value = text  # a bare string such as --network.block=mmoe
+    *path, last = key.split(".")
+    node = raw
+    for part in path:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a section")
+    node[last] = value
+
+
+def _validate(cfg: Config) -> None:
+    from training.network.multitask import ARCHITECTURES  # torch import only when validating
+
+    n, o, e = cfg.network, cfg.optim, cfg.eval
+    checks = [
+        (n.encoder in ENCODERS, f"network.encoder must be one of {ENCODERS}"),
+        (n.block in ARCHITECTURES, f"network.block must be one of {sorted(ARCHITECTURES)}"),
+        (n.history_length >= 1, "network.history_length must be >= 1"),
+        (min(n.d_embedding, n.d_hidden, n.d_tower, n.n_experts, n.n_heads, n.n_layers) >= 1,
+         "network sizes must be >= 1"),
+        (n.d_embedding % n.n_heads == 0, "network.d_embedding must be divisible by n_heads"),
+        (0.0 <= n.dropout < 1.0, "network.dropout must be in [0, 1)"),
+        (o.epochs >= 1 and o.batch_size >= 1 and o.lr > 0, "optim.epochs/batch_size/lr must be > 0"),
+        (o.n_negatives >= 1 and o.patience >= 1, "optim.n_negatives and patience must be >= 1"),
+        (0.0 <= e.holdout_fraction < 1.0, "eval.holdout_fraction must be in [0, 1)"),
+        (e.n_rank_negatives >= e.k >= 1, "eval.n_rank_negatives must be >= eval.k >= 1"),
+        (e.n_click_negatives >= 1, "eval.n_click_negatives must be >= 1"),
+        (bool(cfg.tasks), "at least one task is needed"),
+        (len({t.name for t in cfg.tasks}) == len(cfg.tasks), "task names must be unique"),
+        (any(t.level == "item" and t.column is None for t in cfg.tasks),
+         "one item task must be the interaction itself (column unset), e.g. click"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _default_tasks() -> list[dict[str, Any]]:
+    return [
+        {"name": "click", "level": "item", "kind": "binary"},
+        {"name": "like", "level": "item", "kind": "binary", "column": "rating", "threshold": 4},
+        {"name": "gender", "level": "user", "kind": "multiclass", "column": "gender"},
+        {"name": "age", "level": "user", "kind": "multiclass", "column": "age",
+         "bins": [25, 35, 45, 55], "classes": ["<25", "25-34", "35-44", "45-54", "55+"]},
+        {"name": "occupation", "level": "user", "kind": "multiclass", "column": "occupation"},
+    ]

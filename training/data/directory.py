@@ -1,0 +1,52 @@
+"""A user's own log: a folder with `interactions`, `users` and `items` as CSV or Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from training.data.tables import DataError, RawTable
+
+TABLES = ("interactions", "users", "items")
+
+
+def read_directory(folder: Path) -> dict[str, RawTable]:
+    """Read the three tables of `folder` as strings ('' for empty cells).
+
+    Raises:
+        DataError: the folder or a table is missing, ambiguous or unreadable.
+    """
+    if not folder.is_dir():
+        raise DataError(f"data source {str(folder)!r} is neither 'movielens', 'synthetic' "
+                        "nor a folder")
+    return {name: _read_one(folder, name) for name in TABLES}
+
+
+def _read_one(folder: Path, name: str) -> RawTable:
+    found = [p for p in (folder / f"{name}.csv", folder / f"{name}.parquet") if p.is_file()]
+    if not found:
+        raise DataError(f"{folder}: no {name}.csv or {name}.parquet")
+    if len(found) > 1:
+        raise DataError(f"{folder}: both {name}.csv and {name}.parquet; keep one")
+    path = found[0]
+    try:
+        if path.suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+            return RawTable(frame=_strings(frame), file=path.name)
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise DataError(f"{path}: unreadable ({e})") from None
+    return RawTable(frame=_strings(frame), file=path.name, first_row=1, row_word="row")
+
+
+def _strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as str, missing values as ''; ids read from Parquet ints become '42'."""
+    out = frame.copy()
+    out.columns = [str(c).strip() for c in out.columns]
+    for column in out.columns:
+        values = out[column]
+        if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+            values = values.astype("Int64")  # 42.0 (a float column with gaps) -> "42"
+        out[column] = values.astype(object).where(values.notna(), "").astype(str)
+    return out.reset_index(drop=True)

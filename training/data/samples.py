@@ -1,0 +1,115 @@
+"""Samples: events with their candidates, labels and label masks, batched as the graph takes them.
+
+An event is one interaction: the user's history strictly before it (no leakage), the real item
+as candidate 0 and sampled never-interacted items after it. A batch holds B events and their
+N = B * C candidates (`candidate_row` says whose), so the user side runs once per event, exactly
+like a serving request. Labels: the interaction task (click) is 1 for candidate 0 and 0 for the
+negatives; other item tasks are known for candidate 0 only; user tasks come from the profile,
+hidden for profile-holdout users when training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from service.artifact import FIRST_ID, TaskSpec
+from training.data.split import Log
+
+
+@dataclass(frozen=True)
+class Events:
+    """E events, each with C candidates (column 0 the real item)."""
+
+    index: np.ndarray  # [E] flat interaction index
+    candidates: np.ndarray  # [E, C] item indices
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Graph inputs plus, per task, labels and a mask of which rows have a label."""
+
+    inputs: dict[str, Tensor]  # user_id [B], history [B, L], candidate [N], candidate_row [N]
+    labels: dict[str, Tensor]
+    masks: dict[str, Tensor]
+
+
+def sample_negatives(log: Log, index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """[E, n] items each event's user never interacted with (with replacement; training)."""
+    users = np.repeat(log.user[index][:, None], n, axis=1)  # [E, n]
+    items = rng.integers(FIRST_ID, log.n_items, size=users.shape)
+    bad = log.interacted(users, items)
+    while bad.any():  # rejection: a user has interacted with a small share of the catalogue
+        items[bad] = rng.integers(FIRST_ID, log.n_items, size=int(bad.sum()))
+        bad = log.interacted(users, items)
+    return items
+
+
+def sample_distinct_negatives(log: Log, index: np.ndarray, n: int,
+                              rng: np.random.Generator) -> np.ndarray:
+    """[E, n] distinct never-interacted items per event (ranking evaluation)."""
+    all_items = np.arange(FIRST_ID, log.n_items)
+    out = np.empty((len(index), n), dtype=np.int64)
+    for row, user in enumerate(log.user[index]):
+        pool = all_items[~log.interacted(np.full(len(all_items), user), all_items)]
+        if len(pool) < n:
+            raise ValueError(f"a user has only {len(pool)} never-interacted items; "
+                             f"eval.n_rank_negatives={n} is too many for this catalogue")
+        out[row] = rng.choice(pool, size=n, replace=False)
+    return out
+
+
+def with_negatives(log: Log, index: np.ndarray, negatives: np.ndarray) -> Events:
+    """Events whose candidates are the real item followed by `negatives`."""
+    return Events(index, np.concatenate([log.item[index][:, None], negatives], axis=1))
+
+
+def batches(log: Log, events: Events, tasks: Sequence[TaskSpec], history_length: int,
+            batch_size: int, hide_holdout: bool,
+            rng: np.random.Generator | None = None) -> Iterator[Batch]:
+    """Batches of `batch_size` events, shuffled when `rng` is given."""
+    order = rng.permutation(len(events.index)) if rng is not None else np.arange(len(events.index))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield make_batch(log, Events(events.index[rows], events.candidates[rows]), tasks,
+                         history_length, hide_holdout)
+
+
+def make_batch(log: Log, events: Events, tasks: Sequence[TaskSpec], history_length: int,
+               hide_holdout: bool) -> Batch:
+    """One batch of B events with C candidates each (N = B * C)."""
+    n_events, n_candidates = events.candidates.shape
+    users = log.user[events.index]  # [B]
+    inputs = {
+        "user_id": users,
+        "history": log.history(events.index, history_length),  # [B, L]
+        "candidate": events.candidates.reshape(-1),  # [N]
+        "candidate_row": np.repeat(np.arange(n_events), n_candidates),  # [N]
+    }
+    is_real = np.zeros((n_events, n_candidates), dtype=bool)
+    is_real[:, 0] = True
+    labels, masks = {}, {}
+    for task in tasks:
+        if task.level == "item" and task.column is None:
+            labels[task.name], masks[task.name] = is_real.astype(np.float32), np.ones_like(is_real)
+        elif task.level == "item":
+            known = log.item_labels[task.name]
+            labels[task.name] = np.repeat(known.values[events.index][:, None], n_candidates, 1)
+            masks[task.name] = is_real & known.mask[events.index][:, None]
+        else:
+            known = log.user_labels[task.name]
+            labels[task.name] = known.values[users]
+            masks[task.name] = known.mask[users] & ~(hide_holdout & log.holdout[users])
+        if task.level == "item":
+            labels[task.name] = labels[task.name].reshape(-1)
+            masks[task.name] = masks[task.name].reshape(-1)
+    return Batch(
+        inputs={k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
+                for k, v in inputs.items()},
+        labels={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in labels.items()},
+        masks={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in masks.items()},
+    )

@@ -1,0 +1,102 @@
+"""The chronological per-user split and the profile holdout (DESIGN.md "Evaluation protocol").
+
+Interactions are sorted per user by timestamp, then item id. With n interactions, the last
+max(1, n // 10) are test, the max(1, n // 10) before them validation, the rest train; a user with
+fewer than 3 interactions keeps them all in train. A fixed random fraction of users has its
+profile labels hidden in training; user-task metrics are computed on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.artifact import FIRST_ID, PAD, TaskSpec
+from training.data.labels import Labels, item_labels, user_labels
+from training.data.tables import Tables
+from training.data.vocab import Vocab
+
+TRAIN, VALID, TEST = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Log:
+    """Every interaction as flat arrays, grouped by user in chronological order."""
+
+    user: np.ndarray  # [M] user index
+    item: np.ndarray  # [M] item index
+    position: np.ndarray  # [M] 0-based position in the user's sequence
+    part: np.ndarray  # [M] TRAIN | VALID | TEST
+    item_labels: dict[str, Labels]  # per interaction, item tasks with a column
+    user_labels: dict[str, Labels]  # per user index, user tasks
+    holdout: np.ndarray  # [n_users] bool: profile labels hidden in training
+    n_users: int  # vocabulary sizes (PAD and UNK rows included)
+    n_items: int
+    pair_keys: np.ndarray  # sorted unique user * n_items + item, for `interacted`
+
+    def events(self, part: int) -> np.ndarray:
+        """Flat indices of the interactions in one part."""
+        return np.flatnonzero(self.part == part)
+
+    def first_events(self, part: int, users: np.ndarray | None = None) -> np.ndarray:
+        """Flat index of each user's first interaction in `part` (optionally of `users` only)."""
+        idx = self.events(part)
+        idx = idx[np.unique(self.user[idx], return_index=True)[1]]
+        return idx if users is None else idx[np.isin(self.user[idx], users)]
+
+    def history(self, idx: np.ndarray, length: int) -> np.ndarray:
+        """[E, L] items strictly before each event, left-padded with PAD (most recent last)."""
+        offsets = np.arange(-length, 0)  # [L]
+        source = idx[:, None] + offsets  # [E, L] flat index of each history slot
+        valid = self.position[idx][:, None] + offsets >= 0
+        return np.where(valid, self.item[np.where(valid, source, 0)], PAD).astype(np.int64)
+
+    def interacted(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether each (user, item) pair occurs anywhere in the log (same shapes in and out)."""
+        query = users.astype(np.int64) * self.n_items + items
+        found = np.searchsorted(self.pair_keys, query).clip(max=len(self.pair_keys) - 1)
+        return self.pair_keys[found] == query
+
+def build_log(tables: Tables, users: Vocab, items: Vocab, tasks: Sequence[TaskSpec],
+              holdout_fraction: float, seed: int) -> Log:
+    """Sort, split and label every interaction; pick the profile-holdout users."""
+    inter = tables.interactions.assign(
+        _user=users.encode(tables.interactions["user_id"]),
+        _item=items.encode(tables.interactions["item_id"]),
+    ).sort_values(["_user", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+    user = inter["_user"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    counts = np.diff(np.r_[starts, len(user)])
+    position = np.arange(len(user)) - np.repeat(starts, counts)
+    n = np.repeat(counts, counts)
+    n_eval = np.maximum(1, n // 10)
+    part = np.where(position >= n - n_eval, TEST,
+                    np.where(position >= n - 2 * n_eval, VALID, TRAIN))
+    part[n < 3] = TRAIN
+
+    rows = users.encode(tables.users["user_id"])
+    profile = {t.name: _by_index(user_labels(t, tables.users), rows, users.size)
+               for t in tasks if t.level == "user"}
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(users.ids))[: round(holdout_fraction * len(users.ids))]
+    holdout = np.zeros(users.size, dtype=bool)
+    holdout[np.asarray(chosen, dtype=np.int64) + FIRST_ID] = True
+    item = inter["_item"].to_numpy()
+    return Log(
+        user=user, item=item, position=position, part=part.astype(np.int8),
+        item_labels={t.name: item_labels(t, inter) for t in tasks
+                     if t.level == "item" and t.column},
+        user_labels=profile, holdout=holdout, n_users=users.size, n_items=items.size,
+        pair_keys=np.unique(user.astype(np.int64) * items.size + item),
+    )
+
+
+def _by_index(labels: Labels, rows: np.ndarray, size: int) -> Labels:
+    """Re-index per-table-row labels by vocabulary index (PAD/UNK rows unlabelled)."""
+    values = np.zeros((size, *labels.values.shape[1:]), dtype=labels.values.dtype)
+    mask = np.zeros(size, dtype=bool)
+    values[rows] = labels.values
+    mask[rows] = labels.mask
+    return Labels(values, mask)

@@ -1,0 +1,164 @@
+"""Per-task evaluation under DESIGN.md's protocol, with the model and its baselines scored alike.
+
+A predictor maps a set of events to per-task outputs (item tasks [E, C], user tasks [E, K]); the
+model and the baselines (popularity, item like rate, majority class) are both predictors, so one
+function computes every metric for both and the report puts them side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from service.artifact import TaskSpec
+from training.config import EvalConfig
+from training.data.samples import (
+    Events,
+    batches,
+    sample_distinct_negatives,
+    sample_negatives,
+    with_negatives,
+)
+from training.data.split import TEST, TRAIN, VALID, Log
+from training.metrics import accuracy, auc, hit_rate_and_ndcg, log_loss, macro_f1
+from training.network.heads import to_output
+from training.network.recommender import MultiTaskRecommender
+
+Predictor = Callable[[Events], dict[str, np.ndarray]]
+LIKE_RATE_PRIOR = 10.0  # pseudo-count shrinking an item's like rate to the global one
+
+
+@dataclass(frozen=True)
+class EvalSets:
+    """Fixed evaluation events of one part, sampled once with the eval seed."""
+
+    items: Events  # every event, real item + n_click_negatives negatives
+    ranking: Events | None = None  # first test event per user + n_rank_negatives distinct items
+    profile: Events | None = None  # holdout users, read from their training history
+
+
+def eval_sets(log: Log, part: int, cfg: EvalConfig) -> EvalSets:
+    """The evaluation sets of `part` (VALID: item events only; TEST: all three)."""
+    rng = np.random.default_rng(cfg.seed + part)
+    idx = log.events(part)
+    items = with_negatives(log, idx, sample_negatives(log, idx, cfg.n_click_negatives, rng))
+    if part != TEST:
+        return EvalSets(items)
+    first = log.first_events(TEST)
+    ranking = with_negatives(
+        log, first, sample_distinct_negatives(log, first, cfg.n_rank_negatives, rng))
+    # A user's first validation event sees exactly their training interactions as history.
+    profile_idx = log.first_events(VALID, users=np.flatnonzero(log.holdout))
+    return EvalSets(items, ranking, Events(profile_idx, log.item[profile_idx][:, None]))
+
+
+def model_predictor(model: MultiTaskRecommender, log: Log, tasks: Sequence[TaskSpec],
+                    history_length: int, batch_size: int = 1024) -> Predictor:
+    """Predictor running the model (eval mode, no grad) and mapping logits to outputs."""
+
+    def predict(events: Events) -> dict[str, np.ndarray]:
+        model.eval()
+        parts: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+        with torch.no_grad():
+            for batch in batches(log, events, tasks, history_length, batch_size, False):
+                logits = model(**batch.inputs)
+                for t in tasks:
+                    parts[t.name].append(to_output(t, logits[t.name]).numpy())
+        shape = events.candidates.shape
+        return {t.name: np.concatenate(parts[t.name]).reshape(shape if t.level == "item" else
+                                                              (shape[0], -1))
+                for t in tasks}
+
+    return predict
+
+
+def baseline_predictor(log: Log, tasks: Sequence[TaskSpec]) -> Predictor:
+    """Popularity for interaction tasks, an item's smoothed training rate for other binary item
+    tasks, the training mean for regression, the majority class / class prior for user tasks."""
+    train = log.part == TRAIN
+    popularity = np.bincount(log.item[train], minlength=log.n_items).astype(np.float64)
+    item_rate = {}
+    for t in tasks:
+        if t.level == "item" and t.column:
+            known = log.item_labels[t.name]
+            use = train & known.mask
+            mean = float(known.values[use].mean()) if use.any() else 0.0
+            total = np.bincount(log.item[use], weights=known.values[use], minlength=log.n_items)
+            count = np.bincount(log.item[use], minlength=log.n_items)
+            rate = (total + LIKE_RATE_PRIOR * mean) / (count + LIKE_RATE_PRIOR)
+            item_rate[t.name] = rate if t.kind == "binary" else np.full(log.n_items, mean)
+    prior = {t.name: _training_prior(log, t) for t in tasks if t.level == "user"}
+
+    def predict(events: Events) -> dict[str, np.ndarray]:
+        out = {}
+        for t in tasks:
+            if t.level == "item":
+                table = item_rate[t.name] if t.column else popularity
+                out[t.name] = table[events.candidates]
+            else:
+                out[t.name] = np.repeat(prior[t.name][None, :], len(events.index), axis=0)
+        return out
+
+    return predict
+
+
+def _training_prior(log: Log, task: TaskSpec) -> np.ndarray:
+    """Class frequencies over training (non-holdout) users: the majority-class baseline."""
+    known = log.user_labels[task.name]
+    users = known.mask & ~log.holdout
+    if task.kind == "multilabel":
+        return known.values[users].mean(axis=0)
+    return np.bincount(known.values[users], minlength=len(task.classes)) / max(1, users.sum())
+
+
+def task_metrics(log: Log, sets: EvalSets, tasks: Sequence[TaskSpec], predict: Predictor,
+                 k: int) -> dict[str, float]:
+    """Every protocol metric a predictor reaches on the sets given."""
+    metrics: dict[str, float] = {}
+    outputs = predict(sets.items)
+    for t in [t for t in tasks if t.level == "item"]:
+        metrics |= _item_metrics(log, sets.items, t, outputs[t.name])
+    interaction = next(t for t in tasks if t.level == "item" and t.column is None)
+    if sets.ranking is not None:
+        hr, ndcg = hit_rate_and_ndcg(predict(sets.ranking)[interaction.name], k)
+        metrics |= {f"hr@{k}": hr, f"ndcg@{k}": ndcg}
+    if sets.profile is not None and len(sets.profile.index):
+        outputs = predict(sets.profile)
+        for t in [t for t in tasks if t.level == "user"]:
+            metrics |= _user_metrics(log, sets.profile, t, outputs[t.name])
+    return metrics
+
+
+def _item_metrics(log: Log, events: Events, task: TaskSpec,
+                  scores: np.ndarray) -> dict[str, float]:
+    if task.column is None:
+        labels = np.zeros_like(scores)
+        labels[:, 0] = 1.0
+        return {f"{task.name}_auc": auc(labels.reshape(-1), scores.reshape(-1))}
+    known = log.item_labels[task.name]
+    use = known.mask[events.index]
+    labels, real = known.values[events.index][use], scores[use, 0]
+    if task.kind == "regression":
+        return {f"{task.name}_rmse": float(np.sqrt(np.mean((labels - real) ** 2)))}
+    return {f"{task.name}_auc": auc(labels, real), f"{task.name}_logloss": log_loss(labels, real)}
+
+
+def _user_metrics(log: Log, events: Events, task: TaskSpec,
+                  probs: np.ndarray) -> dict[str, float]:
+    known = log.user_labels[task.name]
+    users = log.user[events.index]
+    use = known.mask[users]
+    labels, probs = known.values[users][use], probs[use]
+    if task.kind == "multilabel":
+        aucs = [auc(labels[:, j], probs[:, j]) for j in range(labels.shape[1])]
+        return {f"{task.name}_auc": float(np.nanmean(aucs))}
+    predicted = probs.argmax(axis=1)
+    out = {f"{task.name}_accuracy": accuracy(labels, predicted)}
+    if len(task.classes) == 2:
+        out[f"{task.name}_auc"] = auc(labels == 1, probs[:, 1])
+    else:
+        out[f"{task.name}_macro_f1"] = macro_f1(labels, predicted, len(task.classes))
+    return out

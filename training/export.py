@@ -1,0 +1,158 @@
+"""Export to ONNX with a verified manifest (DESIGN.md "The artifact contract").
+
+One path only: `torch.onnx.export(..., dynamo=True)` with explicit dynamic shapes (B users,
+N candidates; L is fixed and recorded in the manifest), then `onnx.checker`, then an onnxruntime
+parity check against torch on real test batches and on a batch of one user with one candidate.
+Everything is written into a staging folder that is renamed into `models/<name>/<version>/` only
+when complete, so a crash never leaves a half artifact the service could pick up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from service.artifact import (
+    MODEL_FILE,
+    SCHEMA_VERSION,
+    Manifest,
+    RankingSpec,
+    TensorSpec,
+    VocabSpec,
+    list_versions,
+    now_iso,
+    publish,
+    verify_folder,
+    write_manifest,
+)
+from training.data.vocab import Vocab
+from training.network.heads import to_output
+from training.network.recommender import MultiTaskRecommender
+
+PARITY_TOLERANCE = 1e-4  # max abs difference between torch and onnxruntime outputs
+INPUT_NAMES = ("user_id", "history", "candidate", "candidate_row")
+
+
+class ExportError(RuntimeError):
+    """The exported graph is invalid or disagrees with torch."""
+
+
+class ExportWrapper(nn.Module):
+    """Named int64 inputs in, one output per task (probabilities) out, in task order."""
+
+    def __init__(self, model: MultiTaskRecommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, user_id: Tensor, history: Tensor, candidate: Tensor,
+                candidate_row: Tensor) -> tuple[Tensor, ...]:
+        logits = self.model(user_id, history, candidate, candidate_row)
+        return tuple(to_output(t, logits[t.name]) for t in self.model.tasks)
+
+
+def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tensor]) -> None:
+    """Write the model as ONNX with dynamic B and N; raise ExportError if the checker fails."""
+    wrapper = ExportWrapper(model.eval())
+    users, candidates = torch.export.Dim("B"), torch.export.Dim("N")
+    dynamic = {"user_id": {0: users}, "history": {0: users},
+               "candidate": {0: candidates}, "candidate_row": {0: candidates}}
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        torch.onnx.export(wrapper, tuple(example[n] for n in INPUT_NAMES), str(path),
+                          input_names=list(INPUT_NAMES),
+                          output_names=[t.name for t in model.tasks],
+                          dynamic_shapes=dynamic, dynamo=True, external_data=False)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"onnx.checker rejected the exported graph: {e}") from None
+
+
+def parity(model: MultiTaskRecommender, path: Path,
+           inputs: Sequence[dict[str, Tensor]]) -> float:
+    """Max abs difference between torch and onnxruntime over every output of every batch."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    wrapper = ExportWrapper(model.eval())
+    worst = 0.0
+    with torch.no_grad():
+        for batch in inputs:
+            expected = wrapper(*(batch[n] for n in INPUT_NAMES))
+            got = session.run(None, {n: batch[n].numpy() for n in INPUT_NAMES})
+            for e, g in zip(expected, got, strict=True):
+                if e.shape != g.shape:
+                    raise ExportError(f"output shape {g.shape} != torch's {tuple(e.shape)}")
+                worst = max(worst, float(np.max(np.abs(e.numpy() - g), initial=0.0)))
+    return worst
+
+
+def export_artifact(model: MultiTaskRecommender, vocabs: dict[str, Vocab],
+                    parity_inputs: Sequence[dict[str, Tensor]], repository: Path, name: str,
+                    details: dict[str, object], version: int | None = None) -> Path:
+    """Export, check, describe and publish `repository/<name>/<version>/`.
+
+    Args:
+        model: The trained network.
+        vocabs: {"user_id": ..., "item_id": ...}.
+        parity_inputs: Graph inputs to compare torch and onnxruntime on (the first is the example).
+        repository: The model repository (`models/`).
+        name: Model name (folder).
+        details: `metrics`, `baselines` and `training` (the config) for the manifest.
+        version: Version to write; default the highest existing + 1.
+
+    Returns:
+        The published folder.
+
+    Raises:
+        ExportError: checker failure or parity above PARITY_TOLERANCE (nothing is published).
+    """
+    model_dir = repository / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = version or (max(list_versions(model_dir), default=0) + 1)
+    staging = model_dir / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        export_onnx(model, staging / MODEL_FILE, parity_inputs[0])
+        diff = parity(model, staging / MODEL_FILE, parity_inputs)
+        if diff > PARITY_TOLERANCE:
+            raise ExportError(f"onnxruntime differs from torch by {diff:.3g} "
+                              f"(> {PARITY_TOLERANCE}); not publishing")
+        for key, vocab in vocabs.items():
+            vocab.save(staging / "vocab" / f"{key}.txt")
+        write_manifest(staging, _manifest(model, vocabs, name, version, diff, details))
+        target = publish(staging, model_dir / str(version))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    verify_folder(target)
+    return target
+
+
+def _manifest(model: MultiTaskRecommender, vocabs: dict[str, Vocab], name: str, version: int,
+              diff: float, details: dict[str, object]) -> Manifest:
+    length = model.history_length
+    return Manifest(
+        schema_version=SCHEMA_VERSION, name=name, version=version, created_at=now_iso(),
+        tasks=model.tasks,
+        inputs=(TensorSpec(name="user_id", dtype="int64", shape=("B",)),
+                TensorSpec(name="history", dtype="int64", shape=("B", length)),
+                TensorSpec(name="candidate", dtype="int64", shape=("N",)),
+                TensorSpec(name="candidate_row", dtype="int64", shape=("N",))),
+        outputs=tuple(TensorSpec(name=t.name, dtype="float32",
+                                 shape=("N",) if t.level == "item" else ("B", len(t.classes)))
+                      for t in model.tasks),
+        history_length=length,
+        vocabularies={k: VocabSpec(file=f"vocab/{k}.txt", size=len(v.ids))
+                      for k, v in vocabs.items()},
+        ranking=RankingSpec(weights={t.name: 1.0 for t in model.tasks
+                                     if t.level == "item" and t.kind == "binary"}),
+        parity_max_abs_diff=diff,
+        **details,  # type: ignore[arg-type]
+    )

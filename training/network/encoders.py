@@ -1,0 +1,93 @@
+"""History encoders: [B, L] item indices (0 = padding, left-padded) -> a user vector [B, D].
+
+All four share one interface: `forward(emb [B, L, D], mask [B, L]) -> [B, D]`. Histories are
+left-padded (most recent item last), so recurrent and attention encoders read the last position;
+this avoids packed sequences, which do not export to ONNX.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class MeanEncoder(nn.Module):
+    """Average of the history embeddings (zeros for an empty history)."""
+
+    def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
+        weights = mask.to(emb.dtype).unsqueeze(-1)  # [B, L, 1]
+        total = (emb * weights).sum(dim=1)  # [B, D]
+        return total / weights.sum(dim=1).clamp(min=1.0)
+
+
+class RNNEncoder(nn.Module):
+    """GRU or LSTM over the history; the state after the most recent item (Hidasi et al.,
+    GRU4Rec, ICLR 2016, https://arxiv.org/abs/1511.06939)."""
+
+    def __init__(self, d_model: int, cell: str) -> None:
+        super().__init__()
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn(d_model, d_model, batch_first=True)
+
+    def forward(self, emb: Tensor, mask: Tensor) -> Tensor:  # noqa: ARG002 (left padding)
+        out, _ = self.rnn(emb)  # [B, L, D]
+        return out[:, -1, :]  # [B, D]
+
+
+class AttentionEncoder(nn.Module):
+    """Self-attention over the history, read at the most recent position (Kang & McAuley,
+    SASRec, ICDM 2018, https://arxiv.org/abs/1808.09781). Pre-LayerNorm blocks; attention is
+    written out with matmuls and a finite mask value so an all-padding row gives no NaN."""
+
+    def __init__(self, d_model: int, history_length: int, n_heads: int, n_layers: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(history_length, d_model) * 0.02)  # [L, D]
+        self.blocks = nn.ModuleList(
+            _Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
+        x = self.dropout(emb + self.position)  # [B, L, D]
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x[:, -1, :])  # [B, D]
+
+
+class _Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.ReLU(),
+                                 nn.Linear(2 * d_model, d_model))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # 3 x [B, L, D]
+        heads = [t.reshape(b, length, self.n_heads, d // self.n_heads).transpose(1, 2)
+                 for t in (q, k, v)]  # 3 x [B, H, L, D/H]
+        scores = heads[0] @ heads[1].transpose(-2, -1) / math.sqrt(d // self.n_heads)
+        scores = scores.masked_fill(~mask[:, None, None, :], -1e9)  # [B, H, L, L]
+        attended = self.dropout(scores.softmax(dim=-1)) @ heads[2]  # [B, H, L, D/H]
+        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(b, length, d)))
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+
+def build_encoder(name: str, d_model: int, history_length: int, n_heads: int, n_layers: int,
+                  dropout: float) -> nn.Module:
+    """The encoder called `name` (mean | gru | lstm | attention); output width is d_model."""
+    if name == "mean":
+        return MeanEncoder()
+    if name in ("gru", "lstm"):
+        return RNNEncoder(d_model, name)
+    if name == "attention":
+        return AttentionEncoder(d_model, history_length, n_heads, n_layers, dropout)
+    raise ValueError(f"unknown encoder {name!r}")

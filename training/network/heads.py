@@ -1,0 +1,59 @@
+"""One tower per task, built from its TaskSpec; every head returns logits.
+
+Item heads score each candidate against its own user's task representation; user heads read the
+task representation alone. Probabilities (sigmoid / softmax) are applied only in the exported
+graph and in evaluation, so the losses work on logits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from service.artifact import TaskSpec
+from training.network.layers import MLP
+
+
+class ItemHead(nn.Module):
+    """Tower over [h_u, e_i, (W h_u) * e_i] for each candidate: logits [N]."""
+
+    def __init__(self, d_user: int, d_item: int, d_tower: int, dropout: float) -> None:
+        super().__init__()
+        self.project = nn.Linear(d_user, d_item)
+        self.tower = MLP(d_user + 2 * d_item, (d_tower,), d_out=1, dropout=dropout)
+
+    def forward(self, user: Tensor, item: Tensor) -> Tensor:  # [N, D], [N, d] -> [N]
+        cross = self.project(user) * item  # [N, d]
+        return self.tower(torch.cat([user, item, cross], dim=-1)).squeeze(-1)
+
+
+class UserHead(nn.Module):
+    """Tower over the user's task representation: logits [B, K]."""
+
+    def __init__(self, d_user: int, d_tower: int, n_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.tower = MLP(d_user, (d_tower,), d_out=n_classes, dropout=dropout)
+
+    def forward(self, user: Tensor) -> Tensor:  # [B, D] -> [B, K]
+        return self.tower(user)
+
+
+def build_head(task: TaskSpec, d_user: int, d_item: int, d_tower: int,
+               dropout: float) -> nn.Module:
+    """The head for one task: ItemHead for item tasks, UserHead for user tasks."""
+    if task.level == "item":
+        return ItemHead(d_user, d_item, d_tower, dropout)
+    if not task.classes:
+        raise ValueError(f"task {task.name!r} has no classes; build the vocabularies first")
+    return UserHead(d_user, d_tower, len(task.classes), dropout)
+
+
+
+def to_output(task: TaskSpec, logits: Tensor) -> Tensor:
+    """The task's served output from its logits: a probability (sigmoid / softmax over K) or,
+    for regression, the value itself. Used by the exported graph and by evaluation alike."""
+    if task.kind in ("binary", "multilabel"):
+        return torch.sigmoid(logits)
+    if task.kind == "multiclass":
+        return torch.softmax(logits, dim=-1)
+    return logits
