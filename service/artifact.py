@@ -88,8 +88,10 @@ class TaskSpec(_Frozen):
             if list(self.bins) != sorted(set(self.bins)):
                 raise ValueError(f"task {self.name!r}: bins must be strictly increasing")
             if len(self.classes) != len(self.bins) + 1:
-                raise ValueError(f"task {self.name!r}: {len(self.bins)} bins need "
-                                 f"{len(self.bins) + 1} classes, got {len(self.classes)}")
+                raise ValueError(
+                    f"task {self.name!r}: {len(self.bins)} bins need "
+                    f"{len(self.bins) + 1} classes, got {len(self.classes)}"
+                )
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"task {self.name!r}: duplicate class labels")
         return self

@@ -49,7 +49,7 @@ class NetworkConfig:
     n_layers: int = 1  # attention encoder only
     d_tower: int = 32  # hidden units of each task's tower
     dropout: float = 0.1
-    user_embedding: bool = True  # add a learned user-id embedding to the history encoding
+    user_embedding: bool = True  # a learned user-id embedding, read by the item heads only
 
 
 @dataclass
@@ -61,6 +61,10 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     n_negatives: int = 4  # sampled negatives per positive for `click`, fresh each epoch
+    # Events per user and epoch that carry the user's profile labels (0 = every event). A user's
+    # label repeated on each of their ~100 overlapping history windows is memorised within two
+    # epochs; a few random windows per epoch generalise to unseen users.
+    user_task_events: int = 2
     patience: int = 3  # epochs without improvement of `monitor` before stopping
     monitor: str = "loss"  # validation `loss` (lower is better) or a validation metric
     seed: int = 0
@@ -149,8 +153,9 @@ def _section(key: str, cls: type, values: dict[str, Any]) -> Any:
         ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
         if not ok or (expected is not bool and isinstance(value, bool)):
             raise ConfigError(f"{key}.{name} must be {expected.__name__}, got {value!r}")
-    return cls(**{k: (float(v) if type(getattr(cls(), k)) is float else v)
-                  for k, v in values.items()})
+    return cls(
+        **{k: (float(v) if type(getattr(cls(), k)) is float else v) for k, v in values.items()}
+    )
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -178,23 +183,45 @@ def _validate(cfg: Config) -> None:
         (n.encoder in ENCODERS, f"network.encoder must be one of {ENCODERS}"),
         (n.block in ARCHITECTURES, f"network.block must be one of {sorted(ARCHITECTURES)}"),
         (n.history_length >= 1, "network.history_length must be >= 1"),
-        (min(n.d_embedding, n.d_hidden, n.d_tower, n.n_experts, n.n_heads, n.n_layers) >= 1,
-         "network sizes must be >= 1"),
+        (
+            min(n.d_embedding, n.d_hidden, n.d_tower, n.n_experts, n.n_heads, n.n_layers) >= 1,
+            "network sizes must be >= 1",
+        ),
         (n.d_embedding % n.n_heads == 0, "network.d_embedding must be divisible by n_heads"),
         (0.0 <= n.dropout < 1.0, "network.dropout must be in [0, 1)"),
-        (o.epochs >= 1 and o.batch_size >= 1 and o.lr > 0, "optim.epochs/batch_size/lr must be > 0"),
+        (
+            o.epochs >= 1 and o.batch_size >= 1 and o.lr > 0,
+            "optim.epochs/batch_size/lr must be > 0",
+        ),
         (o.n_negatives >= 1 and o.patience >= 1, "optim.n_negatives and patience must be >= 1"),
+        (o.user_task_events >= 0, "optim.user_task_events must be >= 0"),
         (0.0 <= e.holdout_fraction < 1.0, "eval.holdout_fraction must be in [0, 1)"),
         (e.n_rank_negatives >= e.k >= 1, "eval.n_rank_negatives must be >= eval.k >= 1"),
         (e.n_click_negatives >= 1, "eval.n_click_negatives must be >= 1"),
         (bool(cfg.tasks), "at least one task is needed"),
         (len({t.name for t in cfg.tasks}) == len(cfg.tasks), "task names must be unique"),
-        (any(t.level == "item" and t.column is None for t in cfg.tasks),
-         "one item task must be the interaction itself (column unset), e.g. click"),
+        (
+            any(t.level == "item" and t.column is None for t in cfg.tasks),
+            "one item task must be the interaction itself (column unset), e.g. click",
+        ),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if o.monitor not in (monitors := _monitors(cfg.tasks)):
+        raise ConfigError(f"optim.monitor must be one of {monitors}, got {o.monitor!r}")
+
+
+def _monitors(tasks: list[TaskSpec]) -> list[str]:
+    """Validation figures early stopping can follow (user tasks have no validation metric:
+    their labels on holdout users are the test set)."""
+    names = ["loss", *(f"loss_{t.name}" for t in tasks)]
+    for t in tasks:
+        if t.level == "item" and t.kind == "regression":
+            names.append(f"{t.name}_rmse")
+        elif t.level == "item":
+            names += [f"{t.name}_auc"] + ([f"{t.name}_logloss"] if t.column else [])
+    return names
 
 
 def _default_tasks() -> list[dict[str, Any]]:
@@ -202,7 +229,13 @@ def _default_tasks() -> list[dict[str, Any]]:
         {"name": "click", "level": "item", "kind": "binary"},
         {"name": "like", "level": "item", "kind": "binary", "column": "rating", "threshold": 4},
         {"name": "gender", "level": "user", "kind": "multiclass", "column": "gender"},
-        {"name": "age", "level": "user", "kind": "multiclass", "column": "age",
-         "bins": [25, 35, 45, 55], "classes": ["<25", "25-34", "35-44", "45-54", "55+"]},
+        {
+            "name": "age",
+            "level": "user",
+            "kind": "multiclass",
+            "column": "age",
+            "bins": [25, 35, 45, 55],
+            "classes": ["<25", "25-34", "35-44", "45-54", "55+"],
+        },
         {"name": "occupation", "level": "user", "kind": "multiclass", "column": "occupation"},
     ]

@@ -49,14 +49,20 @@ def eval_sets(log: Log, part: int, cfg: EvalConfig) -> EvalSets:
         return EvalSets(items)
     first = log.first_events(TEST)
     ranking = with_negatives(
-        log, first, sample_distinct_negatives(log, first, cfg.n_rank_negatives, rng))
+        log, first, sample_distinct_negatives(log, first, cfg.n_rank_negatives, rng)
+    )
     # A user's first validation event sees exactly their training interactions as history.
     profile_idx = log.first_events(VALID, users=np.flatnonzero(log.holdout))
     return EvalSets(items, ranking, Events(profile_idx, log.item[profile_idx][:, None]))
 
 
-def model_predictor(model: MultiTaskRecommender, log: Log, tasks: Sequence[TaskSpec],
-                    history_length: int, batch_size: int = 1024) -> Predictor:
+def model_predictor(
+    model: MultiTaskRecommender,
+    log: Log,
+    tasks: Sequence[TaskSpec],
+    history_length: int,
+    batch_size: int = 1024,
+) -> Predictor:
     """Predictor running the model (eval mode, no grad) and mapping logits to outputs."""
 
     def predict(events: Events) -> dict[str, np.ndarray]:
@@ -68,9 +74,12 @@ def model_predictor(model: MultiTaskRecommender, log: Log, tasks: Sequence[TaskS
                 for t in tasks:
                     parts[t.name].append(to_output(t, logits[t.name]).numpy())
         shape = events.candidates.shape
-        return {t.name: np.concatenate(parts[t.name]).reshape(shape if t.level == "item" else
-                                                              (shape[0], -1))
-                for t in tasks}
+        return {
+            t.name: np.concatenate(parts[t.name]).reshape(
+                shape if t.level == "item" else (shape[0], -1)
+            )
+            for t in tasks
+        }
 
     return predict
 
@@ -114,8 +123,9 @@ def _training_prior(log: Log, task: TaskSpec) -> np.ndarray:
     return np.bincount(known.values[users], minlength=len(task.classes)) / max(1, users.sum())
 
 
-def task_metrics(log: Log, sets: EvalSets, tasks: Sequence[TaskSpec], predict: Predictor,
-                 k: int) -> dict[str, float]:
+def task_metrics(
+    log: Log, sets: EvalSets, tasks: Sequence[TaskSpec], predict: Predictor, k: int
+) -> dict[str, float]:
     """Every protocol metric a predictor reaches on the sets given."""
     metrics: dict[str, float] = {}
     outputs = predict(sets.items)
@@ -132,8 +142,7 @@ def task_metrics(log: Log, sets: EvalSets, tasks: Sequence[TaskSpec], predict: P
     return metrics
 
 
-def _item_metrics(log: Log, events: Events, task: TaskSpec,
-                  scores: np.ndarray) -> dict[str, float]:
+def _item_metrics(log: Log, events: Events, task: TaskSpec, scores: np.ndarray) -> dict[str, float]:
     if task.column is None:
         labels = np.zeros_like(scores)
         labels[:, 0] = 1.0
@@ -146,8 +155,7 @@ def _item_metrics(log: Log, events: Events, task: TaskSpec,
     return {f"{task.name}_auc": auc(labels, real), f"{task.name}_logloss": log_loss(labels, real)}
 
 
-def _user_metrics(log: Log, events: Events, task: TaskSpec,
-                  probs: np.ndarray) -> dict[str, float]:
+def _user_metrics(log: Log, events: Events, task: TaskSpec, probs: np.ndarray) -> dict[str, float]:
     known = log.user_labels[task.name]
     users = log.user[events.index]
     use = known.mask[users]

@@ -54,8 +54,9 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, user_id: Tensor, history: Tensor, candidate: Tensor,
-                candidate_row: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        self, user_id: Tensor, history: Tensor, candidate: Tensor, candidate_row: Tensor
+    ) -> tuple[Tensor, ...]:
         logits = self.model(user_id, history, candidate, candidate_row)
         return tuple(to_output(t, logits[t.name]) for t in self.model.tasks)
 
@@ -64,21 +65,30 @@ def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tens
     """Write the model as ONNX with dynamic B and N; raise ExportError if the checker fails."""
     wrapper = ExportWrapper(model.eval())
     users, candidates = torch.export.Dim("B"), torch.export.Dim("N")
-    dynamic = {"user_id": {0: users}, "history": {0: users},
-               "candidate": {0: candidates}, "candidate_row": {0: candidates}}
+    dynamic = {
+        "user_id": {0: users},
+        "history": {0: users},
+        "candidate": {0: candidates},
+        "candidate_row": {0: candidates},
+    }
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        torch.onnx.export(wrapper, tuple(example[n] for n in INPUT_NAMES), str(path),
-                          input_names=list(INPUT_NAMES),
-                          output_names=[t.name for t in model.tasks],
-                          dynamic_shapes=dynamic, dynamo=True, external_data=False)
+        torch.onnx.export(
+            wrapper,
+            tuple(example[n] for n in INPUT_NAMES),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=[t.name for t in model.tasks],
+            dynamic_shapes=dynamic,
+            dynamo=True,
+            external_data=False,
+        )
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported graph: {e}") from None
 
 
-def parity(model: MultiTaskRecommender, path: Path,
-           inputs: Sequence[dict[str, Tensor]]) -> float:
+def parity(model: MultiTaskRecommender, path: Path, inputs: Sequence[dict[str, Tensor]]) -> float:
     """Max abs difference between torch and onnxruntime over every output of every batch."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wrapper = ExportWrapper(model.eval())
@@ -94,9 +104,15 @@ def parity(model: MultiTaskRecommender, path: Path,
     return worst
 
 
-def export_artifact(model: MultiTaskRecommender, vocabs: dict[str, Vocab],
-                    parity_inputs: Sequence[dict[str, Tensor]], repository: Path, name: str,
-                    details: dict[str, object], version: int | None = None) -> Path:
+def export_artifact(
+    model: MultiTaskRecommender,
+    vocabs: dict[str, Vocab],
+    parity_inputs: Sequence[dict[str, Tensor]],
+    repository: Path,
+    name: str,
+    details: dict[str, object],
+    version: int | None = None,
+) -> Path:
     """Export, check, describe and publish `repository/<name>/<version>/`.
 
     Args:
@@ -123,8 +139,10 @@ def export_artifact(model: MultiTaskRecommender, vocabs: dict[str, Vocab],
         export_onnx(model, staging / MODEL_FILE, parity_inputs[0])
         diff = parity(model, staging / MODEL_FILE, parity_inputs)
         if diff > PARITY_TOLERANCE:
-            raise ExportError(f"onnxruntime differs from torch by {diff:.3g} "
-                              f"(> {PARITY_TOLERANCE}); not publishing")
+            raise ExportError(
+                f"onnxruntime differs from torch by {diff:.3g} "
+                f"(> {PARITY_TOLERANCE}); not publishing"
+            )
         for key, vocab in vocabs.items():
             vocab.save(staging / "vocab" / f"{key}.txt")
         write_manifest(staging, _manifest(model, vocabs, name, version, diff, details))
@@ -135,24 +153,42 @@ def export_artifact(model: MultiTaskRecommender, vocabs: dict[str, Vocab],
     return target
 
 
-def _manifest(model: MultiTaskRecommender, vocabs: dict[str, Vocab], name: str, version: int,
-              diff: float, details: dict[str, object]) -> Manifest:
+def _manifest(
+    model: MultiTaskRecommender,
+    vocabs: dict[str, Vocab],
+    name: str,
+    version: int,
+    diff: float,
+    details: dict[str, object],
+) -> Manifest:
     length = model.history_length
     return Manifest(
-        schema_version=SCHEMA_VERSION, name=name, version=version, created_at=now_iso(),
+        schema_version=SCHEMA_VERSION,
+        name=name,
+        version=version,
+        created_at=now_iso(),
         tasks=model.tasks,
-        inputs=(TensorSpec(name="user_id", dtype="int64", shape=("B",)),
-                TensorSpec(name="history", dtype="int64", shape=("B", length)),
-                TensorSpec(name="candidate", dtype="int64", shape=("N",)),
-                TensorSpec(name="candidate_row", dtype="int64", shape=("N",))),
-        outputs=tuple(TensorSpec(name=t.name, dtype="float32",
-                                 shape=("N",) if t.level == "item" else ("B", len(t.classes)))
-                      for t in model.tasks),
+        inputs=(
+            TensorSpec(name="user_id", dtype="int64", shape=("B",)),
+            TensorSpec(name="history", dtype="int64", shape=("B", length)),
+            TensorSpec(name="candidate", dtype="int64", shape=("N",)),
+            TensorSpec(name="candidate_row", dtype="int64", shape=("N",)),
+        ),
+        outputs=tuple(
+            TensorSpec(
+                name=t.name,
+                dtype="float32",
+                shape=("N",) if t.level == "item" else ("B", len(t.classes)),
+            )
+            for t in model.tasks
+        ),
         history_length=length,
-        vocabularies={k: VocabSpec(file=f"vocab/{k}.txt", size=len(v.ids))
-                      for k, v in vocabs.items()},
-        ranking=RankingSpec(weights={t.name: 1.0 for t in model.tasks
-                                     if t.level == "item" and t.kind == "binary"}),
+        vocabularies={
+            k: VocabSpec(file=f"vocab/{k}.txt", size=len(v.ids)) for k, v in vocabs.items()
+        },
+        ranking=RankingSpec(
+            weights={t.name: 1.0 for t in model.tasks if t.level == "item" and t.kind == "binary"}
+        ),
         parity_max_abs_diff=diff,
         **details,  # type: ignore[arg-type]
     )

@@ -25,20 +25,24 @@ def task_loss(task: TaskSpec, logits: Tensor, labels: Tensor, mask: Tensor) -> T
     elif task.kind == "multiclass":
         per_row = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")  # [B]
     else:  # multilabel: mean over the K labels of each row
-        per_row = F.binary_cross_entropy_with_logits(
-            logits, labels.float(), reduction="none").mean(dim=-1)  # [B]
+        per_row = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(
+            dim=-1
+        )  # [B]
     weights = mask.to(per_row.dtype)
     return (per_row * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-def joint_loss(tasks: Sequence[TaskSpec], logits: dict[str, Tensor], labels: dict[str, Tensor],
-               masks: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+def joint_loss(
+    tasks: Sequence[TaskSpec],
+    logits: dict[str, Tensor],
+    labels: dict[str, Tensor],
+    masks: dict[str, Tensor],
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the task losses, and each task's unweighted loss.
 
     Returns:
         (total, {task: L_i}).
     """
-    per_task = {t.name: task_loss(t, logits[t.name], labels[t.name], masks[t.name])
-                for t in tasks}
+    per_task = {t.name: task_loss(t, logits[t.name], labels[t.name], masks[t.name]) for t in tasks}
     total = torch.stack([t.weight * per_task[t.name] for t in tasks]).sum()
     return total, per_task

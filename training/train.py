@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from service.artifact import TaskSpec
 from training.config import Config
-from training.data.samples import batches, sample_negatives, with_negatives
+from training.data.samples import batches, pick_per_user, sample_negatives, with_negatives
 from training.data.split import TRAIN, Log
 from training.evaluate import EvalSets, model_predictor, task_metrics
 from training.losses import joint_loss
@@ -34,14 +34,16 @@ class History:
     best_epoch: int = 0
 
 
-def fit(model: MultiTaskRecommender, log: Log, valid: EvalSets, cfg: Config,
-        progress: bool = True) -> History:
+def fit(
+    model: MultiTaskRecommender, log: Log, valid: EvalSets, cfg: Config, progress: bool = True
+) -> History:
     """Train `model` in place; on return it holds the weights of the best validation epoch."""
     torch.manual_seed(cfg.optim.seed)
     rng = np.random.default_rng(cfg.optim.seed)
     tasks = model.tasks
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr,
-                                 weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+    )
     history, best_state, best = History(), copy.deepcopy(model.state_dict()), None
     for epoch in range(1, cfg.optim.epochs + 1):
         figures = train_epoch(model, log, tasks, cfg, optimizer, rng, epoch, progress)
@@ -58,18 +60,44 @@ def fit(model: MultiTaskRecommender, log: Log, valid: EvalSets, cfg: Config,
     return history
 
 
-def train_epoch(model: MultiTaskRecommender, log: Log, tasks: Sequence[TaskSpec], cfg: Config,
-                optimizer: torch.optim.Optimizer, rng: np.random.Generator, epoch: int,
-                progress: bool) -> dict[str, float]:
+def train_epoch(
+    model: MultiTaskRecommender,
+    log: Log,
+    tasks: Sequence[TaskSpec],
+    cfg: Config,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    epoch: int,
+    progress: bool,
+) -> dict[str, float]:
     """One pass over the training events with fresh negatives; mean losses per task."""
     model.train()
     idx = log.events(TRAIN)
-    events = with_negatives(log, idx, sample_negatives(log, idx, cfg.optim.n_negatives, rng))
+    labelled = (
+        pick_per_user(log.user[idx], cfg.optim.user_task_events, rng)
+        if cfg.optim.user_task_events
+        else None
+    )
+    events = with_negatives(
+        log, idx, sample_negatives(log, idx, cfg.optim.n_negatives, rng), labelled
+    )
     sums: dict[str, float] = {}
     n_batches = -(-len(idx) // cfg.optim.batch_size)
-    bar = tqdm(batches(log, events, tasks, cfg.network.history_length, cfg.optim.batch_size,
-                       hide_holdout=True, rng=rng),
-               total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    bar = tqdm(
+        batches(
+            log,
+            events,
+            tasks,
+            cfg.network.history_length,
+            cfg.optim.batch_size,
+            hide_holdout=True,
+            rng=rng,
+        ),
+        total=n_batches,
+        desc=f"epoch {epoch}",
+        disable=not progress,
+        leave=False,
+    )
     for step, batch in enumerate(bar, start=1):
         total, per_task = joint_loss(tasks, model(**batch.inputs), batch.labels, batch.masks)
         optimizer.zero_grad(set_to_none=True)
@@ -81,19 +109,23 @@ def train_epoch(model: MultiTaskRecommender, log: Log, tasks: Sequence[TaskSpec]
     return {f"train_{k}": v / max(1, n_batches) for k, v in sums.items()}
 
 
-def validate(model: MultiTaskRecommender, log: Log, valid: EvalSets, tasks: Sequence[TaskSpec],
-             cfg: Config) -> dict[str, float]:
+def validate(
+    model: MultiTaskRecommender, log: Log, valid: EvalSets, tasks: Sequence[TaskSpec], cfg: Config
+) -> dict[str, float]:
     """Validation joint loss (profile labels of holdout users stay hidden) and item metrics."""
     model.eval()
     sums: dict[str, float] = {}
     n = 0
     with torch.no_grad():
-        for batch in batches(log, valid.items, tasks, cfg.network.history_length, 1024,
-                             hide_holdout=True):
+        for batch in batches(
+            log, valid.items, tasks, cfg.network.history_length, 1024, hide_holdout=True
+        ):
             total, per_task = joint_loss(tasks, model(**batch.inputs), batch.labels, batch.masks)
             rows = len(batch.inputs["user_id"])
-            for name, value in {"loss": total, **{f"loss_{k}": v
-                                                  for k, v in per_task.items()}}.items():
+            for name, value in {
+                "loss": total,
+                **{f"loss_{k}": v for k, v in per_task.items()},
+            }.items():
                 sums[name] = sums.get(name, 0.0) + value.item() * rows
             n += rows
     figures = {f"val_{k}": v / max(1, n) for k, v in sums.items()}
@@ -102,12 +134,13 @@ def validate(model: MultiTaskRecommender, log: Log, valid: EvalSets, tasks: Sequ
     return figures | {f"val_{k}": v for k, v in metrics.items()}
 
 
-def save_checkpoint(path: Path, model: MultiTaskRecommender, args: ModelArgs,
-                    cfg: Config) -> None:
+def save_checkpoint(path: Path, model: MultiTaskRecommender, args: ModelArgs, cfg: Config) -> None:
     """Weights + model args + the whole config, so the checkpoint rebuilds itself."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model_args": args.to_dict(), "config": cfg.to_dict(),
-                "state_dict": model.state_dict()}, path)
+    torch.save(
+        {"model_args": args.to_dict(), "config": cfg.to_dict(), "state_dict": model.state_dict()},
+        path,
+    )
 
 
 def load_checkpoint(path: Path) -> tuple[MultiTaskRecommender, dict[str, Any]]:

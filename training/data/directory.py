@@ -18,8 +18,9 @@ def read_directory(folder: Path) -> dict[str, RawTable]:
         DataError: the folder or a table is missing, ambiguous or unreadable.
     """
     if not folder.is_dir():
-        raise DataError(f"data source {str(folder)!r} is neither 'movielens', 'synthetic' "
-                        "nor a folder")
+        raise DataError(
+            f"data source {str(folder)!r} is neither 'movielens', 'synthetic' nor a folder"
+        )
     return {name: _read_one(folder, name) for name in TABLES}
 
 

@@ -33,12 +33,23 @@ def fetch_wheel() -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-           "recbole==1.2.1", "-d", str(target.parent)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "recbole==1.2.1",
+        "-d",
+        str(target.parent),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not target.is_file():
-        raise DataError(f"could not download recbole==1.2.1 with pip (needed for MovieLens-100K):"
-                        f"\n{result.stderr.strip()[-2000:]}")
+        raise DataError(
+            f"could not download recbole==1.2.1 with pip (needed for MovieLens-100K):"
+            f"\n{result.stderr.strip()[-2000:]}"
+        )
     return target
 
 
@@ -47,15 +58,23 @@ def read_movielens(wheel: Path | None = None) -> dict[str, RawTable]:
     items (title, year, genres pipe-separated)."""
     with zipfile.ZipFile(wheel or fetch_wheel()) as z:
         inter, user, item = (_read_atomic(z, ext) for ext in ("inter", "user", "item"))
-    interactions = pd.DataFrame({
-        "user_id": inter["user_id"], "item_id": inter["item_id"],
-        "timestamp": inter["timestamp"].str.removesuffix(".0"), "rating": inter["rating"],
-    })
+    interactions = pd.DataFrame(
+        {
+            "user_id": inter["user_id"],
+            "item_id": inter["item_id"],
+            "timestamp": inter["timestamp"].str.removesuffix(".0"),
+            "rating": inter["rating"],
+        }
+    )
     users = user[["user_id", "gender", "age", "occupation", "zip_code"]]
-    items = pd.DataFrame({
-        "item_id": item["item_id"], "title": item["movie_title"], "year": item["release_year"],
-        "genres": item["class"].str.split().str.join("|"),
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": item["item_id"],
+            "title": item["movie_title"],
+            "year": item["release_year"],
+            "genres": item["class"].str.split().str.join("|"),
+        }
+    )
     return {
         "interactions": RawTable(interactions, "ml-100k.inter"),
         "users": RawTable(users.reset_index(drop=True), "ml-100k.user"),
@@ -66,7 +85,12 @@ def read_movielens(wheel: Path | None = None) -> dict[str, RawTable]:
 def _read_atomic(z: zipfile.ZipFile, ext: str) -> pd.DataFrame:
     """RecBole's atomic files: tab-separated, header cells like `user_id:token`."""
     with z.open(f"{INSIDE}.{ext}") as f:
-        frame = pd.read_csv(io.TextIOWrapper(f, encoding="utf-8"), sep="\t", dtype=str,
-                            keep_default_na=False, quoting=3)
+        frame = pd.read_csv(
+            io.TextIOWrapper(f, encoding="utf-8"),
+            sep="\t",
+            dtype=str,
+            keep_default_na=False,
+            quoting=3,
+        )
     frame.columns = [c.split(":")[0] for c in frame.columns]
     return frame

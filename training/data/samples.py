@@ -19,6 +19,7 @@ from torch import Tensor
 
 from service.artifact import FIRST_ID, TaskSpec
 from training.data.split import Log
+from training.data.tables import DataError
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Events:
 
     index: np.ndarray  # [E] flat interaction index
     candidates: np.ndarray  # [E, C] item indices
+    user_labelled: np.ndarray | None = None  # [E] bool: rows carrying user-task labels (all)
+
+    def take(self, rows: np.ndarray) -> Events:
+        """The events at `rows`."""
+        labelled = None if self.user_labelled is None else self.user_labelled[rows]
+        return Events(self.index[rows], self.candidates[rows], labelled)
 
 
 @dataclass(frozen=True)
@@ -49,38 +56,62 @@ def sample_negatives(log: Log, index: np.ndarray, n: int, rng: np.random.Generat
     return items
 
 
-def sample_distinct_negatives(log: Log, index: np.ndarray, n: int,
-                              rng: np.random.Generator) -> np.ndarray:
+def sample_distinct_negatives(
+    log: Log, index: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
     """[E, n] distinct never-interacted items per event (ranking evaluation)."""
     all_items = np.arange(FIRST_ID, log.n_items)
     out = np.empty((len(index), n), dtype=np.int64)
     for row, user in enumerate(log.user[index]):
         pool = all_items[~log.interacted(np.full(len(all_items), user), all_items)]
         if len(pool) < n:
-            raise ValueError(f"a user has only {len(pool)} never-interacted items; "
-                             f"eval.n_rank_negatives={n} is too many for this catalogue")
+            raise DataError(
+                f"a user has only {len(pool)} never-interacted items; "
+                f"eval.n_rank_negatives={n} is too many for this catalogue"
+            )
         out[row] = rng.choice(pool, size=n, replace=False)
     return out
 
 
-def with_negatives(log: Log, index: np.ndarray, negatives: np.ndarray) -> Events:
+def with_negatives(
+    log: Log, index: np.ndarray, negatives: np.ndarray, user_labelled: np.ndarray | None = None
+) -> Events:
     """Events whose candidates are the real item followed by `negatives`."""
-    return Events(index, np.concatenate([log.item[index][:, None], negatives], axis=1))
+    candidates = np.concatenate([log.item[index][:, None], negatives], axis=1)
+    return Events(index, candidates, user_labelled)
 
 
-def batches(log: Log, events: Events, tasks: Sequence[TaskSpec], history_length: int,
-            batch_size: int, hide_holdout: bool,
-            rng: np.random.Generator | None = None) -> Iterator[Batch]:
+def pick_per_user(users: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """[E] bool marking n random rows of each user (all rows of users with fewer)."""
+    keys = rng.random(len(users))
+    order = np.lexsort((keys, users))  # grouped by user, random within the user
+    sorted_users = users[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    picked = np.zeros(len(users), dtype=bool)
+    picked[order] = rank < n
+    return picked
+
+
+def batches(
+    log: Log,
+    events: Events,
+    tasks: Sequence[TaskSpec],
+    history_length: int,
+    batch_size: int,
+    hide_holdout: bool,
+    rng: np.random.Generator | None = None,
+) -> Iterator[Batch]:
     """Batches of `batch_size` events, shuffled when `rng` is given."""
     order = rng.permutation(len(events.index)) if rng is not None else np.arange(len(events.index))
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        yield make_batch(log, Events(events.index[rows], events.candidates[rows]), tasks,
-                         history_length, hide_holdout)
+        rows = order[start : start + batch_size]
+        yield make_batch(log, events.take(rows), tasks, history_length, hide_holdout)
 
 
-def make_batch(log: Log, events: Events, tasks: Sequence[TaskSpec], history_length: int,
-               hide_holdout: bool) -> Batch:
+def make_batch(
+    log: Log, events: Events, tasks: Sequence[TaskSpec], history_length: int, hide_holdout: bool
+) -> Batch:
     """One batch of B events with C candidates each (N = B * C)."""
     n_events, n_candidates = events.candidates.shape
     users = log.user[events.index]  # [B]
@@ -92,7 +123,8 @@ def make_batch(log: Log, events: Events, tasks: Sequence[TaskSpec], history_leng
     }
     is_real = np.zeros((n_events, n_candidates), dtype=bool)
     is_real[:, 0] = True
-    labels, masks = {}, {}
+    labels: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     for task in tasks:
         if task.level == "item" and task.column is None:
             labels[task.name], masks[task.name] = is_real.astype(np.float32), np.ones_like(is_real)
@@ -104,12 +136,15 @@ def make_batch(log: Log, events: Events, tasks: Sequence[TaskSpec], history_leng
             known = log.user_labels[task.name]
             labels[task.name] = known.values[users]
             masks[task.name] = known.mask[users] & ~(hide_holdout & log.holdout[users])
+            if events.user_labelled is not None:
+                masks[task.name] &= events.user_labelled
         if task.level == "item":
             labels[task.name] = labels[task.name].reshape(-1)
             masks[task.name] = masks[task.name].reshape(-1)
     return Batch(
-        inputs={k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
-                for k, v in inputs.items()},
+        inputs={
+            k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)) for k, v in inputs.items()
+        },
         labels={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in labels.items()},
         masks={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in masks.items()},
     )

@@ -59,36 +59,58 @@ class Log:
         found = np.searchsorted(self.pair_keys, query).clip(max=len(self.pair_keys) - 1)
         return self.pair_keys[found] == query
 
-def build_log(tables: Tables, users: Vocab, items: Vocab, tasks: Sequence[TaskSpec],
-              holdout_fraction: float, seed: int) -> Log:
+
+def build_log(
+    tables: Tables,
+    users: Vocab,
+    items: Vocab,
+    tasks: Sequence[TaskSpec],
+    holdout_fraction: float,
+    seed: int,
+) -> Log:
     """Sort, split and label every interaction; pick the profile-holdout users."""
-    inter = tables.interactions.assign(
-        _user=users.encode(tables.interactions["user_id"]),
-        _item=items.encode(tables.interactions["item_id"]),
-    ).sort_values(["_user", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+    inter = (
+        tables.interactions.assign(
+            _user=users.encode(tables.interactions["user_id"]),
+            _item=items.encode(tables.interactions["item_id"]),
+        )
+        .sort_values(["_user", "timestamp", "item_id"], kind="stable")
+        .reset_index(drop=True)
+    )
     user = inter["_user"].to_numpy()
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
     counts = np.diff(np.r_[starts, len(user)])
     position = np.arange(len(user)) - np.repeat(starts, counts)
     n = np.repeat(counts, counts)
     n_eval = np.maximum(1, n // 10)
-    part = np.where(position >= n - n_eval, TEST,
-                    np.where(position >= n - 2 * n_eval, VALID, TRAIN))
+    part = np.where(
+        position >= n - n_eval, TEST, np.where(position >= n - 2 * n_eval, VALID, TRAIN)
+    )
     part[n < 3] = TRAIN
 
     rows = users.encode(tables.users["user_id"])
-    profile = {t.name: _by_index(user_labels(t, tables.users), rows, users.size)
-               for t in tasks if t.level == "user"}
+    profile = {
+        t.name: _by_index(user_labels(t, tables.users), rows, users.size)
+        for t in tasks
+        if t.level == "user"
+    }
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(users.ids))[: round(holdout_fraction * len(users.ids))]
     holdout = np.zeros(users.size, dtype=bool)
     holdout[np.asarray(chosen, dtype=np.int64) + FIRST_ID] = True
     item = inter["_item"].to_numpy()
     return Log(
-        user=user, item=item, position=position, part=part.astype(np.int8),
-        item_labels={t.name: item_labels(t, inter) for t in tasks
-                     if t.level == "item" and t.column},
-        user_labels=profile, holdout=holdout, n_users=users.size, n_items=items.size,
+        user=user,
+        item=item,
+        position=position,
+        part=part.astype(np.int8),
+        item_labels={
+            t.name: item_labels(t, inter) for t in tasks if t.level == "item" and t.column
+        },
+        user_labels=profile,
+        holdout=holdout,
+        n_users=users.size,
+        n_items=items.size,
         pair_keys=np.unique(user.astype(np.int64) * items.size + item),
     )
 

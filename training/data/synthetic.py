@@ -30,18 +30,26 @@ def generate(cfg: SyntheticConfig) -> dict[str, RawTable]:
 
     rows = [_user_interactions(rng, u, affinity[u], popularity, cfg) for u in range(cfg.n_users)]
     inter = pd.concat(rows, ignore_index=True)
-    users = pd.DataFrame({
-        "user_id": [f"u{u}" for u in range(cfg.n_users)],
-        "gender": np.where(z[:, 0] + 0.3 * rng.standard_normal(cfg.n_users) > 0, "M", "F"),
-        "age": np.clip(36 + 12 * z[:, 1] + 3 * rng.standard_normal(cfg.n_users), 15, 75)
-        .astype(int).astype(str),
-        "occupation": np.array(OCCUPATIONS)[
-            np.argmax(z @ rng.standard_normal((cfg.n_factors, len(OCCUPATIONS))), axis=1)],
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in range(cfg.n_users)],
+            "gender": np.where(z[:, 0] + 0.3 * rng.standard_normal(cfg.n_users) > 0, "M", "F"),
+            "age": np.clip(36 + 12 * z[:, 1] + 3 * rng.standard_normal(cfg.n_users), 15, 75)
+            .astype(int)
+            .astype(str),
+            "occupation": np.array(OCCUPATIONS)[
+                np.argmax(z @ rng.standard_normal((cfg.n_factors, len(OCCUPATIONS))), axis=1)
+            ],
+        }
+    )
     for column in ("gender", "age", "occupation"):
         users.loc[rng.random(cfg.n_users) < EMPTY_FRACTION, column] = ""
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(cfg.n_items)],
-                          "title": [f"Item {i}" for i in range(cfg.n_items)]})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(cfg.n_items)],
+            "title": [f"Item {i}" for i in range(cfg.n_items)],
+        }
+    )
     return {
         "interactions": RawTable(inter, "synthetic interactions"),
         "users": RawTable(users, "synthetic users"),
@@ -49,8 +57,13 @@ def generate(cfg: SyntheticConfig) -> dict[str, RawTable]:
     }
 
 
-def _user_interactions(rng: np.random.Generator, user: int, affinity: np.ndarray,
-                       popularity: np.ndarray, cfg: SyntheticConfig) -> pd.DataFrame:
+def _user_interactions(
+    rng: np.random.Generator,
+    user: int,
+    affinity: np.ndarray,
+    popularity: np.ndarray,
+    cfg: SyntheticConfig,
+) -> pd.DataFrame:
     n = int(np.clip(rng.poisson(cfg.n_interactions), 5, cfg.n_items // 2))
     # Gumbel top-n: n draws without replacement from softmax(2 * affinity + popularity).
     scores = 2.0 * affinity + popularity + rng.gumbel(size=cfg.n_items)
@@ -58,7 +71,11 @@ def _user_interactions(rng: np.random.Generator, user: int, affinity: np.ndarray
     liked = affinity[picked] + 0.3 * rng.standard_normal(n) > 0
     rating = np.where(liked, rng.integers(4, 6, n), rng.integers(1, 4, n))
     timestamp = 1_600_000_000 + np.sort(rng.integers(0, 10_000_000, n))
-    return pd.DataFrame({
-        "user_id": f"u{user}", "item_id": [f"i{i}" for i in picked],
-        "timestamp": timestamp.astype(str), "rating": rating.astype(str),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": f"u{user}",
+            "item_id": [f"i{i}" for i in picked],
+            "timestamp": timestamp.astype(str),
+            "rating": rating.astype(str),
+        }
+    )

@@ -69,7 +69,8 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.count:
-            more = f"\n  ... and {self.count - MAX_PROBLEMS} more" if self.count > MAX_PROBLEMS else ""
+            hidden = self.count - len(self.items)
+            more = f"\n  ... and {hidden} more" if hidden else ""
             lines = "\n".join(f"  - {m}" for m in self.items)
             raise DataError(f"{self.count} problem(s) in the input data:\n{lines}{more}")
 
@@ -98,8 +99,10 @@ def parse_tables(raw: dict[str, RawTable], tasks: Sequence[TaskSpec]) -> Tables:
     timestamp = _numeric(inter, "timestamp", problems, integer=True)
     numeric_columns = {"rating"} & set(inter.frame.columns)
     numeric_columns |= {t.column for t in tasks if t.level == "item" and t.column}
-    parsed = {c: _numeric(inter, c, problems, integer=False, empty_ok=True)
-              for c in sorted(numeric_columns)}
+    parsed = {
+        c: _numeric(inter, c, problems, integer=False, empty_ok=True)
+        for c in sorted(numeric_columns)
+    }
     for task in tasks:
         if task.level == "user" and task.bins is not None and task.column is not None:
             _numeric(users, task.column, problems, integer=False, empty_ok=True, task=task.name)
@@ -112,12 +115,15 @@ def parse_tables(raw: dict[str, RawTable], tasks: Sequence[TaskSpec]) -> Tables:
     return Tables(interactions=frame, users=users.frame, items=items.frame)
 
 
-def _check_task_columns(raw: dict[str, RawTable], tasks: Sequence[TaskSpec],
-                        problems: _Problems) -> None:
+def _check_task_columns(
+    raw: dict[str, RawTable], tasks: Sequence[TaskSpec], problems: _Problems
+) -> None:
     for task in tasks:
         table = raw["users"] if task.level == "user" else raw["interactions"]
         if task.column and task.column not in table.frame.columns:
-            problems.add(f"{table.file}: missing column {task.column!r} needed by task {task.name!r}")
+            problems.add(
+                f"{table.file}: missing column {task.column!r} needed by task {task.name!r}"
+            )
 
 
 def _check_ids(table: RawTable, column: str, problems: _Problems, unique: bool) -> None:
@@ -129,19 +135,28 @@ def _check_ids(table: RawTable, column: str, problems: _Problems, unique: bool) 
         first = {v: i for i, v in reversed(list(enumerate(values)))}
         for i in np.flatnonzero(duplicated):
             where_first = table.where(first[values.iloc[i]])
-            problems.add(f"{table.where(int(i), column)}: duplicate id {values.iloc[i]!r} "
-                         f"(first at {where_first})")
+            problems.add(
+                f"{table.where(int(i), column)}: duplicate id {values.iloc[i]!r} "
+                f"(first at {where_first})"
+            )
 
 
 def _check_known(inter: RawTable, column: str, table: RawTable, problems: _Problems) -> None:
     missing = ~inter.frame[column].isin(set(table.frame[column])).to_numpy()
     for i in np.flatnonzero(missing):
-        problems.add(f"{inter.where(int(i), column)}: {inter.frame[column].iloc[i]!r} "
-                     f"is not in {table.file}")
+        problems.add(
+            f"{inter.where(int(i), column)}: {inter.frame[column].iloc[i]!r} is not in {table.file}"
+        )
 
 
-def _numeric(table: RawTable, column: str, problems: _Problems, integer: bool,
-             empty_ok: bool = False, task: str | None = None) -> pd.Series:
+def _numeric(
+    table: RawTable,
+    column: str,
+    problems: _Problems,
+    integer: bool,
+    empty_ok: bool = False,
+    task: str | None = None,
+) -> pd.Series:
     text = table.frame[column].str.strip()
     values = pd.to_numeric(text, errors="coerce").astype(np.float64)
     empty = (text == "").to_numpy()

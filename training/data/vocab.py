@@ -55,8 +55,10 @@ def resolve_tasks(tasks: Sequence[TaskSpec], tables: Tables) -> tuple[TaskSpec, 
                 cells = cells.str.split(task.separator).explode().str.strip()
             classes = sorted(set(cells) - {""})
             if len(classes) < 2:
-                raise DataError(f"users: column {task.column!r} of task {task.name!r} has "
-                                f"{len(classes)} distinct label(s); a task needs at least 2")
+                raise DataError(
+                    f"users: column {task.column!r} of task {task.name!r} has "
+                    f"{len(classes)} distinct label(s); a task needs at least 2"
+                )
             task = task.model_copy(update={"classes": tuple(classes)})
         resolved.append(task)
     return tuple(resolved)

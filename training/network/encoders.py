@@ -41,12 +41,12 @@ class AttentionEncoder(nn.Module):
     SASRec, ICDM 2018, https://arxiv.org/abs/1808.09781). Pre-LayerNorm blocks; attention is
     written out with matmuls and a finite mask value so an all-padding row gives no NaN."""
 
-    def __init__(self, d_model: int, history_length: int, n_heads: int, n_layers: int,
-                 dropout: float) -> None:
+    def __init__(
+        self, d_model: int, history_length: int, n_heads: int, n_layers: int, dropout: float
+    ) -> None:
         super().__init__()
         self.position = nn.Parameter(torch.randn(history_length, d_model) * 0.02)  # [L, D]
-        self.blocks = nn.ModuleList(
-            _Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(_Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
@@ -65,15 +65,17 @@ class _Block(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.ReLU(),
-                                 nn.Linear(2 * d_model, d_model))
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, 2 * d_model), nn.ReLU(), nn.Linear(2 * d_model, d_model)
+        )
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         b, length, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # 3 x [B, L, D]
-        heads = [t.reshape(b, length, self.n_heads, d // self.n_heads).transpose(1, 2)
-                 for t in (q, k, v)]  # 3 x [B, H, L, D/H]
+        heads = [
+            t.reshape(b, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v)
+        ]  # 3 x [B, H, L, D/H]
         scores = heads[0] @ heads[1].transpose(-2, -1) / math.sqrt(d // self.n_heads)
         scores = scores.masked_fill(~mask[:, None, None, :], -1e9)  # [B, H, L, L]
         attended = self.dropout(scores.softmax(dim=-1)) @ heads[2]  # [B, H, L, D/H]
@@ -81,8 +83,9 @@ class _Block(nn.Module):
         return x + self.dropout(self.ffn(self.norm2(x)))
 
 
-def build_encoder(name: str, d_model: int, history_length: int, n_heads: int, n_layers: int,
-                  dropout: float) -> nn.Module:
+def build_encoder(
+    name: str, d_model: int, history_length: int, n_heads: int, n_layers: int, dropout: float
+) -> nn.Module:
     """The encoder called `name` (mean | gru | lstm | attention); output width is d_model."""
     if name == "mean":
         return MeanEncoder()

@@ -38,15 +38,13 @@ class UserHead(nn.Module):
         return self.tower(user)
 
 
-def build_head(task: TaskSpec, d_user: int, d_item: int, d_tower: int,
-               dropout: float) -> nn.Module:
+def build_head(task: TaskSpec, d_user: int, d_item: int, d_tower: int, dropout: float) -> nn.Module:
     """The head for one task: ItemHead for item tasks, UserHead for user tasks."""
     if task.level == "item":
         return ItemHead(d_user, d_item, d_tower, dropout)
     if not task.classes:
         raise ValueError(f"task {task.name!r} has no classes; build the vocabularies first")
     return UserHead(d_user, d_tower, len(task.classes), dropout)
-
 
 
 def to_output(task: TaskSpec, logits: Tensor) -> Tensor:

@@ -15,8 +15,9 @@ class MLP(nn.Module):
         dropout: Dropout after each hidden activation.
     """
 
-    def __init__(self, d_in: int, hidden: tuple[int, ...], d_out: int | None = None,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_in: int, hidden: tuple[int, ...], d_out: int | None = None, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for width in hidden:

@@ -44,7 +44,8 @@ class MMoE(nn.Module):
     def __init__(self, d_in: int, n_tasks: int, spec: BlockSpec) -> None:
         super().__init__()
         self.experts = nn.ModuleList(
-            MLP(d_in, (spec.d_hidden,), dropout=spec.dropout) for _ in range(spec.n_experts))
+            MLP(d_in, (spec.d_hidden,), dropout=spec.dropout) for _ in range(spec.n_experts)
+        )
         self.gates = nn.ModuleList(nn.Linear(d_in, spec.n_experts) for _ in range(n_tasks))
 
     def forward(self, x: Tensor) -> list[Tensor]:

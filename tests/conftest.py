@@ -1,0 +1,75 @@
+"""Shared fixtures: small synthetic configs and one trained artifact per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.config import Config, load_config
+
+TINY = [
+    "synthetic.n_users=200",
+    "synthetic.n_items=120",
+    "synthetic.n_interactions=30",
+    "network.d_embedding=16",
+    "network.d_hidden=16",
+    "network.d_tower=8",
+    "network.history_length=10",
+    "optim.epochs=1",
+    "eval.n_rank_negatives=50",
+]
+
+
+def tiny_config(*overrides: str) -> Config:
+    """A config small enough to train in seconds on synthetic data."""
+    return load_config(None, [*TINY, *overrides])
+
+
+def learning_config() -> Config:
+    """Synthetic data with planted structure, a model big enough to find it in a few epochs."""
+    return load_config(
+        None,
+        [
+            "name=synth",
+            "synthetic.n_users=500",
+            "synthetic.n_items=200",
+            "network.d_embedding=32",
+            "network.d_hidden=32",
+            "network.d_tower=16",
+            "network.history_length=20",
+            "optim.epochs=4",
+            "eval.n_rank_negatives=50",
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """(RunResult, repository) of a short synthetic training run, exported and published."""
+    from training.pipeline import train_and_export
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = learning_config()
+    result = train_and_export(cfg, "synthetic", root / "models", root / "reports", progress=False)
+    return result, root / "models"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A valid data folder in the documented CSV format (edit files to break it)."""
+    (tmp_path / "interactions.csv").write_text(
+        "user_id,item_id,timestamp,rating\n"
+        + "".join(
+            f"u{u},i{(u + k) % 6},{1000 + k},{1 + (u + k) % 5}\n"
+            for u in range(4)
+            for k in range(5)
+        )
+    )
+    (tmp_path / "users.csv").write_text(
+        "user_id,gender,age,occupation\nu0,F,23,student\nu1,M,,artist\nu2,,45,student\nu3,M,61,\n"
+    )
+    (tmp_path / "items.csv").write_text(
+        "item_id,title,genres\n" + "".join(f"i{i},Item {i},Drama\n" for i in range(6))
+    )
+    return tmp_path

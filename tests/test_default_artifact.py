@@ -1,0 +1,44 @@
+"""The committed default model (models/movielens/1) verifies and runs as its manifest says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.artifact import FIRST_ID, load_artifact
+
+REPOSITORY = Path(__file__).resolve().parents[1] / "models"
+
+
+def test_default_artifact_verifies_and_runs() -> None:
+    artifact = load_artifact(REPOSITORY, "movielens")
+    m = artifact.manifest
+    session = ort.InferenceSession(str(artifact.path / "model.onnx"))
+    items = artifact.read_vocab("item_id")
+    history = np.zeros((1, m.history_length), dtype=np.int64)
+    history[0, -3:] = [items.index(i) + FIRST_ID for i in ("242", "302", "377")]
+
+    outputs = session.run(
+        None,
+        {
+            "user_id": np.array([FIRST_ID], dtype=np.int64),
+            "history": history,
+            "candidate": np.array([FIRST_ID, FIRST_ID + 49], dtype=np.int64),
+            "candidate_row": np.zeros(2, dtype=np.int64),
+        },
+    )
+
+    by_name = dict(zip([o.name for o in m.outputs], outputs, strict=True))
+    assert [t.name for t in m.tasks] == ["click", "like", "gender", "age", "occupation"]
+    assert by_name["click"].shape == (2,)
+    assert by_name["age"].shape == (1, 5)
+    for task in m.tasks:
+        values = by_name[task.name]
+        assert np.all((values >= 0) & (values <= 1))
+        if task.level == "user":
+            np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-5)
+    assert m.parity_max_abs_diff <= 1e-4
+    assert m.metrics["click_auc"] >= 0.88
+    assert m.metrics["like_auc"] >= 0.75

@@ -1,0 +1,122 @@
+"""Export: ONNX graph per the contract, parity with torch, atomic publish, manifest round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.artifact import SCHEMA_VERSION, ArtifactError, list_versions, load_artifact
+from training import export
+from training.export import ExportError, export_artifact
+from training.pipeline import parity_inputs, prepare
+from training.train import load_checkpoint
+
+
+def test_artifact_has_the_contract_files(trained) -> None:
+    result, repository = trained
+    artifact = load_artifact(repository, "synth")
+    m = artifact.manifest
+
+    assert artifact.path == result.artifact
+    assert m.schema_version == SCHEMA_VERSION
+    assert (m.name, m.version) == ("synth", 1)
+    assert set(m.files) == {"model.onnx", "vocab/user_id.txt", "vocab/item_id.txt"}
+    assert [t.name for t in m.tasks] == ["click", "like", "gender", "age", "occupation"]
+    assert m.task("age").classes == ("<25", "25-34", "35-44", "45-54", "55+")
+    assert m.metrics == result.metrics
+    assert m.baselines["click_auc"] > 0
+    assert m.ranking.weights == {"click": 1.0, "like": 1.0}
+    assert m.training["data"] == "synthetic"
+    assert len(artifact.read_vocab("user_id")) == m.vocabularies["user_id"].size == 500
+
+
+def test_onnx_graph_inputs_outputs_and_dynamic_axes(trained) -> None:
+    result, repository = trained
+    n_occupations = len(load_artifact(repository, "synth").manifest.task("occupation").classes)
+    session = ort.InferenceSession(str(result.artifact / "model.onnx"))
+    inputs = {i.name: (i.type, i.shape) for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+
+    assert inputs == {
+        "user_id": ("tensor(int64)", ["B"]),
+        "history": ("tensor(int64)", ["B", 20]),
+        "candidate": ("tensor(int64)", ["N"]),
+        "candidate_row": ("tensor(int64)", ["N"]),
+    }
+    assert outputs == {
+        "click": ["N"],
+        "like": ["N"],
+        "gender": ["B", 2],
+        "age": ["B", 5],
+        "occupation": ["B", n_occupations],
+    }
+
+
+def test_parity_is_recorded_and_within_tolerance(trained) -> None:
+    result, repository = trained
+    assert 0.0 <= load_artifact(repository, "synth").manifest.parity_max_abs_diff <= 1e-4
+
+
+def test_ragged_batch_matches_one_user_at_a_time(trained) -> None:
+    result, _ = trained
+    session = ort.InferenceSession(str(result.artifact / "model.onnx"))
+    rng = np.random.default_rng(0)
+    users, history = np.array([3, 7, 9]), rng.integers(0, 200, (3, 20))
+    counts = [1, 4, 2]
+    candidate = rng.integers(2, 200, sum(counts))
+    row = np.repeat(np.arange(3), counts)
+    together = session.run(
+        None, {"user_id": users, "history": history, "candidate": candidate, "candidate_row": row}
+    )
+    for u in range(3):
+        alone = session.run(
+            None,
+            {
+                "user_id": users[u : u + 1],
+                "history": history[u : u + 1],
+                "candidate": candidate[row == u],
+                "candidate_row": np.zeros(counts[u], dtype=np.int64),
+            },
+        )
+        np.testing.assert_allclose(alone[0], together[0][row == u], atol=1e-5)
+        np.testing.assert_allclose(alone[2], together[2][u : u + 1], atol=1e-5)
+
+
+def test_failed_parity_publishes_nothing(
+    trained, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    result, _ = trained
+    model, raw = load_checkpoint(result.report["json"].parent / "checkpoint.pt")
+    from tests.conftest import learning_config
+
+    cfg = learning_config()
+    data = prepare(cfg, "synthetic")
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+
+    with pytest.raises(ExportError, match="differs from torch"):
+        export_artifact(
+            model,
+            data.vocabs,
+            parity_inputs(data, cfg),
+            tmp_path,
+            "synth",
+            {"training": raw["config"]},
+        )
+
+    assert list_versions(tmp_path / "synth") == []
+    assert list((tmp_path / "synth").iterdir()) == [], "no staging folder left behind"
+
+
+def test_tampered_model_is_refused(trained, tmp_path: Path) -> None:
+    import shutil
+
+    _, repository = trained
+    copy = tmp_path / "models"
+    shutil.copytree(repository, copy)
+    with (copy / "synth" / "1" / "model.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match="sha256 of model.onnx does not match"):
+        load_artifact(copy, "synth")

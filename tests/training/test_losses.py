@@ -1,0 +1,76 @@
+"""The masked joint loss: absent labels contribute nothing, no labels add 0, gradients finite."""
+
+from __future__ import annotations
+
+import torch
+
+from service.artifact import TaskSpec
+from training.losses import joint_loss, task_loss
+
+CLICK = TaskSpec(name="click", level="item", kind="binary")
+AGE = TaskSpec(
+    name="age", level="user", kind="multiclass", column="age", classes=("a", "b", "c"), weight=0.5
+)
+TAGS = TaskSpec(name="tags", level="user", kind="multilabel", column="tags", classes=("x", "y"))
+SCORE = TaskSpec(name="score", level="item", kind="regression", column="rating")
+
+
+def test_masked_labels_do_not_change_the_loss() -> None:
+    logits = torch.randn(6)
+    labels = torch.tensor([1.0, 0, 1, 0, 1, 0])
+    mask = torch.tensor([True, True, True, False, False, False])
+    flipped = labels.clone()
+    flipped[3:] = 1 - flipped[3:]
+
+    assert torch.equal(
+        task_loss(CLICK, logits, labels, mask), task_loss(CLICK, logits, flipped, mask)
+    )
+    assert torch.allclose(
+        task_loss(CLICK, logits, labels, mask),
+        task_loss(CLICK, logits[:3], labels[:3], torch.ones(3, dtype=bool)),
+    )
+
+
+def test_multiclass_ignores_unknown_label_rows() -> None:
+    logits = torch.randn(4, 3)
+    labels = torch.tensor([0, 2, -1, -1])
+    mask = labels >= 0
+    expected = torch.nn.functional.cross_entropy(logits[:2], labels[:2])
+    assert torch.allclose(task_loss(AGE, logits, labels, mask), expected)
+
+
+def test_a_task_without_labels_adds_zero_and_finite_gradients() -> None:
+    logits = {
+        "click": torch.randn(5, requires_grad=True),
+        "age": torch.randn(2, 3, requires_grad=True),
+    }
+    labels = {"click": torch.ones(5), "age": torch.tensor([-1, -1])}
+    masks = {"click": torch.ones(5, dtype=bool), "age": torch.zeros(2, dtype=bool)}
+
+    total, per_task = joint_loss([CLICK, AGE], logits, labels, masks)
+    total.backward()
+
+    assert per_task["age"].item() == 0.0
+    assert torch.isfinite(total)
+    assert torch.allclose(total, per_task["click"])
+    assert torch.all(logits["age"].grad == 0)
+    assert torch.all(torch.isfinite(logits["click"].grad))
+
+
+def test_joint_loss_is_the_weighted_sum() -> None:
+    logits = {"click": torch.randn(3), "age": torch.randn(2, 3)}
+    labels = {"click": torch.tensor([1.0, 0, 1]), "age": torch.tensor([0, 2])}
+    masks = {"click": torch.ones(3, dtype=bool), "age": torch.ones(2, dtype=bool)}
+    total, per_task = joint_loss([CLICK, AGE], logits, labels, masks)
+    assert torch.allclose(total, per_task["click"] + 0.5 * per_task["age"])
+
+
+def test_multilabel_and_regression_losses() -> None:
+    perfect = torch.tensor([[20.0, -20.0]])
+    assert task_loss(TAGS, perfect, torch.tensor([[1.0, 0.0]]), torch.tensor([True])) < 1e-6
+    assert torch.allclose(
+        task_loss(
+            SCORE, torch.tensor([3.0, 1.0]), torch.tensor([4.0, 1.0]), torch.tensor([True, True])
+        ),
+        torch.tensor(0.5),
+    )

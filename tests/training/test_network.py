@@ -1,0 +1,112 @@
+"""Output shapes for every encoder x block x task kind, including a batch of one user with one
+candidate (the normal online request) and users without history."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from service.artifact import PAD, TaskSpec
+from training.config import ENCODERS, NetworkConfig
+from training.network.multitask import ARCHITECTURES
+from training.network.recommender import ModelArgs, MultiTaskRecommender
+
+TASKS = (
+    TaskSpec(name="click", level="item", kind="binary"),
+    TaskSpec(name="rating", level="item", kind="regression", column="rating"),
+    TaskSpec(name="age", level="user", kind="multiclass", column="age", classes=("a", "b", "c")),
+    TaskSpec(
+        name="genres",
+        level="user",
+        kind="multilabel",
+        column="genres",
+        classes=("x", "y", "z", "w"),
+    ),
+)
+L = 6
+
+
+def _model(encoder: str, block: str, **network: object) -> MultiTaskRecommender:
+    net = NetworkConfig(
+        encoder=encoder,
+        block=block,
+        history_length=L,
+        d_embedding=8,
+        d_hidden=12,
+        n_experts=3,
+        n_heads=2,
+        d_tower=5,
+        **network,
+    )
+    return MultiTaskRecommender(ModelArgs(n_users=9, n_items=20, network=net, tasks=TASKS)).eval()
+
+
+def _inputs(n_users: int, n_candidates: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    history = torch.randint(2, 20, (n_users, L))
+    history[0, :3] = PAD  # a short history, left-padded
+    return {
+        "user_id": torch.randint(2, 9, (n_users,)),
+        "history": history,
+        "candidate": torch.randint(2, 20, (n_candidates,)),
+        "candidate_row": torch.arange(n_candidates) % n_users,
+    }
+
+
+@pytest.mark.parametrize("block", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize(("n_users", "n_candidates"), [(1, 1), (1, 7), (3, 3), (4, 11)])
+def test_output_shapes(encoder: str, block: str, n_users: int, n_candidates: int) -> None:
+    out = _model(encoder, block)(**_inputs(n_users, n_candidates))
+
+    assert out["click"].shape == (n_candidates,)
+    assert out["rating"].shape == (n_candidates,)
+    assert out["age"].shape == (n_users, 3)
+    assert out["genres"].shape == (n_users, 4)
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_empty_history_gives_finite_outputs(encoder: str) -> None:
+    inputs = _inputs(2, 2)
+    inputs["history"][:] = PAD
+    out = _model(encoder, "mmoe")(**inputs)
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_padding_is_ignored_where_it_should_be(encoder: str) -> None:
+    """Mean and attention ignore padding slots entirely; for all encoders a user's outputs
+    do not depend on the other users in the batch."""
+    model = _model(encoder, "shared_bottom", dropout=0.0)
+    inputs = _inputs(3, 6)
+    alone = {
+        "user_id": inputs["user_id"][:1],
+        "history": inputs["history"][:1],
+        "candidate": inputs["candidate"][inputs["candidate_row"] == 0],
+        "candidate_row": torch.zeros(2, dtype=torch.int64),
+    }
+    together, single = model(**inputs), model(**alone)
+    assert torch.allclose(together["age"][:1], single["age"], atol=1e-6)
+    assert torch.allclose(
+        together["click"][inputs["candidate_row"] == 0], single["click"], atol=1e-6
+    )
+
+
+def test_user_embedding_can_be_switched_off() -> None:
+    with_id = _model("gru", "mmoe")
+    without = _model("gru", "mmoe", user_embedding=False)
+    assert with_id.user_embedding is not None
+    assert without.user_embedding is None
+    assert sum(p.numel() for p in without.parameters()) < sum(
+        p.numel() for p in with_id.parameters()
+    )
+
+
+def test_model_args_round_trip() -> None:
+    args = _model("attention", "mmoe").args
+    again = ModelArgs.from_dict(args.to_dict())
+    assert again == args
+    assert dataclasses.asdict(again.network)["encoder"] == "attention"

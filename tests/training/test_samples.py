@@ -1,0 +1,74 @@
+"""Negatives, labels and masks of the batches the network trains on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_config
+from training.data.samples import make_batch, sample_negatives, with_negatives
+from training.data.split import TRAIN
+from training.pipeline import prepare
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare(tiny_config(), "synthetic")
+
+
+def test_negatives_were_never_interacted_with(data) -> None:
+    log = data.log
+    idx = log.events(TRAIN)
+    negatives = sample_negatives(log, idx, 5, np.random.default_rng(0))
+    users = np.repeat(log.user[idx][:, None], 5, axis=1)
+    assert not log.interacted(users, negatives).any()
+    assert log.interacted(log.user[idx], log.item[idx]).all()
+
+
+def test_ranking_negatives_are_distinct_and_unseen(data) -> None:
+    ranking = data.test.ranking
+    negatives = ranking.candidates[:, 1:]
+    assert negatives.shape[1] == 50
+    assert all(len(set(row)) == len(row) for row in negatives)
+    users = np.repeat(data.log.user[ranking.index][:, None], negatives.shape[1], axis=1)
+    assert not data.log.interacted(users, negatives).any()
+
+
+def test_batch_labels_and_masks(data) -> None:
+    log, tasks = data.log, data.tasks
+    idx = log.events(TRAIN)[:64]
+    events = with_negatives(log, idx, sample_negatives(log, idx, 3, np.random.default_rng(1)))
+    batch = make_batch(log, events, tasks, 10, hide_holdout=True)
+
+    assert batch.inputs["history"].shape == (64, 10)
+    assert batch.inputs["candidate"].shape == (256,)
+    assert batch.inputs["candidate_row"].tolist() == np.repeat(np.arange(64), 4).tolist()
+    click = batch.labels["click"].reshape(64, 4)
+    assert click[:, 0].eq(1).all()
+    assert click[:, 1:].eq(0).all()
+    like_mask = batch.masks["like"].reshape(64, 4)
+    assert not like_mask[:, 1:].any(), "negatives have no like label"
+    assert like_mask[:, 0].all(), "every synthetic interaction has a rating"
+
+
+def test_holdout_users_have_no_profile_labels_in_training(data) -> None:
+    log, tasks = data.log, data.tasks
+    idx = log.events(TRAIN)
+    holdout_rows = log.holdout[log.user[idx]]
+    assert holdout_rows.any()
+    assert not holdout_rows.all()
+    events = with_negatives(log, idx, sample_negatives(log, idx, 1, np.random.default_rng(2)))
+
+    hidden = make_batch(log, events, tasks, 10, hide_holdout=True)
+    shown = make_batch(log, events, tasks, 10, hide_holdout=False)
+
+    for task in ("gender", "age", "occupation"):
+        assert not hidden.masks[task][holdout_rows].any()
+        assert shown.masks[task][holdout_rows].any()
+
+
+def test_empty_profile_cells_are_masked(data) -> None:
+    users = data.tables.users
+    empty = data.vocabs["user_id"].encode(users.loc[users["gender"] == "", "user_id"])
+    assert len(empty) > 0
+    assert not data.log.user_labels["gender"].mask[empty].any()

@@ -1,0 +1,135 @@
+"""`python -m training {train,evaluate,export}`: argparse -> config -> pipeline call.
+
+Flags that are not the command's own (`--optim.epochs=3`, `--network.block=shared_bottom`) override
+config keys. Bad input ends with one clear `error:` line and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from service.artifact import ArtifactError
+from training.config import ConfigError, from_dict, load_config
+from training.data.tables import DataError
+from training.export import ExportError
+from training.report import markdown_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = _parser()
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
+    if bad:
+        parser.error(f"unrecognised arguments {bad}; config overrides look like --optim.epochs=3")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on torchvision
+    try:
+        return int(args.func(args, overrides))
+    except (ConfigError, DataError, ExportError, ArtifactError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training.pipeline import train_and_export
+
+    cfg = load_config(args.config, overrides)
+    result = train_and_export(
+        cfg, args.data, args.out, args.reports, version=args.version, progress=not args.quiet
+    )
+    print(markdown_table(f"{cfg.name} (test split)", result.metrics, result.baselines))
+    print(f"artifact: {result.artifact}")
+    print(f"report:   {result.report['md']} (+ .json, curves.png)")
+    print(f"best epoch {result.history.best_epoch} of {len(result.history.epochs)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training.pipeline import evaluate_baselines, evaluate_model, prepare
+    from training.train import load_checkpoint
+
+    model, raw = load_checkpoint(args.checkpoint)
+    cfg, source = _checkpoint_config(raw, overrides)
+    data = prepare(cfg, args.data or source)
+    print(
+        markdown_table(
+            f"{args.checkpoint} on {args.data or source} (test split)",
+            evaluate_model(model, data, cfg),
+            evaluate_baselines(data, cfg),
+        )
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training.export import export_artifact
+    from training.pipeline import evaluate_baselines, evaluate_model, parity_inputs, prepare
+    from training.train import load_checkpoint
+
+    model, raw = load_checkpoint(args.checkpoint)
+    cfg, source = _checkpoint_config(raw, overrides)
+    data = prepare(cfg, args.data or source)
+    details = {
+        "metrics": evaluate_model(model, data, cfg),
+        "baselines": evaluate_baselines(data, cfg),
+        "training": raw["config"],
+    }
+    target = export_artifact(
+        model,
+        data.vocabs,
+        parity_inputs(data, cfg),
+        args.out,
+        cfg.name,
+        details,
+        version=args.version,
+    )
+    print(f"artifact: {target}")
+    return 0
+
+
+def _checkpoint_config(raw: dict[str, object], overrides: list[str]) -> tuple:  # type: ignore[type-arg]
+    stored = dict(raw["config"])  # type: ignore[call-overload]
+    source = str(stored.pop("data"))
+    cfg = from_dict(stored)
+    if overrides:
+        raise ConfigError("evaluate/export use the checkpoint's config; overrides are not allowed")
+    return cfg, source
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(required=True)
+    train = sub.add_parser("train", help="train, evaluate, export an artifact, write a report")
+    train.add_argument("--config", type=Path, help="TOML config (default: built-in defaults)")
+    train.add_argument(
+        "--data", default="movielens", help="movielens | synthetic | a folder of CSV/Parquet tables"
+    )
+    train.add_argument("--out", type=Path, default=Path("models"), help="model repository")
+    train.add_argument(
+        "--reports",
+        type=Path,
+        default=Path("reports"),
+        help="where reports/<name>/<version>/ (report + checkpoint) go",
+    )
+    train.add_argument("--version", type=int, help="version to write (default: highest + 1)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_train)
+    for name, func, text in (
+        ("evaluate", _evaluate, "print test metrics of a checkpoint"),
+        ("export", _export, "export a checkpoint as a new artifact"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--checkpoint", type=Path, required=True)
+        cmd.add_argument("--data", help="data source (default: the one it was trained on)")
+        if name == "export":
+            cmd.add_argument("--out", type=Path, default=Path("models"))
+            cmd.add_argument("--version", type=int)
+        cmd.set_defaults(func=func)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
