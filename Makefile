@@ -28,6 +28,7 @@ lint: $(STAMP)  ## ruff, formatting, mypy
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 train: $(STAMP)  ## train on $(DATA) with $(CONFIG) -> models/<name>/<next version>/ + reports/
 	$(BIN)/python -m training train --config $(CONFIG) --data $(DATA) $(ARGS)

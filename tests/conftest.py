@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,12 @@ def tiny_config(*overrides: str) -> Config:
 
 
 def learning_config() -> Config:
-    """Synthetic data with planted structure, a model big enough to find it in a few epochs."""
-    return load_config(
+    """Synthetic data with planted structure, a model big enough to find it in a few epochs.
+
+    Every task weighs 1 here: the planted profile is learnable in a few epochs only with a
+    full-strength signal (the MovieLens default damps user tasks over 100k events).
+    """
+    cfg = load_config(
         None,
         [
             "name=synth",
@@ -39,9 +44,12 @@ def learning_config() -> Config:
             "network.d_tower=16",
             "network.history_length=20",
             "optim.epochs=4",
+            "optim.batch_size=64",
+            "optim.lr=0.003",
             "eval.n_rank_negatives=50",
         ],
     )
+    return dataclasses.replace(cfg, tasks=[t.model_copy(update={"weight": 1.0}) for t in cfg.tasks])
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from service.artifact import ArtifactError
-from training.config import ConfigError, from_dict, load_config
+from training.config import Config, ConfigError, from_dict, load_config
 from training.data.tables import DataError
 from training.export import ExportError
 from training.report import markdown_table
@@ -90,13 +91,13 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def _checkpoint_config(raw: dict[str, object], overrides: list[str]) -> tuple:  # type: ignore[type-arg]
-    stored = dict(raw["config"])  # type: ignore[call-overload]
-    source = str(stored.pop("data"))
-    cfg = from_dict(stored)
+def _checkpoint_config(raw: dict[str, Any], overrides: list[str]) -> tuple[Config, str]:
+    """The config a checkpoint was trained with, and its data source."""
     if overrides:
         raise ConfigError("evaluate/export use the checkpoint's config; overrides are not allowed")
-    return cfg, source
+    stored = dict(raw["config"])
+    source = str(stored.pop("data"))
+    return from_dict(stored), source
 
 
 def _parser() -> argparse.ArgumentParser:

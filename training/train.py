@@ -49,6 +49,8 @@ def fit(
         figures = train_epoch(model, log, tasks, cfg, optimizer, rng, epoch, progress)
         figures |= validate(model, log, valid, tasks, cfg)
         history.epochs.append(figures)
+        if progress:
+            tqdm.write(_summary(epoch, figures))
         score = figures[f"val_{cfg.optim.monitor}"]
         lower_is_better = cfg.optim.monitor.endswith(("loss", "rmse"))
         if best is None or (score < best if lower_is_better else score > best):
@@ -58,6 +60,11 @@ def fit(
             break
     model.load_state_dict(best_state)
     return history
+
+
+def _summary(epoch: int, figures: dict[str, float]) -> str:
+    shown = ["train_loss", "val_loss", *(k for k in figures if k.endswith("_auc"))]
+    return f"epoch {epoch:>2}: " + "  ".join(f"{k} {figures[k]:.4f}" for k in shown)
 
 
 def train_epoch(

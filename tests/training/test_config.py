@@ -133,3 +133,7 @@ def test_bad_toml_file(tmp_path: Path) -> None:
 def test_round_trip_through_dict() -> None:
     cfg = load_config(None, ["optim.epochs=2", "network.encoder=gru"])
     assert from_dict(cfg.to_dict()) == cfg
+
+
+def test_builtin_defaults_are_the_committed_default_config() -> None:
+    assert load_config(None) == load_config(ROOT / "configs" / "movielens.toml")

@@ -120,3 +120,21 @@ def test_tampered_model_is_refused(trained, tmp_path: Path) -> None:
         f.write(b"\0")
     with pytest.raises(ArtifactError, match="sha256 of model.onnx does not match"):
         load_artifact(copy, "synth")
+
+
+def test_reference_design_trains_and_exports(tmp_path: Path) -> None:
+    from training.config import load_config
+    from training.pipeline import train_and_export
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(
+        root / "configs" / "reference.toml",
+        ["optim.epochs=1", "synthetic.n_users=200", "eval.n_rank_negatives=50"],
+    )
+    result = train_and_export(cfg, "synthetic", tmp_path / "models", tmp_path / "r", progress=False)
+
+    manifest = load_artifact(tmp_path / "models", "reference").manifest
+    assert [(o.name, o.shape) for o in manifest.outputs] == [("click", ("N",)), ("age", ("B", 5))]
+    assert manifest.training["network"]["encoder"] == "lstm"
+    assert manifest.parity_max_abs_diff <= 1e-4
+    assert set(result.metrics) >= {"click_auc", "hr@10", "age_accuracy", "age_macro_f1"}

@@ -110,3 +110,14 @@ def test_model_args_round_trip() -> None:
     again = ModelArgs.from_dict(args.to_dict())
     assert again == args
     assert dataclasses.asdict(again.network)["encoder"] == "attention"
+
+
+@pytest.mark.parametrize("block", sorted(ARCHITECTURES))
+def test_user_tasks_never_read_the_user_id(block: str) -> None:
+    model = _model("gru", block, dropout=0.0)
+    inputs = _inputs(2, 4)
+    other = dict(inputs, user_id=inputs["user_id"] + 1)
+    first, second = model(**inputs), model(**other)
+    assert torch.equal(first["age"], second["age"])
+    assert torch.equal(first["genres"], second["genres"])
+    assert not torch.allclose(first["click"], second["click"]), "item tasks do read it"

@@ -72,3 +72,28 @@ def test_empty_profile_cells_are_masked(data) -> None:
     empty = data.vocabs["user_id"].encode(users.loc[users["gender"] == "", "user_id"])
     assert len(empty) > 0
     assert not data.log.user_labels["gender"].mask[empty].any()
+
+
+def test_pick_per_user_marks_n_events_of_each_user() -> None:
+    from training.data.samples import pick_per_user
+
+    users = np.array([3, 3, 3, 1, 1, 5, 3, 1, 1, 1])
+    picked = pick_per_user(users, 2, np.random.default_rng(0))
+    assert [int(picked[users == u].sum()) for u in (1, 3, 5)] == [2, 2, 1]
+    other = pick_per_user(users, 2, np.random.default_rng(1))
+    assert not np.array_equal(picked, other), "a different draw each epoch"
+
+
+def test_only_picked_events_carry_profile_labels(data) -> None:
+    from training.data.samples import pick_per_user
+
+    log, tasks = data.log, data.tasks
+    idx = log.events(TRAIN)
+    picked = pick_per_user(log.user[idx], 1, np.random.default_rng(3))
+    events = with_negatives(
+        log, idx, sample_negatives(log, idx, 1, np.random.default_rng(4)), picked
+    )
+    batch = make_batch(log, events, tasks, 10, hide_holdout=True)
+    assert not batch.masks["gender"][~picked].any()
+    assert batch.masks["gender"][picked].any()
+    assert batch.masks["click"].all(), "item tasks keep every event"

@@ -1,7 +1,7 @@
 """A seeded synthetic log with planted structure, so learning tests have known answers.
 
 Each user has hidden factors z (n_factors, standard normal). They drive everything observable:
-which items the user picks (softmax of z . v_item + popularity), whether they like them (the sign
+which items the user picks (softmax of 4 z . v_item + popularity), whether they like them (the sign
 of z . v_item, plus noise), gender (sign of z_0), age (linear in z_1) and occupation (argmax of
 a fixed projection of z). A model that reads the history can therefore recover the profile and
 rank the held-out items; a broken or untrained one cannot. 5% of profile cells are left empty to
@@ -18,6 +18,7 @@ from training.data.tables import RawTable
 
 OCCUPATIONS = ("artist", "engineer", "student", "teacher", "writer")
 EMPTY_FRACTION = 0.05
+AFFINITY_SCALE = 4.0  # how strongly taste (vs popularity and chance) decides what is picked
 
 
 def generate(cfg: SyntheticConfig) -> dict[str, RawTable]:
@@ -65,8 +66,8 @@ def _user_interactions(
     cfg: SyntheticConfig,
 ) -> pd.DataFrame:
     n = int(np.clip(rng.poisson(cfg.n_interactions), 5, cfg.n_items // 2))
-    # Gumbel top-n: n draws without replacement from softmax(2 * affinity + popularity).
-    scores = 2.0 * affinity + popularity + rng.gumbel(size=cfg.n_items)
+    # Gumbel top-n: n draws without replacement from softmax(scale * affinity + popularity).
+    scores = AFFINITY_SCALE * affinity + popularity + rng.gumbel(size=cfg.n_items)
     picked = np.argsort(-scores)[:n]
     liked = affinity[picked] + 0.3 * rng.standard_normal(n) > 0
     rating = np.where(liked, rng.integers(4, 6, n), rng.integers(1, 4, n))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from service.artifact import TaskSpec
+from training.config import SyntheticConfig
 
 MAX_PROBLEMS = 20
 REQUIRED = {
@@ -170,7 +171,9 @@ def _numeric(
     return values
 
 
-def load_tables(source: str, tasks: Sequence[TaskSpec], synthetic: object = None) -> Tables:
+def load_tables(
+    source: str, tasks: Sequence[TaskSpec], synthetic: SyntheticConfig | None = None
+) -> Tables:
     """Read and validate the tables of a source: `movielens`, `synthetic` or a directory path.
 
     Args:
@@ -185,7 +188,7 @@ def load_tables(source: str, tasks: Sequence[TaskSpec], synthetic: object = None
     if source == "synthetic":
         from training.data.synthetic import generate
 
-        return parse_tables(generate(synthetic), tasks)  # type: ignore[arg-type]
+        return parse_tables(generate(synthetic or SyntheticConfig()), tasks)
     from training.data.directory import read_directory
 
     return parse_tables(read_directory(Path(source)), tasks)
