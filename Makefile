@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## editable install of the package with every extra
 
 test: $(STAMP)  ## the whole suite, with coverage
-	$(BIN)/python -m pytest --cov --cov-report=term
+	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85
 
 lint: $(STAMP)  ## ruff, formatting, mypy
 	$(BIN)/ruff check .

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -139,11 +147,16 @@ class Manifest(_Frozen):
     unknown_index: int = UNK
     vocabularies: dict[str, VocabSpec]
     ranking: RankingSpec
-    metrics: dict[str, float] = {}
-    baselines: dict[str, float] = {}
+    metrics: dict[str, float | None] = {}  # None: undefined on this data (e.g. AUC of one class)
+    baselines: dict[str, float | None] = {}
     parity_max_abs_diff: float
     training: dict[str, object] = {}
     files: dict[str, str] = {}
+
+    @field_validator("metrics", "baselines", mode="after")
+    @classmethod
+    def _nan_is_none(cls, values: dict[str, float | None]) -> dict[str, float | None]:
+        return {k: v if v is not None and math.isfinite(v) else None for k, v in values.items()}
 
     @model_validator(mode="after")
     def _check(self) -> Self:

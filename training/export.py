@@ -63,7 +63,7 @@ class ExportWrapper(nn.Module):
 
 def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tensor]) -> None:
     """Write the model as ONNX with dynamic B and N; raise ExportError if the checker fails."""
-    wrapper = ExportWrapper(model.eval())
+    wrapper = ExportWrapper(model).eval()
     users, candidates = torch.export.Dim("B"), torch.export.Dim("N")
     dynamic = {
         "user_id": {0: users},
@@ -91,7 +91,7 @@ def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tens
 def parity(model: MultiTaskRecommender, path: Path, inputs: Sequence[dict[str, Tensor]]) -> float:
     """Max abs difference between torch and onnxruntime over every output of every batch."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    wrapper = ExportWrapper(model.eval())
+    wrapper = ExportWrapper(model).eval()
     worst = 0.0
     with torch.no_grad():
         for batch in inputs:

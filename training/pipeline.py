@@ -129,7 +129,7 @@ def train_and_export(
         version=version,
     )
     run_dir = reports / cfg.name / artifact.name
-    save_checkpoint(run_dir / "checkpoint.pt", model, model.args, cfg)
+    save_checkpoint(run_dir / "checkpoint.pt", model, config)
     report = write_report(
         run_dir,
         f"{cfg.name} v{artifact.name} ({source})",

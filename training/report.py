@@ -4,7 +4,9 @@ training curves per task."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,16 +33,18 @@ def write_report(
     }
     paths["json"].write_text(
         json.dumps(
-            {
-                "title": title,
-                "metrics": metrics,
-                "baselines": baselines,
-                "best_epoch": history.best_epoch,
-                "epochs": history.epochs,
-                **extra,
-            },
+            _finite_or_null(
+                {
+                    "title": title,
+                    "metrics": metrics,
+                    "baselines": baselines,
+                    "best_epoch": history.best_epoch,
+                    "epochs": history.epochs,
+                    **extra,
+                }
+            ),
             indent=2,
-            sort_keys=False,
+            allow_nan=False,
         )
         + "\n",
         encoding="utf-8",
@@ -50,6 +54,18 @@ def write_report(
     )
     plot_curves(history, paths["png"], f"{title}: training curves")
     return paths
+
+
+def _finite_or_null(value: Any) -> Any:
+    """The same structure with NaN and infinities as None: an undefined figure (e.g. the AUC of
+    a single class) is JSON null, and the file stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def markdown_table(title: str, metrics: dict[str, float], baselines: dict[str, float]) -> str:

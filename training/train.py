@@ -141,13 +141,12 @@ def validate(
     return figures | {f"val_{k}": v for k, v in metrics.items()}
 
 
-def save_checkpoint(path: Path, model: MultiTaskRecommender, args: ModelArgs, cfg: Config) -> None:
-    """Weights + model args + the whole config, so the checkpoint rebuilds itself."""
+def save_checkpoint(path: Path, model: MultiTaskRecommender, config: dict[str, Any]) -> None:
+    """Weights + model args + the run's config (with its data source), so the checkpoint
+    rebuilds itself and can be evaluated or exported again."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"model_args": args.to_dict(), "config": cfg.to_dict(), "state_dict": model.state_dict()},
-        path,
-    )
+    state = {"model_args": model.args.to_dict(), "config": config, "state_dict": model.state_dict()}
+    torch.save(state, path)
 
 
 def load_checkpoint(path: Path) -> tuple[MultiTaskRecommender, dict[str, Any]]:
