@@ -1,7 +1,7 @@
 """The steps from a data source to a published artifact and a report, as callable functions.
 
 `prepare` (tables -> vocabularies -> split -> evaluation sets), `train_and_export` (fit, evaluate,
-checkpoint, export, report) and `evaluate_checkpoint`; the CLI and the tests call these.
+checkpoint, export, report) and the evaluation helpers; the CLI and the tests call these.
 """
 
 from __future__ import annotations

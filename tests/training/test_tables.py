@@ -63,43 +63,59 @@ def test_not_a_folder(tmp_path: Path) -> None:
     _fails_with(tmp_path / "nope", "neither 'movielens', 'synthetic' nor a folder")
 
 
-def test_missing_required_column(data_dir: Path) -> None:
-    _edit(data_dir / "interactions.csv", "user_id,item_id,timestamp", "user_id,item_id,time")
-    _fails_with(data_dir, "interactions.csv: missing column 'timestamp'")
-
-
-def test_missing_task_column(data_dir: Path) -> None:
-    _edit(data_dir / "users.csv", "occupation", "job")
-    _fails_with(data_dir, "users.csv: missing column 'occupation' needed by task 'occupation'")
-
-
-def test_bad_timestamp_names_line_and_column(data_dir: Path) -> None:
-    _edit(data_dir / "interactions.csv", "u0,i0,1000", "u0,i0,yesterday")
-    _fails_with(
-        data_dir, "interactions.csv line 2, column timestamp: 'yesterday' is not an integer"
-    )
-
-
-def test_fractional_timestamp(data_dir: Path) -> None:
-    _edit(data_dir / "interactions.csv", "u0,i1,1001", "u0,i1,1001.5")
-    _fails_with(data_dir, "interactions.csv line 3, column timestamp: '1001.5' is not an integer")
-
-
-def test_bad_rating(data_dir: Path) -> None:
-    _edit(data_dir / "interactions.csv", "u0,i0,1000,1", "u0,i0,1000,great")
-    _fails_with(data_dir, "interactions.csv line 2, column rating: 'great' is not a number")
-
-
-def test_duplicate_user_id_names_both_rows(data_dir: Path) -> None:
-    _edit(data_dir / "users.csv", "u3,M,61,", "u0,M,61,")
-    _fails_with(
-        data_dir, "users.csv line 5, column user_id: duplicate id 'u0' (first at users.csv line 2)"
-    )
-
-
-def test_empty_id(data_dir: Path) -> None:
-    _edit(data_dir / "items.csv", "i2,Item 2", ",Item 2")
-    _fails_with(data_dir, "items.csv line 4, column item_id: empty id")
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        (
+            "interactions.csv",
+            "user_id,item_id,timestamp",
+            "user_id,item_id,time",
+            "interactions.csv: missing column 'timestamp'",
+        ),
+        (
+            "users.csv",
+            "occupation",
+            "job",
+            "users.csv: missing column 'occupation' needed by task 'occupation'",
+        ),
+        (
+            "interactions.csv",
+            "u0,i0,1000",
+            "u0,i0,yesterday",
+            "interactions.csv line 2, column timestamp: 'yesterday' is not an integer",
+        ),
+        (
+            "interactions.csv",
+            "u0,i1,1001",
+            "u0,i1,1001.5",
+            "interactions.csv line 3, column timestamp: '1001.5' is not an integer",
+        ),
+        (
+            "interactions.csv",
+            "u0,i0,1000,1",
+            "u0,i0,1000,great",
+            "interactions.csv line 2, column rating: 'great' is not a number",
+        ),
+        (
+            "users.csv",
+            "u3,M,61,",
+            "u0,M,61,",
+            "users.csv line 5, column user_id: duplicate id 'u0' (first at users.csv line 2)",
+        ),
+        ("items.csv", "i2,Item 2", ",Item 2", "items.csv line 4, column item_id: empty id"),
+        (
+            "users.csv",
+            "u0,F,23",
+            "u0,F,twenty",
+            "users.csv line 2, column age: 'twenty' is not a number (task 'age' bins it)",
+        ),
+    ],
+)
+def test_each_problem_names_file_row_and_column(
+    data_dir: Path, file: str, old: str, new: str, message: str
+) -> None:
+    _edit(data_dir / file, old, new)
+    _fails_with(data_dir, message)
 
 
 def test_interaction_with_unknown_ids(data_dir: Path) -> None:
@@ -111,13 +127,6 @@ def test_interaction_with_unknown_ids(data_dir: Path) -> None:
         "column item_id: 'i99' is not in items.csv",
     )
     assert message.startswith("2 problem(s)")
-
-
-def test_binned_profile_column_must_be_numeric(data_dir: Path) -> None:
-    _edit(data_dir / "users.csv", "u0,F,23", "u0,F,twenty")
-    _fails_with(
-        data_dir, "users.csv line 2, column age: 'twenty' is not a number (task 'age' bins it)"
-    )
 
 
 def test_many_problems_are_counted_and_capped(data_dir: Path) -> None:
