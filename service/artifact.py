@@ -104,11 +104,6 @@ class TaskSpec(_Frozen):
             raise ValueError(f"task {self.name!r}: duplicate class labels")
         return self
 
-    @property
-    def n_outputs(self) -> int:
-        """Width of the task's output per row: 1 for item tasks, K for user tasks."""
-        return 1 if self.level == "item" else len(self.classes)
-
 
 class TensorSpec(_Frozen):
     """A named graph input or output; symbolic dims are strings (B users, N candidates)."""

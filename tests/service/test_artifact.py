@@ -11,7 +11,6 @@ import pytest
 from service.artifact import (
     ArtifactError,
     Manifest,
-    TaskSpec,
     list_versions,
     load_artifact,
     read_vocab,
@@ -104,9 +103,3 @@ def test_vocab_files_round_trip(tmp_path: Path) -> None:
     assert read_vocab(tmp_path / "v.txt") == ids
     with pytest.raises(ValueError, match="line breaks"):
         write_vocab(tmp_path / "w.txt", ["a\nb"])
-
-
-def test_task_outputs_width() -> None:
-    assert TaskSpec(name="click", level="item", kind="binary").n_outputs == 1
-    age = TaskSpec(name="age", level="user", kind="multiclass", column="age", classes=("a", "b"))
-    assert age.n_outputs == 2

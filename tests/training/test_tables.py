@@ -33,7 +33,6 @@ def test_valid_folder_loads_with_types(data_dir: Path) -> None:
     assert len(tables.interactions) == 20
     assert tables.interactions["timestamp"].dtype == "int64"
     assert tables.interactions["rating"].dtype == "float64"
-    assert tables.has_rating
     assert tables.users.loc[1, "age"] == ""  # an empty cell stays an unknown label
 
 

@@ -7,7 +7,6 @@ samples.py (click 0, every other item task masked).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,8 +56,3 @@ def _multilabel(task: TaskSpec, cells: pd.Series) -> Labels:
             if label.strip() in position:
                 values[row, position[label.strip()]] = 1.0
     return Labels(values, (cells != "").to_numpy())
-
-
-def all_user_labels(tasks: Sequence[TaskSpec], users: pd.DataFrame) -> dict[str, Labels]:
-    """User labels of every user task, keyed by task name."""
-    return {t.name: user_labels(t, users) for t in tasks if t.level == "user"}

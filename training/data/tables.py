@@ -52,11 +52,6 @@ class Tables:
     users: pd.DataFrame  # user_id + profile columns
     items: pd.DataFrame  # item_id + content columns
 
-    @property
-    def has_rating(self) -> bool:
-        """Whether interactions carry a rating column."""
-        return "rating" in self.interactions.columns
-
 
 class _Problems:
     def __init__(self) -> None:
