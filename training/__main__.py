@@ -10,13 +10,17 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.artifact import ArtifactError
 from training.config import Config, ConfigError, from_dict, load_config
 from training.data.tables import DataError
 from training.export import ExportError
 from training.report import markdown_table
+
+if TYPE_CHECKING:  # torch is imported only by the commands that need it
+    from training.network.recommender import MultiTaskRecommender
+    from training.pipeline import Prepared
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,15 +53,12 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
-    from training.pipeline import evaluate_baselines, evaluate_model, prepare
-    from training.train import load_checkpoint
+    from training.pipeline import evaluate_baselines, evaluate_model
 
-    model, raw = load_checkpoint(args.checkpoint)
-    cfg, source = _checkpoint_config(raw, overrides)
-    data = prepare(cfg, args.data or source)
+    model, raw, cfg, data = _from_checkpoint(args, overrides)
     print(
         markdown_table(
-            f"{args.checkpoint} on {args.data or source} (test split)",
+            f"{args.checkpoint} on {args.data or raw['config']['data']} (test split)",
             evaluate_model(model, data, cfg),
             evaluate_baselines(data, cfg),
         )
@@ -67,12 +68,9 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _export(args: argparse.Namespace, overrides: list[str]) -> int:
     from training.export import export_artifact
-    from training.pipeline import evaluate_baselines, evaluate_model, parity_inputs, prepare
-    from training.train import load_checkpoint
+    from training.pipeline import evaluate_baselines, evaluate_model, parity_inputs
 
-    model, raw = load_checkpoint(args.checkpoint)
-    cfg, source = _checkpoint_config(raw, overrides)
-    data = prepare(cfg, args.data or source)
+    model, raw, cfg, data = _from_checkpoint(args, overrides)
     details = {
         "metrics": evaluate_model(model, data, cfg),
         "baselines": evaluate_baselines(data, cfg),
@@ -91,13 +89,20 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def _checkpoint_config(raw: dict[str, Any], overrides: list[str]) -> tuple[Config, str]:
-    """The config a checkpoint was trained with, and its data source."""
+def _from_checkpoint(
+    args: argparse.Namespace, overrides: list[str]
+) -> tuple[MultiTaskRecommender, dict[str, Any], Config, Prepared]:
+    """The checkpoint's model, raw dict, config, and its data (or --data) prepared again."""
+    from training.pipeline import prepare
+    from training.train import load_checkpoint
+
     if overrides:
         raise ConfigError("evaluate/export use the checkpoint's config; overrides are not allowed")
+    model, raw = load_checkpoint(args.checkpoint)
     stored = dict(raw["config"])
     source = str(stored.pop("data"))
-    return from_dict(stored), source
+    cfg = from_dict(stored)
+    return model, raw, cfg, prepare(cfg, args.data or source)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -121,3 +121,11 @@ def test_user_tasks_never_read_the_user_id(block: str) -> None:
     assert torch.equal(first["age"], second["age"])
     assert torch.equal(first["genres"], second["genres"])
     assert not torch.allclose(first["click"], second["click"]), "item tasks do read it"
+
+
+def test_item_tasks_alone_build_no_profile_table() -> None:
+    net = NetworkConfig(encoder="gru", block="mmoe", history_length=L, d_embedding=8)
+    model = MultiTaskRecommender(ModelArgs(n_users=9, n_items=20, network=net, tasks=TASKS[:2]))
+    assert model.profile_embedding is None
+    assert set(model.eval()(**_inputs(2, 3))) == {"click", "rating"}
+    assert _model("gru", "mmoe").profile_embedding is not None

@@ -82,8 +82,9 @@ class MultiTaskRecommender(nn.Module):
         spec = BlockSpec(d_hidden=net.d_hidden, n_experts=net.n_experts, dropout=net.dropout)
         # A mean-pooled history beside a sequence encoding: the profile is an aggregate of
         # everything watched, the next item mostly a matter of the last few.
-        self.pool = MeanEncoder() if net.encoder != "mean" else None
-        d_behaviour = net.d_embedding * (1 if self.pool is None else 2)
+        self.mean = MeanEncoder()
+        self.pool_history = net.encoder != "mean"
+        d_behaviour = net.d_embedding * (2 if self.pool_history else 1)
         self.block = ARCHITECTURES[net.block](d_behaviour + net.d_embedding, len(args.tasks), spec)
         self.heads = nn.ModuleDict(
             {
@@ -92,7 +93,11 @@ class MultiTaskRecommender(nn.Module):
             }
         )
         # Item vectors written by the user tasks alone, pooled over the history (see docstring).
-        self.profile_embedding = nn.Embedding(args.n_items, net.d_embedding, padding_idx=PAD)
+        self.profile_embedding = (
+            nn.Embedding(args.n_items, net.d_embedding, padding_idx=PAD)
+            if any(t.level == "user" for t in args.tasks)
+            else None
+        )
         self._init_embeddings()
 
     def _init_embeddings(self) -> None:
@@ -100,28 +105,33 @@ class MultiTaskRecommender(nn.Module):
             if embedding is not None:
                 nn.init.normal_(embedding.weight, std=EMBEDDING_STD)
         with torch.no_grad():
-            self.item_embedding.weight[PAD].zero_()
-            self.profile_embedding.weight[PAD].zero_()
+            for table in (self.item_embedding, self.profile_embedding):
+                if table is not None:
+                    table.weight[PAD].zero_()
 
     def _behaviour(self, emb: Tensor, mask: Tensor) -> Tensor:
         behaviour = self.encoder(emb, mask)  # [B, d]
-        if self.pool is None:
+        if not self.pool_history:
             return behaviour
-        return torch.cat([behaviour, self.pool(emb, mask)], dim=-1)  # [B, 2d]
+        return torch.cat([behaviour, self.mean(emb, mask)], dim=-1)  # [B, 2d]
 
     def forward(
         self, user_id: Tensor, history: Tensor, candidate: Tensor, candidate_row: Tensor
     ) -> dict[str, Tensor]:
         mask = history != PAD  # [B, L]
         emb = self.item_embedding(history)  # [B, L, d]
-        profile = MeanEncoder()(self.profile_embedding(history), mask)  # [B, d]
+        for_users: list[Tensor] = []  # read only by user heads, so only built when there are some
+        if self.profile_embedding is not None:
+            profile = self.mean(self.profile_embedding(history), mask)  # [B, d]
+            blind = self._behaviour(emb.detach(), mask)  # reads, never trains, the embeddings
+            for_users = self.block(torch.cat([blind, profile], dim=-1))  # n_tasks x [B, D]
+        behaviour = self._behaviour(emb, mask)  # [B, 2d]
         memo = (
-            torch.zeros_like(profile)
+            torch.zeros_like(behaviour[:, : emb.shape[-1]])
             if self.user_embedding is None
             else self.user_embedding(user_id)
         )  # [B, d]
-        for_users = self.block(torch.cat([self._behaviour(emb.detach(), mask), profile], dim=-1))
-        for_items = self.block(torch.cat([self._behaviour(emb, mask), memo], dim=-1))
+        for_items = self.block(torch.cat([behaviour, memo], dim=-1))  # n_tasks x [B, D]
         item = self.item_embedding(candidate)  # [N, d]
         out: dict[str, Tensor] = {}
         for i, task in enumerate(self.tasks):
