@@ -19,7 +19,12 @@ from tqdm import tqdm
 
 from service.artifact import TaskSpec
 from training.config import Config
-from training.data.samples import batches, pick_per_user, sample_negatives, with_negatives
+from training.data.samples import (
+    batches,
+    pick_profile_events,
+    sample_negatives,
+    with_negatives,
+)
 from training.data.split import TRAIN, Log
 from training.evaluate import EvalSets, model_predictor, task_metrics
 from training.losses import joint_loss
@@ -81,7 +86,7 @@ def train_epoch(
     model.train()
     idx = log.events(TRAIN)
     labelled = (
-        pick_per_user(log.user[idx], cfg.optim.user_task_events, rng)
+        pick_profile_events(log, idx, cfg.optim.user_task_events, cfg.network.history_length, rng)
         if cfg.optim.user_task_events
         else None
     )

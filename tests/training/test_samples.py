@@ -97,3 +97,19 @@ def test_only_picked_events_carry_profile_labels(data) -> None:
     assert not batch.masks["gender"][~picked].any()
     assert batch.masks["gender"][picked].any()
     assert batch.masks["click"].all(), "item tasks keep every event"
+
+
+def test_profile_events_have_the_fullest_history_the_user_allows(data) -> None:
+    from training.data.samples import pick_profile_events
+
+    log = data.log
+    idx = log.events(TRAIN)
+    length = 5
+    picked = pick_profile_events(log, idx, 2, length, np.random.default_rng(0))
+    users = log.user[idx]
+    for user in np.unique(users):
+        mine = users == user
+        count = int(mine.sum())
+        assert picked[mine].sum() == min(2, count)
+        positions = log.position[idx][mine & picked]
+        assert (positions >= min(length, count - 2)).all(), "a short window was picked"

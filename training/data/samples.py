@@ -93,6 +93,21 @@ def pick_per_user(users: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
     return picked
 
 
+def pick_profile_events(
+    log: Log, index: np.ndarray, n: int, history_length: int, rng: np.random.Generator
+) -> np.ndarray:
+    """[E] bool marking, per user, n random training events among those whose history window is
+    as full as the user's training history allows. The user heads then learn from the view that
+    the evaluation and the service give them (the last L items), not from a first few clicks
+    (MovieLens-100K occupation accuracy 0.217 with any event, see README)."""
+    users = log.user[index]
+    counts = np.bincount(users, minlength=log.n_users)[users]  # training events per user
+    eligible = log.position[index] >= np.minimum(history_length, counts - n)
+    picked = np.zeros(len(index), dtype=bool)
+    picked[eligible] = pick_per_user(users[eligible], n, rng)
+    return picked
+
+
 def batches(
     log: Log,
     events: Events,
