@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/movielens.toml
 DATA ?= movielens
 ARGS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: install test lint fmt train clean
+.PHONY: install test lint fmt train serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +34,9 @@ fmt: $(STAMP)
 
 train: $(STAMP)  ## train on $(DATA) with $(CONFIG) -> models/<name>/<next version>/ + reports/
 	$(BIN)/python -m training train --config $(CONFIG) --data $(DATA) $(ARGS)
+
+serve: $(STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT)
+	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage

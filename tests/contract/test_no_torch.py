@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-SERVICE_MODULES = ["service.artifact"]
+SERVICE_MODULES = ["service.artifact", "service.main", "service.__main__"]
 
 
 @pytest.mark.parametrize("module", SERVICE_MODULES)

@@ -1,0 +1,84 @@
+"""Service settings: environment variables with the `HYDRAREC_` prefix, validated once.
+
+`get_settings()` reads the environment once per process; `create_app(settings)` takes a
+`Settings` built directly, so tests never patch the environment before an import.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "HYDRAREC_"
+TRAINING_VARIABLES = {"HYDRAREC_CACHE_DIR"}  # read by training (the MovieLens download cache)
+
+
+class SettingsError(Exception):
+    """An environment variable has a value the service cannot run with."""
+
+
+def default_threads() -> int:
+    """ONNX Runtime intra-op threads: one per core (one worker for now)."""
+    return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is `HYDRAREC_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    model_dir: Path = Field(
+        default=Path("models"), description="model repository: <dir>/<name>/<version>/"
+    )
+    model_name: str = Field(default="movielens", min_length=1, description="model to serve")
+    model_version: int | None = Field(
+        default=None, ge=1, description="version to serve; unset = the highest numeric folder"
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port")
+    max_candidates: int = Field(
+        default=1000, ge=1, le=100_000, description="most candidates one request may carry"
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="larger request bodies get 413 before being read"
+    )
+    ort_threads: int = Field(
+        default_factory=default_threads, ge=1, le=256, description="ONNX Runtime intra-op threads"
+    )
+    retry_after_seconds: int = Field(
+        default=1, ge=1, le=3600, description="Retry-After of a 503 while not ready"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="log level of the service and uvicorn"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once.
+
+    Raises:
+        SettingsError: naming each `HYDRAREC_` variable that is wrong and why, including
+            unknown ones (a misspelt variable would otherwise be silently ignored).
+    """
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(
+        k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known | TRAINING_VARIABLES
+    )
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

@@ -1,0 +1,56 @@
+"""Dependencies injected into the handlers: settings, metrics and the ready model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.config import Settings
+from service.errors import NotJson, NotReady
+from service.metrics import Metrics
+from service.predictor import Predictor
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    """The app's metric objects."""
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_predictor(request: Request) -> Predictor:
+    """The loaded, warmed-up model.
+
+    Raises:
+        NotReady: no model is ready yet (503 with Retry-After).
+    """
+    predictor: Predictor | None = request.app.state.predictor
+    if predictor is None:
+        settings = get_settings(request)
+        raise NotReady("the model is not loaded yet", settings.retry_after_seconds)
+    return predictor
+
+
+def require_json(request: Request) -> None:
+    """Refuse bodies not declared as JSON, rather than guessing what they are.
+
+    Raises:
+        NotJson: the Content-Type is missing or not application/json (415).
+    """
+    declared = request.headers.get("content-type", "")
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise NotJson(
+            f"body: send JSON with Content-Type: application/json (got {declared or 'none'!r})"
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]

@@ -1,0 +1,67 @@
+"""Request encoding: raw ids -> the graph's index arrays, through the artifact's vocabularies.
+
+Unknown ids map to the unknown index (service.artifact.UNK) and are reported; the history keeps
+its last L items, left-padded with PAD exactly as training built its windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.artifact import FIRST_ID, PAD, UNK, Artifact
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Graph inputs for one request and the ids that were not in the vocabularies."""
+
+    inputs: dict[str, np.ndarray]  # user_id [1], history [1, L], candidate [N], candidate_row [N]
+    unknown_user: bool
+    unknown_history: list[str]  # distinct, in the order they occur
+    unknown_candidates: list[str]
+
+
+class RequestEncoder:
+    """Vocabulary lookups built once, when the artifact is loaded."""
+
+    def __init__(self, users: Sequence[str], items: Sequence[str], history_length: int) -> None:
+        self.users = {uid: FIRST_ID + i for i, uid in enumerate(users)}
+        self.items = {iid: FIRST_ID + i for i, iid in enumerate(items)}
+        self.history_length = history_length
+
+    @classmethod
+    def for_artifact(cls, artifact: Artifact) -> RequestEncoder:
+        """The encoder of an artifact's `user_id` and `item_id` vocabularies."""
+        return cls(
+            artifact.read_vocab("user_id"),
+            artifact.read_vocab("item_id"),
+            artifact.manifest.history_length,
+        )
+
+    def _lookup(self, ids: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.items.get(i, UNK) for i in ids), dtype=np.int64, count=len(ids))
+
+    def encode(self, user_id: str, history: Sequence[str], candidates: Sequence[str]) -> Encoded:
+        """Index arrays for one user (B = 1) and their N candidates."""
+        user = self.users.get(user_id, UNK)
+        recent = history[-self.history_length :] if history else []
+        window = np.full((1, self.history_length), PAD, dtype=np.int64)  # [1, L]
+        if recent:
+            window[0, -len(recent) :] = self._lookup(recent)
+        candidate = self._lookup(candidates)  # [N]
+        return Encoded(
+            inputs={
+                "user_id": np.array([user], dtype=np.int64),
+                "history": window,
+                "candidate": candidate,
+                "candidate_row": np.zeros(len(candidates), dtype=np.int64),
+            },
+            unknown_user=user == UNK,
+            unknown_history=list(dict.fromkeys(i for i in recent if i not in self.items)),
+            unknown_candidates=[
+                i for i, idx in zip(candidates, candidate, strict=True) if idx == UNK
+            ],
+        )

@@ -1,0 +1,59 @@
+"""Errors the API answers with (DESIGN.md "API"): raised by name, rendered as an ErrorBody."""
+
+from __future__ import annotations
+
+from service.schemas import ErrorBody, FieldError
+
+
+class ServiceError(Exception):
+    """An answer other than 200: its HTTP status, failure reason and message."""
+
+    status = 500
+    reason = "internal"
+    headers: dict[str, str] = {}
+
+    def __init__(self, message: str, fields: list[FieldError] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or []
+
+    def body(self) -> ErrorBody:
+        """The JSON body of the answer."""
+        return ErrorBody(error=self.reason, message=self.message, fields=self.fields)
+
+
+class InvalidInput(ServiceError):
+    """The body does not follow the request schema or the service's limits (422)."""
+
+    status = 422
+    reason = "invalid_input"
+
+    @classmethod
+    def at(cls, field: str, message: str) -> InvalidInput:
+        """One problem with one field."""
+        return cls(f"{field}: {message}", [FieldError(field=field, message=message)])
+
+
+class NotJson(ServiceError):
+    """The body is not declared as JSON (415)."""
+
+    status = 415
+    reason = "invalid_input"
+
+
+class TooLarge(ServiceError):
+    """The body is larger than HYDRAREC_MAX_BODY_BYTES (413)."""
+
+    status = 413
+    reason = "too_large"
+
+
+class NotReady(ServiceError):
+    """No model is loaded and warmed up yet (503 with Retry-After)."""
+
+    status = 503
+    reason = "not_ready"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}

@@ -1,0 +1,136 @@
+"""The app factory: `create_app(settings)` wires routes, errors, middleware and the lifespan.
+
+The lifespan loads, verifies and warms up the model before the server accepts a request; if
+that fails, it logs exactly what is wrong and start-up fails (uvicorn exits non-zero), so a
+server never runs half-started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import Scope
+
+from service.artifact import ArtifactError
+from service.config import Settings, get_settings
+from service.errors import InvalidInput, ServiceError
+from service.metrics import Metrics
+from service.middleware import BodyLimit, HttpMetrics
+from service.predictor import Predictor
+from service.routes import router
+from service.schemas import ErrorBody, FieldError
+
+logger = logging.getLogger("hydrarec")
+PREDICT_PATH = "/predict"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load, verify and warm up the model; the app is ready only after that succeeded."""
+    settings: Settings = app.state.settings
+    try:
+        predictor = await run_in_threadpool(Predictor.load, settings)
+    except ArtifactError as e:
+        logger.error("cannot serve model %r: %s", settings.model_name, e)
+        raise
+    app.state.predictor = predictor
+    app.state.metrics.model_info.labels(predictor.ref.name, predictor.ref.version).set(1)
+    logger.info("serving %s version %s", predictor.ref.name, predictor.ref.version)
+    yield
+    app.state.predictor = None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The hydrarec app; settings default to the environment (`HYDRAREC_*`)."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+    app = FastAPI(
+        title="hydrarec",
+        summary="Every task of a multi-task recommender from one POST /predict.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.predictor = None
+    app.include_router(router)
+
+    def count_failure(scope: Scope, reason: str) -> None:
+        if scope["path"] == PREDICT_PATH:
+            metrics.failures.labels(reason).inc()
+
+    async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        count_failure(request.scope, exc.reason)
+        return _error(exc.status, exc.body(), exc.headers)
+
+    async def on_invalid_body(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return await on_service_error(request, _invalid_input(exc))
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, ErrorBody(error=reason, message=str(exc.detail)))
+
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("internal error on %s", request.scope["path"], exc_info=exc)
+        count_failure(request.scope, "internal")
+        return _error(500, ErrorBody(error="internal", message="internal error; see the logs"))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_invalid_body)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_crash)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        on_reject=lambda scope: count_failure(scope, "too_large"),
+    )
+    # FastAPI wraps included routers; the templates are those of the router and the docs.
+    routes = [r for r in [*app.routes, *router.routes] if isinstance(r, Route)]
+    app.add_middleware(HttpMetrics, metrics=metrics, routes=routes)
+    for route in routes:
+        for method in sorted(route.methods or ()):
+            metrics.start_handler(route.path, method)
+    return app
+
+
+def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def _invalid_input(exc: RequestValidationError) -> InvalidInput:
+    """One InvalidInput listing every problem pydantic found, each with its field path."""
+    fields = [
+        FieldError(field=_field_path(err["loc"]), message=_message(err)) for err in exc.errors()
+    ]
+    return InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields[:5]), fields)
+
+
+def _field_path(loc: tuple[object, ...]) -> str:
+    """('body', 'candidates', 3) -> 'candidates[3]'; the body itself -> 'body'."""
+    if len(loc) == 2 and loc[0] == "body" and isinstance(loc[1], int):
+        return "body"  # a JSON syntax error: loc[1] is the position in the text
+    path = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "body"
+
+
+def _message(err: dict[str, object]) -> str:
+    if err.get("type") == "json_invalid":
+        ctx = err.get("ctx")
+        detail = ctx.get("error") if isinstance(ctx, dict) else None
+        loc = err.get("loc")
+        position = loc[-1] if isinstance(loc, tuple) and loc else "?"
+        return f"invalid JSON at character {position}: {detail}"
+    return str(err.get("msg", "invalid")).removeprefix("Value error, ")

@@ -1,0 +1,104 @@
+"""Every Prometheus metric of the service, on one registry per app (namespace `hydrarec`).
+
+Conventions (STYLE.md, Prometheus naming): base units (seconds), `_total` counters, bounded
+labels only (route templates, stages, reasons, id kinds; never an id or a raw path). Every known
+label set is created at start-up, so each series exists at 0 before the first request.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+STAGES = ("encode", "infer", "rank")
+REASONS = ("invalid_input", "too_large", "not_ready", "internal")
+ID_KINDS = ("user", "history", "candidate")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 5000, 10_000)
+
+
+class Metrics:
+    """The metric objects; `create_app` makes one per app."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "hydrarec_http_requests",
+            "HTTP requests answered, by route template, method and status class (2xx, 4xx, 5xx).",
+            ["handler", "method", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "hydrarec_http_request_duration_seconds",
+            "Time from the first byte of a request to the end of its response.",
+            ["handler", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            "hydrarec_http_requests_in_progress",
+            "Requests being answered now.",
+            ["handler"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.stage_duration = Histogram(
+            "hydrarec_predict_stage_duration_seconds",
+            "Time of one /predict stage: encode (ids to indices), infer (session.run), rank.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.candidates = Histogram(
+            "hydrarec_predict_candidates",
+            "Candidates per /predict request.",
+            buckets=CANDIDATE_BUCKETS,
+            registry=r,
+        )
+        self.ids = Counter(
+            "hydrarec_ids", "Ids looked up in the vocabularies, by kind.", ["kind"], registry=r
+        )
+        self.unknown_ids = Counter(
+            "hydrarec_unknown_ids",
+            "Ids not in the vocabularies (served through the unknown index), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "hydrarec_predict_failures",
+            "/predict requests not answered with 200, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "hydrarec_model_info",
+            "The model being served (value 1), by name and version.",
+            ["model", "version"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        for stage in STAGES:
+            self.stage_duration.labels(stage)
+        for kind in ID_KINDS:
+            self.ids.labels(kind)
+            self.unknown_ids.labels(kind)
+        for reason in REASONS:
+            self.failures.labels(reason)
+
+    def start_handler(self, handler: str, method: str) -> None:
+        """Create the series of a route at 0 (called for every route at start-up)."""
+        for status in ("2xx", "4xx", "5xx"):
+            self.requests.labels(handler, method, status)
+        self.request_duration.labels(handler, method)
+        self.in_progress.labels(handler)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition format and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

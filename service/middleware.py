@@ -1,0 +1,125 @@
+"""Pure ASGI middleware: the body-size limit and the HTTP request metrics.
+
+Both are plain ASGI (not BaseHTTPMiddleware) so they see every request, including the ones they
+or the framework reject, and cost one function call when nothing is wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import TooLarge
+from service.metrics import Metrics
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"  # label of paths and methods the app does not route (bounded cardinality)
+
+
+class BodyLimit:
+    """Answers 413 as soon as a body is known to exceed `max_bytes`, by Content-Length or by
+    counting a chunked body, without reading the rest; smaller bodies are replayed to the app."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[Scope], None]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._reject(scope, send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        self.on_reject(scope)
+        error = TooLarge(f"body: larger than HYDRAREC_MAX_BODY_BYTES={self.max_bytes} bytes")
+        body = error.body().model_dump_json().encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class HttpMetrics:
+    """Counts, times and tracks in-flight requests by route template, method and status class."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    def handler(self, scope: Scope) -> str:
+        """The route template a request goes to (never the raw path), or `other`."""
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match != Match.NONE:
+                return str(getattr(route, "path", OTHER))
+        return OTHER
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        handler = self.handler(scope)
+        method = scope["method"] if scope["method"] in METHODS else OTHER
+        status = 500  # what the client gets if the app raises before answering
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        in_progress = self.metrics.in_progress.labels(handler)
+        in_progress.inc()
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            in_progress.dec()
+            self.metrics.request_duration.labels(handler, method).observe(
+                time.perf_counter() - start
+            )
+            self.metrics.requests.labels(handler, method, f"{status // 100}xx").inc()

@@ -1,0 +1,125 @@
+"""Predictor: one loaded model and the /predict pipeline over it (encode -> infer -> rank).
+
+Everything that belongs to one artifact lives in one immutable object (artifact, session,
+vocabulary lookups), so the service swaps models by replacing a single reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from service import ranking
+from service.artifact import PAD, UNK, Artifact, ArtifactError, load_artifact
+from service.config import Settings
+from service.encoding import Encoded, RequestEncoder
+from service.engine import InferenceEngine
+from service.errors import InvalidInput
+from service.metrics import Metrics
+from service.schemas import ModelRef, PredictRequest, PredictResponse, RankedItem, Unknown
+
+VOCABULARIES = ("user_id", "item_id")
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A verified, warmed-up model ready to answer requests."""
+
+    artifact: Artifact
+    engine: InferenceEngine
+    encoder: RequestEncoder
+
+    @classmethod
+    def load(cls, settings: Settings) -> Predictor:
+        """Find, verify, load and warm up the configured model.
+
+        Raises:
+            ArtifactError: what is missing, tampered with or incompatible.
+        """
+        artifact = load_artifact(settings.model_dir, settings.model_name, settings.model_version)
+        declared = artifact.manifest.vocabularies
+        for name in VOCABULARIES:
+            if name not in declared:
+                raise ArtifactError(f"{artifact.path}: the manifest has no {name} vocabulary")
+            size = len(artifact.read_vocab(name))
+            if size != declared[name].size:
+                raise ArtifactError(
+                    f"{artifact.path}: {declared[name].file} has {size} ids, "
+                    f"the manifest says {declared[name].size}"
+                )
+        engine = InferenceEngine(artifact, settings.ort_threads)
+        engine.warmup()
+        return cls(artifact, engine, RequestEncoder.for_artifact(artifact))
+
+    @property
+    def ref(self) -> ModelRef:
+        """Name and version of the model."""
+        manifest = self.artifact.manifest
+        return ModelRef(name=manifest.name, version=str(manifest.version))
+
+    def weights(self, requested: Mapping[str, float] | None) -> Mapping[str, float]:
+        """The ranking weights of a request: its own, checked, or the manifest default.
+
+        Raises:
+            InvalidInput: a weight names something that is not an item task.
+        """
+        if requested is None:
+            return self.artifact.manifest.ranking.weights
+        item_tasks = [t.name for t in self.artifact.manifest.tasks if t.level == "item"]
+        for name in requested:
+            if name not in item_tasks:
+                raise InvalidInput.at(
+                    f"weights.{name}",
+                    f"not an item task; the item tasks are {', '.join(item_tasks)}",
+                )
+        return requested
+
+    def predict(self, request: PredictRequest, metrics: Metrics) -> PredictResponse:
+        """Every task's output for one user and their candidates, ranked."""
+        manifest = self.artifact.manifest
+        weights = self.weights(request.weights)
+        k = request.top_k or manifest.ranking.top_k
+        with metrics.stage_duration.labels("encode").time():
+            encoded = self.encoder.encode(request.user_id, request.history, request.candidates)
+        with metrics.stage_duration.labels("infer").time():
+            outputs = self.engine.run(encoded.inputs)
+        with metrics.stage_duration.labels("rank").time():
+            n = len(request.candidates)
+            scores = ranking.score(outputs, weights, n)
+            item_tasks = [t.name for t in manifest.tasks if t.level == "item"]
+            items = [
+                RankedItem.model_validate(
+                    {"item_id": request.candidates[i], "score": float(scores[i])}
+                    | {t: float(outputs[t][i]) for t in item_tasks}
+                )
+                for i in ranking.top_k(scores, k)
+            ]
+            user = {
+                t.name: dict(zip(t.classes, outputs[t.name][0].tolist(), strict=True))
+                for t in manifest.tasks
+                if t.level == "user"
+            }
+        _count_ids(metrics, encoded)
+        metrics.candidates.observe(n)
+        return PredictResponse(
+            model=self.ref,
+            user=user,
+            items=items,
+            unknown=Unknown(
+                user_id=encoded.unknown_user,
+                history=encoded.unknown_history,
+                candidates=encoded.unknown_candidates,
+            ),
+        )
+
+
+def _count_ids(metrics: Metrics, encoded: Encoded) -> None:
+    """Looked-up and unknown ids by kind (their ratio is the out-of-vocabulary rate)."""
+    history = encoded.inputs["history"]
+    for kind, ids in (
+        ("user", encoded.inputs["user_id"]),
+        ("history", history[history != PAD]),
+        ("candidate", encoded.inputs["candidate"]),
+    ):
+        metrics.ids.labels(kind).inc(len(ids))
+        metrics.unknown_ids.labels(kind).inc(int((ids == UNK).sum()))

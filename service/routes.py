@@ -1,0 +1,85 @@
+"""The HTTP API (DESIGN.md "API"): thin handlers over the predictor.
+
+CPU-bound handlers are plain `def`, so FastAPI runs them in its thread pool and the event loop
+keeps accepting requests while onnxruntime works.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from service.deps import MetricsDep, PredictorDep, SettingsDep, require_json
+from service.errors import InvalidInput
+from service.schemas import (
+    ErrorBody,
+    ModelsResponse,
+    ModelSummary,
+    PredictRequest,
+    PredictResponse,
+    TaskSummary,
+)
+
+router = APIRouter()
+ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (413, "body larger than HYDRAREC_MAX_BODY_BYTES"),
+        (415, "body not sent as application/json"),
+        (422, "invalid body; the message names the field"),
+        (503, "not ready (see Retry-After)"),
+    )
+}
+
+
+@router.post("/predict", responses=ERRORS, dependencies=[Depends(require_json)])
+def predict(
+    body: PredictRequest, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
+) -> PredictResponse:
+    """Every task's output for one user: profile class probabilities and the ranked candidates."""
+    if len(body.candidates) > settings.max_candidates:
+        raise InvalidInput.at(
+            "candidates",
+            f"at most {settings.max_candidates} ids per request "
+            f"(HYDRAREC_MAX_CANDIDATES), got {len(body.candidates)}",
+        )
+    return predictor.predict(body, metrics)
+
+
+@router.get("/healthz")
+async def read_health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorBody, "description": "not ready"}})
+def read_ready(predictor: PredictorDep) -> dict[str, str]:
+    """Readiness: a model is loaded, verified and warmed up."""
+    return {"status": "ready", "model": predictor.ref.name, "version": predictor.ref.version}
+
+
+@router.get("/v1/models", responses={503: {"model": ErrorBody, "description": "not ready"}})
+def read_models(predictor: PredictorDep) -> ModelsResponse:
+    """What is loaded: a summary of the manifest."""
+    manifest = predictor.artifact.manifest
+    summary = ModelSummary(
+        name=manifest.name,
+        version=str(manifest.version),
+        created_at=manifest.created_at,
+        history_length=manifest.history_length,
+        tasks=[
+            TaskSummary(name=t.name, level=t.level, kind=t.kind, classes=list(t.classes))
+            for t in manifest.tasks
+        ],
+        ranking_weights=dict(manifest.ranking.weights),
+        top_k=manifest.ranking.top_k,
+        vocabulary_sizes={k: v.size for k, v in manifest.vocabularies.items()},
+        metrics=dict(manifest.metrics),
+    )
+    return ModelsResponse(models=[summary])
+
+
+@router.get("/metrics", response_class=Response)
+def read_metrics(metrics: MetricsDep) -> Response:
+    """Prometheus text exposition format."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

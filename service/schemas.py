@@ -1,0 +1,143 @@
+"""The HTTP contract (DESIGN.md "API"): request, response and error bodies.
+
+Task names are data, so the response maps them instead of naming them as fields: `user` maps each
+user task to its class probabilities, and each ranked item carries one probability per item task
+beside `item_id` and `score`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.config import JsonDict
+
+MAX_ID_LENGTH = 256  # characters; vocabulary ids are short, anything longer is a client bug
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+
+REQUEST_EXAMPLE: JsonDict = {
+    "user_id": "196",
+    "history": ["242", "302", "377"],
+    "candidates": ["1", "50", "181"],
+    "top_k": 10,
+    "weights": {"click": 1.0, "like": 1.0},
+}
+RESPONSE_EXAMPLE: JsonDict = {
+    "model": {"name": "movielens", "version": "1"},
+    "user": {"gender": {"F": 0.31, "M": 0.69}},
+    "items": [{"item_id": "50", "score": 1.59, "click": 0.93, "like": 0.66}],
+    "unknown": {"user_id": False, "history": [], "candidates": []},
+}
+
+
+class PredictRequest(BaseModel):
+    """One user and the candidate items to score and rank."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [REQUEST_EXAMPLE]}
+    )
+
+    user_id: Id = Field(description="the user's id (unknown ids are served, and listed)")
+    history: list[Id] = Field(
+        default_factory=list,
+        description="the user's recent item ids, oldest first; the last L are used",
+    )
+    candidates: list[Id] = Field(
+        min_length=1, description="item ids to score and rank, distinct (HYDRAREC_MAX_CANDIDATES)"
+    )
+    top_k: int | None = Field(
+        default=None, ge=1, description="how many ranked items to return (manifest default)"
+    )
+    weights: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None,
+        description="ranking score = sum of weight x probability over these item tasks "
+        "(replaces the manifest default)",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, candidates: list[str]) -> list[str]:
+        if len(set(candidates)) != len(candidates):
+            repeated = sorted({c for c in candidates if candidates.count(c) > 1})[:5]
+            raise ValueError(f"ids must be distinct; repeated: {', '.join(repeated)}")
+        return candidates
+
+
+class ModelRef(BaseModel):
+    """Which artifact computed a response."""
+
+    name: str
+    version: str
+
+
+class RankedItem(BaseModel):
+    """A candidate with its ranking score and one probability per item task (extra keys)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    item_id: str
+    score: float
+
+
+class Unknown(BaseModel):
+    """Ids that are not in the model's vocabularies (served through the unknown index)."""
+
+    user_id: bool
+    history: list[str]
+    candidates: list[str]
+
+
+class PredictResponse(BaseModel):
+    """Every task's output for one request."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [RESPONSE_EXAMPLE]})
+
+    model: ModelRef
+    user: dict[str, dict[str, float]] = Field(description="user task -> class -> probability")
+    items: list[RankedItem] = Field(description="candidates by score, highest first, top_k")
+    unknown: Unknown
+
+
+class FieldError(BaseModel):
+    """One problem with one field of the request."""
+
+    field: str = Field(description="dotted path into the body, e.g. candidates[3]")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer of the service."""
+
+    error: str = Field(description="invalid_input | too_large | not_ready | not_found | internal")
+    message: str = Field(description="what is wrong, naming the field")
+    fields: list[FieldError] = Field(default_factory=list)
+
+
+class TaskSummary(BaseModel):
+    """A task as clients see it."""
+
+    name: str
+    level: str
+    kind: str
+    classes: list[str]
+
+
+class ModelSummary(BaseModel):
+    """What `/v1/models` says about the loaded model."""
+
+    name: str
+    version: str
+    created_at: str
+    history_length: int
+    tasks: list[TaskSummary]
+    ranking_weights: dict[str, float]
+    top_k: int
+    vocabulary_sizes: dict[str, int]
+    metrics: dict[str, float | None]
+
+
+class ModelsResponse(BaseModel):
+    """The models this process serves (one)."""
+
+    models: list[ModelSummary]

@@ -1,0 +1,43 @@
+"""Service fixtures: the committed default model, copies of it to break, and ASGI clients."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.artifact import Artifact, load_artifact
+from service.config import Settings
+from service.main import create_app
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODEL = "movielens"
+
+
+def settings_for(repository: Path = REPOSITORY, **overrides: object) -> Settings:
+    """Settings built directly (no environment), one ORT thread."""
+    values: dict[str, object] = {"model_dir": repository, "ort_threads": 1, **overrides}
+    return Settings.model_validate(values)
+
+
+@pytest.fixture(scope="session")
+def artifact() -> Artifact:
+    return load_artifact(REPOSITORY, DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    """The app serving the committed default model, lifespan entered (ready)."""
+    with TestClient(create_app(settings_for())) as c:
+        yield c
+
+
+@pytest.fixture
+def repository_copy(tmp_path: Path, artifact: Artifact) -> Path:
+    """A model repository holding a copy of the default artifact, free to tamper with."""
+    target = tmp_path / "models" / DEFAULT_MODEL / artifact.path.name
+    shutil.copytree(artifact.path, target)
+    return tmp_path / "models"

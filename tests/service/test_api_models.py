@@ -1,0 +1,40 @@
+"""GET /v1/models, /healthz, /readyz and the OpenAPI document."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from service.artifact import Artifact
+from service.schemas import REQUEST_EXAMPLE
+
+
+def test_models_summarises_the_manifest(client: TestClient, artifact: Artifact) -> None:
+    (model,) = client.get("/v1/models").json()["models"]
+    manifest = artifact.manifest
+    assert (model["name"], model["version"]) == (manifest.name, str(manifest.version))
+    assert [t["name"] for t in model["tasks"]] == [t.name for t in manifest.tasks]
+    assert model["tasks"][2]["classes"] == list(manifest.tasks[2].classes)
+    assert model["ranking_weights"] == manifest.ranking.weights
+    assert model["vocabulary_sizes"] == {"user_id": 943, "item_id": 1682}
+    assert model["metrics"]["click_auc"] == manifest.metrics["click_auc"]
+
+
+def test_health_and_readiness(client: TestClient, artifact: Artifact) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    version = str(artifact.manifest.version)
+    assert client.get("/readyz").json() == {
+        "status": "ready",
+        "model": "movielens",
+        "version": version,
+    }
+
+
+def test_openapi_documents_the_contract_with_an_example(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    operation = doc["paths"]["/predict"]["post"]
+    assert {"200", "413", "415", "422", "503"} <= set(operation["responses"])
+    schemas = doc["components"]["schemas"]
+    assert schemas["PredictRequest"]["examples"] == [REQUEST_EXAMPLE]
+    assert set(schemas["PredictRequest"]["properties"]) == set(REQUEST_EXAMPLE)
+    assert set(schemas["PredictResponse"]["properties"]) == {"model", "user", "items", "unknown"}
+    assert client.post("/predict", json=REQUEST_EXAMPLE).status_code == 200

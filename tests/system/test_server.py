@@ -1,0 +1,174 @@
+"""The real server: `python -m service` (uvicorn) on a free 127.0.0.1 port, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.system
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "models"
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(port: int, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAREC_")}
+    return (
+        env
+        | {
+            "HYDRAREC_MODEL_DIR": str(REPOSITORY),
+            "HYDRAREC_PORT": str(port),
+            "HYDRAREC_ORT_THREADS": "1",
+        }
+        | settings
+    )
+
+
+def wait_ready(process: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"server exited with {process.returncode}: {process.stderr.read()}"
+            )
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {START_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=service_env(port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, url)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_predict_over_http(server: tuple[subprocess.Popen[str], str]) -> None:
+    _, url = server
+    body = {"user_id": "196", "history": ["242", "302"], "candidates": ["1", "50", "181"]}
+    response = httpx.post(f"{url}/predict", json=body, timeout=10)
+    assert response.status_code == 200
+    out = response.json()
+    assert [i["item_id"] for i in out["items"]] != []
+    assert set(out["user"]) == {"gender", "age", "occupation"}
+    bad = httpx.post(f"{url}/predict", json={"user_id": "1", "candidates": []}, timeout=10)
+    assert bad.status_code == 422
+
+
+def test_metrics_parse_with_the_prometheus_parser(
+    server: tuple[subprocess.Popen[str], str],
+) -> None:
+    _, url = server
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = families["hydrarec_http_requests"]
+    predicted = [
+        s.value
+        for s in requests.samples
+        if s.labels.get("handler") == "/predict" and s.labels.get("status") == "2xx"
+    ]
+    assert predicted
+    assert predicted[0] >= 1
+
+
+def test_sigterm_shuts_down_cleanly(server: tuple[subprocess.Popen[str], str]) -> None:
+    process, url = server
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert "Application shutdown complete" in process.stderr.read()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/healthz", timeout=1.0)
+
+
+def copy_default(tmp_path: Path) -> Path:
+    target = tmp_path / "models" / "movielens"
+    shutil.copytree(REPOSITORY / "movielens", target)
+    return next(p for p in target.iterdir() if p.name.isdigit())
+
+
+def tamper_hash(folder: Path) -> None:
+    with (folder / "model.onnx").open("ab") as f:
+        f.write(b"\0")
+
+
+def tamper_schema(folder: Path) -> None:
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"schema_version": 2}))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda folder: shutil.rmtree(folder.parent), "no model versions"),
+        (tamper_hash, "sha256 of model.onnx does not match"),
+        (tamper_schema, "schema_version 2 is not supported"),
+    ],
+    ids=["missing-folder", "hash-mismatch", "schema-version"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "service"], ["-m", "uvicorn", "service.main:create_app", "--factory"]],
+    ids=["python-m-service", "plain-uvicorn"],
+)
+def test_a_bad_artifact_never_serves(
+    tmp_path: Path, damage: object, message: str, command: list[str]
+) -> None:
+    folder = copy_default(tmp_path)
+    damage(folder)  # type: ignore[operator]
+    port = free_port()
+    env = service_env(port, HYDRAREC_MODEL_DIR=str(tmp_path / "models"))
+    result = subprocess.run(
+        [sys.executable, *command, "--port", str(port)]
+        if "uvicorn" in command
+        else [sys.executable, *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_bad_settings_are_named_before_start() -> None:
+    env = service_env(free_port(), HYDRAREC_MAX_CANDIDATES="lots")
+    result = subprocess.run(
+        [sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid settings: HYDRAREC_MAX_CANDIDATES")
