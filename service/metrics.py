@@ -13,6 +13,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -27,6 +28,9 @@ class Metrics:
     """The metric objects; `create_app` makes one per app."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # `_created` timestamps would be one extra gauge per series; Prometheus does not read
+        # them from the text format, and they would clutter every scrape.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(

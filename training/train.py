@@ -8,6 +8,7 @@ stops after `patience` epochs without improvement of `optim.monitor`.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,10 @@ def fit(
     )
     history, best_state, best = History(), copy.deepcopy(model.state_dict()), None
     for epoch in range(1, cfg.optim.epochs + 1):
+        start = time.perf_counter()
         figures = train_epoch(model, log, tasks, cfg, optimizer, rng, epoch, progress)
         figures |= validate(model, log, valid, tasks, cfg)
+        figures["seconds"] = time.perf_counter() - start
         history.epochs.append(figures)
         if progress:
             tqdm.write(_summary(epoch, figures))
@@ -69,7 +72,8 @@ def fit(
 
 def _summary(epoch: int, figures: dict[str, float]) -> str:
     shown = ["train_loss", "val_loss", *(k for k in figures if k.endswith("_auc"))]
-    return f"epoch {epoch:>2}: " + "  ".join(f"{k} {figures[k]:.4f}" for k in shown)
+    line = "  ".join(f"{k} {figures[k]:.4f}" for k in shown)
+    return f"epoch {epoch:>2} ({figures['seconds']:.0f} s): {line}"
 
 
 def train_epoch(

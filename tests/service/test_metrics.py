@@ -56,7 +56,7 @@ def test_names_follow_prometheus_conventions(fresh: TestClient) -> None:
     for family in families:
         assert family.name.startswith("hydrarec_")
         if family.type == "counter":
-            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+            assert all(s.name.endswith("_total") for s in family.samples)
         if family.type == "histogram" and "duration" in family.name:
             assert family.name.endswith("_seconds")
         assert not family.name.endswith(("_ms", "_us", "_milliseconds"))
