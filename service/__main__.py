@@ -1,4 +1,4 @@
-"""`python -m service`: check the settings and the model, then run uvicorn.
+"""`python -m service`: check the settings and the model, then run uvicorn with N workers.
 
 Bad settings or a missing, tampered or incompatible artifact end here, with one `error:` line
 and exit status 2, before any port is opened.
@@ -7,14 +7,18 @@ and exit status 2, before any port is opened.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 from service.artifact import ArtifactError
 from service.config import SettingsError, get_settings
+from service.metrics import MULTIPROC_ENV
 from service.predictor import Predictor
 
 EXIT_CONFIG = 2
@@ -34,14 +38,33 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.workers > 1 or MULTIPROC_ENV in os.environ:
+        prepare_multiprocess_metrics()
     uvicorn.run(
         "service.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
+        workers=settings.workers,
         log_level=settings.log_level,
     )
     return 0
+
+
+def prepare_multiprocess_metrics() -> Path:
+    """Give the workers one empty metrics folder, named in their environment before they start.
+
+    Each worker writes its metrics to files there and `/metrics` sums them (prometheus_client
+    multiprocess mode). Left-over files of a previous run would add to this run's counts, so the
+    folder is emptied. PROMETHEUS_MULTIPROC_DIR chooses it (the image sets it); else a new
+    temporary folder is used.
+    """
+    folder = Path(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="hydrarec-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(folder)
+    return folder
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

@@ -22,9 +22,9 @@ class SettingsError(Exception):
     """An environment variable has a value the service cannot run with."""
 
 
-def default_threads() -> int:
-    """ONNX Runtime intra-op threads: one per core (one worker for now)."""
-    return max(1, os.cpu_count() or 1)
+def cores() -> int:
+    """CPU cores this process may use (the affinity mask, as a container's cpuset sets it)."""
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 class Settings(BaseSettings):
@@ -47,8 +47,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="larger request bodies get 413 before being read"
     )
-    ort_threads: int = Field(
-        default_factory=default_threads, ge=1, le=256, description="ONNX Runtime intra-op threads"
+    workers: int = Field(
+        default_factory=cores, ge=1, le=64, description="server processes (default: one per core)"
+    )
+    ort_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="ONNX Runtime intra-op threads per worker (default: cores / workers)",
     )
     retry_after_seconds: int = Field(
         default=1, ge=1, le=3600, description="Retry-After of a 503 while not ready"
@@ -56,6 +62,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log level of the service and uvicorn"
     )
+
+    @property
+    def threads(self) -> int:
+        """ONNX Runtime intra-op threads of one worker. ORT's own default is every core per
+        session, so N workers would each start that many threads and fight over the cores."""
+        return self.ort_threads or max(1, cores() // self.workers)
 
 
 @lru_cache(maxsize=1)

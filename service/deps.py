@@ -51,6 +51,12 @@ def require_json(request: Request) -> None:
         )
 
 
+async def read_body(request: Request) -> bytes:
+    """The raw body (already bounded by the BodyLimit middleware)."""
+    return await request.body()
+
+
+BodyDep = Annotated[bytes, Depends(read_body)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from service.schemas import ErrorBody, FieldError
 
 
@@ -33,6 +36,19 @@ class InvalidInput(ServiceError):
         """One problem with one field."""
         return cls(f"{field}: {message}", [FieldError(field=field, message=message)])
 
+    @classmethod
+    def from_pydantic(cls, errors: Sequence[Any]) -> InvalidInput:
+        """Every problem pydantic found, each with its field path (the first five in the
+        message, all in `fields`)."""
+        fields = [
+            FieldError(
+                field=_field_path(err["loc"]),
+                message=str(err["msg"]).removeprefix("Value error, "),
+            )
+            for err in errors
+        ]
+        return cls("; ".join(f"{f.field}: {f.message}" for f in fields[:5]), fields)
+
 
 class NotJson(ServiceError):
     """The body is not declared as JSON (415)."""
@@ -57,3 +73,12 @@ class NotReady(ServiceError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after)}
+
+
+def _field_path(loc: Sequence[object]) -> str:
+    """('candidates', 3) -> 'candidates[3]'; ('weights', 'click') -> 'weights.click';
+    () (the body as a whole, e.g. invalid JSON) -> 'body'."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "body"

@@ -8,11 +8,11 @@ server never runs half-started.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -21,12 +21,12 @@ from starlette.types import Scope
 
 from service.artifact import ArtifactError
 from service.config import Settings, get_settings
-from service.errors import InvalidInput, ServiceError
+from service.errors import ServiceError
 from service.metrics import Metrics
 from service.middleware import BodyLimit, HttpMetrics
 from service.predictor import Predictor
 from service.routes import router
-from service.schemas import ErrorBody, FieldError
+from service.schemas import ErrorBody
 
 logger = logging.getLogger("hydrarec")
 PREDICT_PATH = "/predict"
@@ -36,14 +36,20 @@ PREDICT_PATH = "/predict"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load, verify and warm up the model; the app is ready only after that succeeded."""
     settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    start = time.perf_counter()
     try:
         predictor = await run_in_threadpool(Predictor.load, settings)
     except ArtifactError as e:
+        metrics.model_loads.labels("failure").inc()
         logger.error("cannot serve model %r: %s", settings.model_name, e)
         raise
+    metrics.model_loads.labels("success").inc()
+    metrics.model_load_duration.set(time.perf_counter() - start)
+    metrics.model_info.labels(predictor.ref["name"], predictor.ref["version"]).set(1)
+    metrics.start_tasks([t.name for t in predictor.artifact.manifest.tasks])
     app.state.predictor = predictor
-    app.state.metrics.model_info.labels(predictor.ref.name, predictor.ref.version).set(1)
-    logger.info("serving %s version %s", predictor.ref.name, predictor.ref.version)
+    logger.info("serving %s version %s", predictor.ref["name"], predictor.ref["version"])
     yield
     app.state.predictor = None
 
@@ -72,10 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         count_failure(request.scope, exc.reason)
         return _error(exc.status, exc.body(), exc.headers)
 
-    async def on_invalid_body(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return await on_service_error(request, _invalid_input(exc))
-
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -87,7 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(500, ErrorBody(error="internal", message="internal error; see the logs"))
 
     app.add_exception_handler(ServiceError, on_service_error)
-    app.add_exception_handler(RequestValidationError, on_invalid_body)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_crash)
     app.add_middleware(
@@ -106,31 +107,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
-
-
-def _invalid_input(exc: RequestValidationError) -> InvalidInput:
-    """One InvalidInput listing every problem pydantic found, each with its field path."""
-    fields = [
-        FieldError(field=_field_path(err["loc"]), message=_message(err)) for err in exc.errors()
-    ]
-    return InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields[:5]), fields)
-
-
-def _field_path(loc: tuple[object, ...]) -> str:
-    """('body', 'candidates', 3) -> 'candidates[3]'; the body itself -> 'body'."""
-    if len(loc) == 2 and loc[0] == "body" and isinstance(loc[1], int):
-        return "body"  # a JSON syntax error: loc[1] is the position in the text
-    path = ""
-    for part in loc[1:] if loc and loc[0] == "body" else loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path or "body"
-
-
-def _message(err: dict[str, object]) -> str:
-    if err.get("type") == "json_invalid":
-        ctx = err.get("ctx")
-        detail = ctx.get("error") if isinstance(ctx, dict) else None
-        loc = err.get("loc")
-        position = loc[-1] if isinstance(loc, tuple) and loc else "?"
-        return f"invalid JSON at character {position}: {detail}"
-    return str(err.get("msg", "invalid")).removeprefix("Value error, ")

@@ -1,27 +1,38 @@
 """Every Prometheus metric of the service, on one registry per app (namespace `hydrarec`).
 
 Conventions (STYLE.md, Prometheus naming): base units (seconds), `_total` counters, bounded
-labels only (route templates, stages, reasons, id kinds; never an id or a raw path). Every known
-label set is created at start-up, so each series exists at 0 before the first request.
+labels only (route templates, stages, reasons, id kinds, task names; never an id or a raw path).
+Every known label set is created at start-up, so each series exists at 0 before the first
+request. With several worker processes, PROMETHEUS_MULTIPROC_DIR is set before they start
+(service/__main__.py) and every scrape sums the workers' files.
 """
 
 from __future__ import annotations
 
+import os
+import random
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
-STAGES = ("encode", "infer", "rank")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STAGES = ("decode", "encode", "infer", "rank", "encode_response")
 REASONS = ("invalid_input", "too_large", "not_ready", "internal")
 ID_KINDS = ("user", "history", "candidate")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 5000, 10_000)
+PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 class Metrics:
@@ -30,7 +41,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # `_created` timestamps would be one extra gauge per series; Prometheus does not read
         # them from the text format, and they would clutter every scrape.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -81,13 +92,35 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.predictions = Histogram(
+            "hydrarec_prediction_probability",
+            "Per task: an item task's probability for one random candidate of each request, "
+            "a user task's top-class probability (drift shows as a moving distribution).",
+            ["task"],
+            buckets=PROBABILITY_BUCKETS,
+            registry=r,
+        )
         self.model_info = Gauge(
             "hydrarec_model_info",
             "The model being served (value 1), by name and version.",
             ["model", "version"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             registry=r,
         )
+        self.model_loads = Counter(
+            "hydrarec_model_loads",
+            "Model loads (find, verify, create the session, warm up), by result.",
+            ["result"],
+            registry=r,
+        )
+        self.model_load_duration = Gauge(
+            "hydrarec_model_load_duration_seconds",
+            "Time the last model load took.",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        if MULTIPROC_ENV not in os.environ:  # per-process figures; see render() for workers
+            ProcessCollector(registry=r)
         for stage in STAGES:
             self.stage_duration.labels(stage)
         for kind in ID_KINDS:
@@ -95,6 +128,8 @@ class Metrics:
             self.unknown_ids.labels(kind)
         for reason in REASONS:
             self.failures.labels(reason)
+        for result in ("success", "failure"):
+            self.model_loads.labels(result)
 
     def start_handler(self, handler: str, method: str) -> None:
         """Create the series of a route at 0 (called for every route at start-up)."""
@@ -103,6 +138,32 @@ class Metrics:
         self.request_duration.labels(handler, method)
         self.in_progress.labels(handler)
 
+    def start_tasks(self, tasks: Sequence[str]) -> None:
+        """Create the prediction series of a model's tasks at 0."""
+        for task in tasks:
+            self.predictions.labels(task)
+
+    def observe_predictions(
+        self,
+        outputs: Mapping[str, np.ndarray],
+        item_tasks: Sequence[str],
+        user_tasks: Sequence[str],
+    ) -> None:
+        """One observation per task and request: a random candidate's probability for item
+        tasks (an unbiased sample of the candidates at constant cost), the top-class probability
+        for user tasks."""
+        for task in item_tasks:
+            values = outputs[task]
+            self.predictions.labels(task).observe(float(values[random.randrange(len(values))]))
+        for task in user_tasks:
+            self.predictions.labels(task).observe(float(outputs[task][0].max()))
+
     def render(self) -> tuple[bytes, str]:
-        """The text exposition format and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The text exposition format and its content type: this process's registry, or with
+        several workers the sum over all of them (plus this worker's process figures)."""
+        if MULTIPROC_ENV not in os.environ:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from service import ranking
 from service.artifact import PAD, UNK, Artifact, ArtifactError, load_artifact
@@ -16,7 +17,7 @@ from service.encoding import Encoded, RequestEncoder
 from service.engine import InferenceEngine
 from service.errors import InvalidInput
 from service.metrics import Metrics
-from service.schemas import ModelRef, PredictRequest, PredictResponse, RankedItem, Unknown
+from service.schemas import PredictRequest
 
 VOCABULARIES = ("user_id", "item_id")
 
@@ -47,15 +48,25 @@ class Predictor:
                     f"{artifact.path}: {declared[name].file} has {size} ids, "
                     f"the manifest says {declared[name].size}"
                 )
-        engine = InferenceEngine(artifact, settings.ort_threads)
+        engine = InferenceEngine(artifact, settings.threads)
         engine.warmup()
         return cls(artifact, engine, RequestEncoder.for_artifact(artifact))
 
     @property
-    def ref(self) -> ModelRef:
-        """Name and version of the model."""
+    def ref(self) -> dict[str, str]:
+        """Name and version of the model (the response's `model`)."""
         manifest = self.artifact.manifest
-        return ModelRef(name=manifest.name, version=str(manifest.version))
+        return {"name": manifest.name, "version": str(manifest.version)}
+
+    @property
+    def item_tasks(self) -> list[str]:
+        """Names of the tasks answered per candidate, in manifest order."""
+        return [t.name for t in self.artifact.manifest.tasks if t.level == "item"]
+
+    @property
+    def user_tasks(self) -> list[str]:
+        """Names of the tasks answered once per user."""
+        return [t.name for t in self.artifact.manifest.tasks if t.level == "user"]
 
     def weights(self, requested: Mapping[str, float] | None) -> Mapping[str, float]:
         """The ranking weights of a request: its own, checked, or the manifest default.
@@ -65,7 +76,7 @@ class Predictor:
         """
         if requested is None:
             return self.artifact.manifest.ranking.weights
-        item_tasks = [t.name for t in self.artifact.manifest.tasks if t.level == "item"]
+        item_tasks = self.item_tasks
         for name in requested:
             if name not in item_tasks:
                 raise InvalidInput.at(
@@ -74,8 +85,9 @@ class Predictor:
                 )
         return requested
 
-    def predict(self, request: PredictRequest, metrics: Metrics) -> PredictResponse:
-        """Every task's output for one user and their candidates, ranked."""
+    def predict(self, request: PredictRequest, metrics: Metrics) -> dict[str, Any]:
+        """Every task's output for one user and their candidates, ranked: the PredictResponse
+        body as plain data, ready to serialise."""
         manifest = self.artifact.manifest
         weights = self.weights(request.weights)
         k = request.top_k or manifest.ranking.top_k
@@ -86,13 +98,13 @@ class Predictor:
         with metrics.stage_duration.labels("rank").time():
             n = len(request.candidates)
             scores = ranking.score(outputs, weights, n)
-            item_tasks = [t.name for t in manifest.tasks if t.level == "item"]
+            order = ranking.top_k(scores, k)
+            columns = {"score": scores[order].tolist()} | {
+                t: outputs[t][order].tolist() for t in self.item_tasks
+            }
             items = [
-                RankedItem.model_validate(
-                    {"item_id": request.candidates[i], "score": float(scores[i])}
-                    | {t: float(outputs[t][i]) for t in item_tasks}
-                )
-                for i in ranking.top_k(scores, k)
+                {"item_id": request.candidates[i]} | {c: v[row] for c, v in columns.items()}
+                for row, i in enumerate(order.tolist())
             ]
             user = {
                 t.name: dict(zip(t.classes, outputs[t.name][0].tolist(), strict=True))
@@ -101,16 +113,17 @@ class Predictor:
             }
         _count_ids(metrics, encoded)
         metrics.candidates.observe(n)
-        return PredictResponse(
-            model=self.ref,
-            user=user,
-            items=items,
-            unknown=Unknown(
-                user_id=encoded.unknown_user,
-                history=encoded.unknown_history,
-                candidates=encoded.unknown_candidates,
-            ),
-        )
+        metrics.observe_predictions(outputs, self.item_tasks, self.user_tasks)
+        return {
+            "model": self.ref,
+            "user": user,
+            "items": items,
+            "unknown": {
+                "user_id": encoded.unknown_user,
+                "history": encoded.unknown_history,
+                "candidates": encoded.unknown_candidates,
+            },
+        }
 
 
 def _count_ids(metrics: Metrics, encoded: Encoded) -> None:

@@ -6,10 +6,11 @@ keeps accepting requests while onnxruntime works.
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Depends, Response
 
-from service.deps import MetricsDep, PredictorDep, SettingsDep, require_json
-from service.errors import InvalidInput
+from service.decoding import decode_request
+from service.deps import BodyDep, MetricsDep, PredictorDep, SettingsDep, require_json
 from service.schemas import (
     ErrorBody,
     ModelsResponse,
@@ -31,18 +32,31 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.post("/predict", responses=ERRORS, dependencies=[Depends(require_json)])
+# The body is decoded by hand (one pydantic JSON pass, timed as the `decode` stage) and the
+# answer serialised straight to bytes (`encode_response`), so both are documented here.
+PREDICT_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+}
+
+
+@router.post(
+    "/predict",
+    responses=ERRORS,
+    response_model=PredictResponse,
+    dependencies=[Depends(require_json)],
+    openapi_extra={"requestBody": PREDICT_BODY},
+)
 def predict(
-    body: PredictRequest, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
-) -> PredictResponse:
+    body: BodyDep, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
+) -> Response:
     """Every task's output for one user: profile class probabilities and the ranked candidates."""
-    if len(body.candidates) > settings.max_candidates:
-        raise InvalidInput.at(
-            "candidates",
-            f"at most {settings.max_candidates} ids per request "
-            f"(HYDRAREC_MAX_CANDIDATES), got {len(body.candidates)}",
-        )
-    return predictor.predict(body, metrics)
+    with metrics.stage_duration.labels("decode").time():
+        request = decode_request(body, settings.max_candidates)
+    answer = predictor.predict(request, metrics)
+    with metrics.stage_duration.labels("encode_response").time():
+        payload = orjson.dumps(answer)
+    return Response(payload, media_type="application/json")
 
 
 @router.get("/healthz")
@@ -54,7 +68,7 @@ async def read_health() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"model": ErrorBody, "description": "not ready"}})
 def read_ready(predictor: PredictorDep) -> dict[str, str]:
     """Readiness: a model is loaded, verified and warmed up."""
-    return {"status": "ready", "model": predictor.ref.name, "version": predictor.ref.version}
+    return {"status": "ready", "model": predictor.ref["name"], "version": predictor.ref["version"]}
 
 
 @router.get("/v1/models", responses={503: {"model": ErrorBody, "description": "not ready"}})

@@ -74,7 +74,9 @@ class ModelRef(BaseModel):
 class RankedItem(BaseModel):
     """A candidate with its ranking score and one probability per item task (extra keys)."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": {"type": "number"}})
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"additionalProperties": {"type": "number"}}
+    )
 
     item_id: str
     score: float

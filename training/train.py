@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from service.artifact import TaskSpec
 from training.config import Config
 from training.data.samples import (
+    Batch,
     batches,
     pick_profile_events,
     sample_negatives,
@@ -115,7 +117,9 @@ def train_epoch(
         leave=False,
     )
     for step, batch in enumerate(bar, start=1):
-        total, per_task = joint_loss(tasks, model(**batch.inputs), batch.labels, batch.masks)
+        rows, labels, masks = _profile_rows(batch, tasks)
+        logits = model(**batch.inputs, user_rows=rows)
+        total, per_task = joint_loss(tasks, logits, labels, masks)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -123,6 +127,21 @@ def train_epoch(
             sums[name] = sums.get(name, 0.0) + value.item()
         bar.set_postfix(loss=f"{sums['loss'] / step:.4f}")
     return {f"train_{k}": v / max(1, n_batches) for k, v in sums.items()}
+
+
+def _profile_rows(
+    batch: Batch, tasks: Sequence[TaskSpec]
+) -> tuple[Tensor | None, dict[str, Tensor], dict[str, Tensor]]:
+    """The rows that carry a user-task label, with the user tasks' labels and masks cut to them
+    (at least one row, so no graph ever runs on an empty batch; an unlabelled row adds 0)."""
+    user_tasks = [t.name for t in tasks if t.level == "user"]
+    if not user_tasks:
+        return None, batch.labels, batch.masks
+    labelled = torch.stack([batch.masks[name] for name in user_tasks]).any(dim=0)  # [B]
+    rows = labelled.nonzero().squeeze(1) if labelled.any() else torch.zeros(1, dtype=torch.long)
+    labels = batch.labels | {name: batch.labels[name][rows] for name in user_tasks}
+    masks = batch.masks | {name: batch.masks[name][rows] for name in user_tasks}
+    return rows, labels, masks
 
 
 def validate(

@@ -28,7 +28,7 @@ def small() -> Iterator[TestClient]:
         ({"candidates": ["1"]}, "user_id", "required"),
         ({"user_id": "1"}, "candidates", "required"),
         ({"user_id": 196, "candidates": ["1"]}, "user_id", "valid string"),
-        ({"user_id": "1", "candidates": "1"}, "candidates", "valid list"),
+        ({"user_id": "1", "candidates": "1"}, "candidates", "valid array"),
         ({"user_id": "1", "candidates": ["1", 2]}, "candidates[1]", "valid string"),
         ({"user_id": "1", "candidates": []}, "candidates", "at least 1"),
         ({"user_id": "1", "candidates": ["1", "1"]}, "candidates", "distinct"),
@@ -45,7 +45,7 @@ def small() -> Iterator[TestClient]:
             "number",
         ),
         ({"user_id": "1", "candidates": ["1"], "extra": 1}, "extra", "not permitted"),
-        (["not", "an", "object"], "body", "dictionary"),
+        (["not", "an", "object"], "body", "an object"),
     ],
 )
 def test_invalid_bodies_name_the_field(
@@ -74,7 +74,7 @@ def test_malformed_json_says_where(client: TestClient) -> None:
     response = client.post("/predict", content='{"user_id": "1", ', headers=JSON)
     assert response.status_code == 422
     assert response.json()["fields"][0]["field"] == "body"
-    assert "invalid JSON at character" in response.json()["message"]
+    assert "Invalid JSON: EOF while parsing" in response.json()["message"]
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])

@@ -33,8 +33,10 @@ def test_openapi_documents_the_contract_with_an_example(client: TestClient) -> N
     doc = client.get("/openapi.json").json()
     operation = doc["paths"]["/predict"]["post"]
     assert {"200", "413", "415", "422", "503"} <= set(operation["responses"])
+    request = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert request["examples"] == [REQUEST_EXAMPLE]
+    assert set(request["properties"]) == set(REQUEST_EXAMPLE)
+    assert set(request["required"]) == {"user_id", "candidates"}
     schemas = doc["components"]["schemas"]
-    assert schemas["PredictRequest"]["examples"] == [REQUEST_EXAMPLE]
-    assert set(schemas["PredictRequest"]["properties"]) == set(REQUEST_EXAMPLE)
     assert set(schemas["PredictResponse"]["properties"]) == {"model", "user", "items", "unknown"}
     assert client.post("/predict", json=REQUEST_EXAMPLE).status_code == 200

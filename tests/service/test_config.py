@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def test_defaults_serve_the_committed_model_locally() -> None:
         None,
     )
     assert (settings.host, settings.port, settings.max_candidates) == ("127.0.0.1", 8000, 1000)
-    assert settings.ort_threads >= 1
+    assert settings.workers >= 1
+    assert settings.threads == max(1, len(os.sched_getaffinity(0)) // settings.workers)
 
 
 def test_variables_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,3 +68,10 @@ def test_a_misspelt_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
 def test_the_training_cache_variable_is_not_the_services(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYDRAREC_CACHE_DIR", "/tmp/cache")
     assert get_settings().model_name == "movielens"
+
+
+def test_workers_share_the_cores_between_their_onnxruntime_threads() -> None:
+    n_cores = len(os.sched_getaffinity(0))
+    assert Settings(workers=2, ort_threads=None).threads == max(1, n_cores // 2)
+    assert Settings(workers=64).threads == 1
+    assert Settings(workers=4, ort_threads=3).threads == 3

@@ -54,7 +54,7 @@ def test_names_follow_prometheus_conventions(fresh: TestClient) -> None:
     families = list(text_string_to_metric_families(fresh.get("/metrics").text))
     assert families
     for family in families:
-        assert family.name.startswith("hydrarec_")
+        assert family.name.startswith(("hydrarec_", "process_"))
         if family.type == "counter":
             assert all(s.name.endswith("_total") for s in family.samples)
         if family.type == "histogram" and "duration" in family.name:

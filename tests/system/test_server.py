@@ -58,12 +58,29 @@ def wait_ready(process: subprocess.Popen[str], url: str) -> None:
     raise AssertionError(f"{url} not ready within {START_TIMEOUT_S} s")
 
 
+N_WORKERS = 2
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m service` with two workers (Prometheus multiprocess mode)."""
     port = free_port()
+    metrics_dir = tmp_path_factory.mktemp("metrics")
+    stale_run = (  # a previous run's counts, which the server must wipe before its workers start
+        "from service.metrics import Metrics; "
+        "Metrics().requests.labels('/predict', 'POST', '2xx').inc(5)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", stale_run],
+        env=os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        check=True,
+    )
+    assert list(metrics_dir.glob("counter_*.db"))
     process = subprocess.Popen(
         [sys.executable, "-m", "service"],
-        env=service_env(port),
+        env=service_env(
+            port, HYDRAREC_WORKERS=str(N_WORKERS), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -78,32 +95,47 @@ def server() -> Iterator[tuple[subprocess.Popen[str], str]]:
             process.wait()
 
 
-def test_predict_over_http(server: tuple[subprocess.Popen[str], str]) -> None:
-    _, url = server
-    body = {"user_id": "196", "history": ["242", "302"], "candidates": ["1", "50", "181"]}
-    response = httpx.post(f"{url}/predict", json=body, timeout=10)
-    assert response.status_code == 200
-    out = response.json()
-    assert [i["item_id"] for i in out["items"]] != []
-    assert set(out["user"]) == {"gender", "age", "occupation"}
-    bad = httpx.post(f"{url}/predict", json={"user_id": "1", "candidates": []}, timeout=10)
-    assert bad.status_code == 422
+N_GOOD, N_BAD = 40, 7
 
 
-def test_metrics_parse_with_the_prometheus_parser(
+def scraped(url: str, family: str, **labels: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (value,) = [s.value for s in families[family].samples if s.labels == labels]
+    return value
+
+
+def predict_count(url: str, status: str) -> float:
+    return scraped(url, "hydrarec_http_requests", handler="/predict", method="POST", status=status)
+
+
+def test_metrics_are_the_sum_over_fresh_workers(
     server: tuple[subprocess.Popen[str], str],
 ) -> None:
     _, url = server
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    requests = families["hydrarec_http_requests"]
-    predicted = [
-        s.value
-        for s in requests.samples
-        if s.labels.get("handler") == "/predict" and s.labels.get("status") == "2xx"
-    ]
-    assert predicted
-    assert predicted[0] >= 1
+    deadline = time.monotonic() + START_TIMEOUT_S  # /readyz answers once the first one is up
+    while scraped(url, "hydrarec_model_loads", result="success") < N_WORKERS:
+        assert time.monotonic() < deadline, "not every worker loaded the model"
+        time.sleep(0.1)
+    assert scraped(url, "hydrarec_model_loads", result="success") == N_WORKERS
+    assert scraped(url, "hydrarec_model_info", model="movielens", version="1") == 1
+    assert predict_count(url, "2xx") == 0, "counts of a previous run were wiped"
+
+
+def test_predict_over_http_counted_across_workers(
+    server: tuple[subprocess.Popen[str], str],
+) -> None:
+    _, url = server
+    body = {"user_id": "196", "history": ["242", "302"], "candidates": ["1", "50", "181"]}
+    for _ in range(N_GOOD):  # a new connection each, so both workers answer some
+        response = httpx.post(f"{url}/predict", json=body, timeout=10)
+        assert response.status_code == 200
+        assert set(response.json()["user"]) == {"gender", "age", "occupation"}
+    for _ in range(N_BAD):
+        bad = httpx.post(f"{url}/predict", json={"user_id": "1", "candidates": []}, timeout=10)
+        assert bad.status_code == 422
+    assert predict_count(url, "2xx") == N_GOOD
+    assert predict_count(url, "4xx") == N_BAD
 
 
 def test_sigterm_shuts_down_cleanly(server: tuple[subprocess.Popen[str], str]) -> None:

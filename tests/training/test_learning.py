@@ -7,8 +7,9 @@ import pytest
 from tests.conftest import learning_config
 from training.pipeline import evaluate_model, new_model, prepare
 
-# Thresholds: well above what the untrained model and the baselines reach (asserted below).
-CLICK_AUC, GENDER_AUC, HIT_RATE = 0.72, 0.85, 0.48
+# Thresholds: well above what the untrained model and the baselines reach (asserted below), and
+# below what training reaches with any of several seeds (click AUC 0.71-0.76, HR@10 0.47-0.56).
+CLICK_AUC, GENDER_AUC, HIT_RATE = 0.68, 0.85, 0.40
 
 
 @pytest.fixture(scope="module")

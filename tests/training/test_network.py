@@ -129,3 +129,18 @@ def test_item_tasks_alone_build_no_profile_table() -> None:
     assert model.profile_embedding is None
     assert set(model.eval()(**_inputs(2, 3))) == {"click", "rating"}
     assert _model("gru", "mmoe").profile_embedding is not None
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_user_rows_compute_the_same_user_outputs_for_those_rows(encoder: str) -> None:
+    model = _model(encoder, "mmoe")
+    inputs = _inputs(5, 10)
+    rows = torch.tensor([3, 0])
+    full = model(**inputs)
+    part = model(**inputs, user_rows=rows)
+    for task in TASKS:
+        if task.level == "user":
+            assert part[task.name].shape == (2, len(task.classes))
+            torch.testing.assert_close(part[task.name], full[task.name][rows])
+        else:
+            torch.testing.assert_close(part[task.name], full[task.name])

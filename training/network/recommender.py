@@ -116,15 +116,24 @@ class MultiTaskRecommender(nn.Module):
         return torch.cat([behaviour, self.mean(emb, mask)], dim=-1)  # [B, 2d]
 
     def forward(
-        self, user_id: Tensor, history: Tensor, candidate: Tensor, candidate_row: Tensor
+        self,
+        user_id: Tensor,
+        history: Tensor,
+        candidate: Tensor,
+        candidate_row: Tensor,
+        user_rows: Tensor | None = None,
     ) -> dict[str, Tensor]:
+        """Logits per task. `user_rows` (training only) restricts the user tasks to those rows,
+        the few that carry profile labels, so their outputs are [R, K]: the profile pass then
+        costs R rows instead of B (about a third of an epoch on MovieLens-100K)."""
         mask = history != PAD  # [B, L]
         emb = self.item_embedding(history)  # [B, L, d]
         for_users: list[Tensor] = []  # read only by user heads, so only built when there are some
         if self.profile_embedding is not None:
-            profile = self.mean(self.profile_embedding(history), mask)  # [B, d]
-            blind = self._behaviour(emb.detach(), mask)  # reads, never trains, the embeddings
-            for_users = self.block(torch.cat([blind, profile], dim=-1))  # n_tasks x [B, D]
+            rows = slice(None) if user_rows is None else user_rows
+            profile = self.mean(self.profile_embedding(history[rows]), mask[rows])  # [R, d]
+            blind = self._behaviour(emb[rows].detach(), mask[rows])  # reads, never trains, emb
+            for_users = self.block(torch.cat([blind, profile], dim=-1))  # n_tasks x [R, D]
         behaviour = self._behaviour(emb, mask)  # [B, 2d]
         memo = (
             torch.zeros_like(behaviour[:, : emb.shape[-1]])
