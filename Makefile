@@ -9,8 +9,12 @@ DATA ?= movielens
 ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
+COMPOSE ?= docker compose
+COMPOSE_FILE := docker/compose.yml
+# Debian packages the checks and system tests run: promtool + prometheus, docker-compose (v1).
+DEBIAN_PACKAGES := prometheus docker-compose
 
-.PHONY: install test lint fmt train serve clean
+.PHONY: install system-deps test lint fmt train serve up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,13 +24,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## editable install of the package with every extra
 
-test: $(STAMP)  ## the whole suite, with coverage
+system-deps:  ## the Debian packages the tests run for real (installed when missing, as root)
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null \
+		&& command -v docker-compose >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); \
+	else \
+		echo "missing Debian packages: run  sudo apt-get install -y $(DEBIAN_PACKAGES)" >&2; exit 1; \
+	fi
+
+test: $(STAMP) system-deps  ## the whole suite, with coverage
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85
 
-lint: $(STAMP)  ## ruff, formatting, mypy
+lint: $(STAMP) system-deps  ## ruff, formatting, mypy, hadolint, compose and Prometheus files
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy service training
+	$(BIN)/hadolint docker/*.Dockerfile
+	GRAFANA_ADMIN_PASSWORD=lint docker-compose -f $(COMPOSE_FILE) config --quiet
+	promtool check config docker/prometheus.yml
+	promtool check rules docker/alerts.yml
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -37,6 +54,12 @@ train: $(STAMP)  ## train on $(DATA) with $(CONFIG) -> models/<name>/<next versi
 
 serve: $(STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT)
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service
+
+up:  ## build and start service + Prometheus + Grafana (needs Docker and GRAFANA_ADMIN_PASSWORD)
+	$(COMPOSE) -p hydrarec -f $(COMPOSE_FILE) up -d --build
+
+down:  ## stop the stack (volumes, with the models trained in it, are kept)
+	$(COMPOSE) -p hydrarec -f $(COMPOSE_FILE) down
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage

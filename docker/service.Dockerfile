@@ -16,7 +16,7 @@ FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 hydrarec
 COPY --from=build /opt/venv /opt/venv
 # The default model is baked in; mount another repository over /models to serve yours.
-COPY models/ /models/
+COPY --chown=10001:10001 models/ /models/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HYDRAREC_MODEL_DIR=/models \

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,54 +16,23 @@ import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.system.processes import (
+    REPOSITORY,
+    START_TIMEOUT_S,
+    Service,
+    free_port,
+    running_service,
+    service_env,
+)
+
 pytestmark = pytest.mark.system
-
-REPOSITORY = Path(__file__).resolve().parents[2] / "models"
-START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def service_env(port: int, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAREC_")}
-    return (
-        env
-        | {
-            "HYDRAREC_MODEL_DIR": str(REPOSITORY),
-            "HYDRAREC_PORT": str(port),
-            "HYDRAREC_ORT_THREADS": "1",
-        }
-        | settings
-    )
-
-
-def wait_ready(process: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"server exited with {process.returncode}: {process.stderr.read()}"
-            )
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not ready within {START_TIMEOUT_S} s")
-
 
 N_WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """`python -m service` with two workers (Prometheus multiprocess mode)."""
-    port = free_port()
     metrics_dir = tmp_path_factory.mktemp("metrics")
     stale_run = (  # a previous run's counts, which the server must wipe before its workers start
         "from service.metrics import Metrics; "
@@ -76,23 +44,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
         check=True,
     )
     assert list(metrics_dir.glob("counter_*.db"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=service_env(
-            port, HYDRAREC_WORKERS=str(N_WORKERS), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(process, url)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with running_service(
+        metrics_dir,
+        HYDRAREC_WORKERS=str(N_WORKERS),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    ) as service:
+        yield service
 
 
 N_GOOD, N_BAD = 40, 7
@@ -110,9 +67,9 @@ def predict_count(url: str, status: str) -> float:
 
 
 def test_metrics_are_the_sum_over_fresh_workers(
-    server: tuple[subprocess.Popen[str], str],
+    server: Service,
 ) -> None:
-    _, url = server
+    url = server.url
     deadline = time.monotonic() + START_TIMEOUT_S  # /readyz answers once the first one is up
     while scraped(url, "hydrarec_model_loads", result="success") < N_WORKERS:
         assert time.monotonic() < deadline, "not every worker loaded the model"
@@ -123,9 +80,9 @@ def test_metrics_are_the_sum_over_fresh_workers(
 
 
 def test_predict_over_http_counted_across_workers(
-    server: tuple[subprocess.Popen[str], str],
+    server: Service,
 ) -> None:
-    _, url = server
+    url = server.url
     body = {"user_id": "196", "history": ["242", "302"], "candidates": ["1", "50", "181"]}
     for _ in range(N_GOOD):  # a new connection each, so both workers answer some
         response = httpx.post(f"{url}/predict", json=body, timeout=10)
@@ -138,11 +95,11 @@ def test_predict_over_http_counted_across_workers(
     assert predict_count(url, "4xx") == N_BAD
 
 
-def test_sigterm_shuts_down_cleanly(server: tuple[subprocess.Popen[str], str]) -> None:
-    process, url = server
+def test_sigterm_shuts_down_cleanly(server: Service) -> None:
+    process, url = server.process, server.url
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
-    assert "Application shutdown complete" in process.stderr.read()
+    assert "Application shutdown complete" in server.output()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/healthz", timeout=1.0)
 

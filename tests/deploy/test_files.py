@@ -1,0 +1,64 @@
+"""The deployment files pass their own tools: hadolint, docker-compose, promtool, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.system.test_prometheus import DASHBOARD, DOCKER, binary
+
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = run(str(hadolint), str(dockerfile))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_service_image_is_slim_non_root_and_checks_readiness() -> None:
+    text = (DOCKER / "service.Dockerfile").read_text()
+    assert '".[serve]"' in text
+    assert "torch" not in text.replace("no torch", "")
+    assert "USER 10001" in text
+    assert "HEALTHCHECK" in text
+    assert "/readyz" in text
+
+
+def test_compose_file_is_valid_and_needs_the_grafana_password() -> None:
+    compose = binary("docker-compose")
+    env = os.environ | {"GRAFANA_ADMIN_PASSWORD": "test"}
+    result = run(compose, "-f", str(DOCKER / "compose.yml"), "config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "profiles:\n    - train" in result.stdout
+    without = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    refused = run(compose, "-f", str(DOCKER / "compose.yml"), "config", env=without)
+    assert refused.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in refused.stderr
+
+
+def test_prometheus_config_and_rules_pass_promtool() -> None:
+    promtool = binary("promtool")
+    config = run(promtool, "check", "config", str(DOCKER / "prometheus.yml"))
+    assert config.returncode == 0, config.stdout + config.stderr
+    rules = run(promtool, "check", "rules", str(DOCKER / "alerts.yml"))
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+
+
+def test_dashboard_parses_and_is_provisioned() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("traffic", "errors", "latency", "stage", "candidates", "prediction", "unknown"):
+        assert topic in titles, topic
+    provider = (DOCKER / "grafana" / "provisioning" / "dashboards" / "hydrarec.yml").read_text()
+    assert "/var/lib/grafana/dashboards" in provider

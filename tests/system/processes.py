@@ -1,0 +1,83 @@
+"""Real processes for system tests: the service (`python -m service`) and free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2 as httpx
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "models"
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(port: int, **settings: str) -> dict[str, str]:
+    """This environment without HYDRAREC_* variables, plus the service's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAREC_")}
+    defaults = {
+        "HYDRAREC_MODEL_DIR": str(REPOSITORY),
+        "HYDRAREC_PORT": str(port),
+        "HYDRAREC_ORT_THREADS": "1",
+    }
+    return env | defaults | settings
+
+
+@dataclass
+class Service:
+    """A running `python -m service`; its output goes to `log` (a pipe could fill and block)."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_ready(service: Service) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise AssertionError(f"server exited {service.process.returncode}: {service.output()}")
+        try:
+            if httpx.get(f"{service.url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{service.url} not ready within {START_TIMEOUT_S} s: {service.output()}")
+
+
+@contextmanager
+def running_service(folder: Path, **settings: str) -> Iterator[Service]:
+    """Start the service on a free port, wait until ready; kill it (by PID) on the way out."""
+    port = free_port()
+    log = folder / f"service-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            env=service_env(port, **settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    service = Service(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_ready(service)
+        yield service
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

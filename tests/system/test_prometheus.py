@@ -1,0 +1,169 @@
+"""The monitoring configuration, run for real: the Debian `prometheus` binary scrapes the
+service (two workers) with docker/prometheus.yml and loads docker/alerts.yml."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.system.processes import Service, free_port, running_service
+
+pytestmark = pytest.mark.system
+
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
+DASHBOARD = DOCKER / "grafana" / "dashboards" / "hydrarec.json"
+N_GOOD, N_INVALID, N_TOO_LARGE = 30, 4, 2
+N_RULES = 7
+WAIT_S = 60.0
+
+
+def binary(name: str) -> str:
+    """The path of a Debian-packaged tool; a clear failure (never a skip) where it is missing."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} not found: install the Debian packages with "
+            "`apt-get install -y prometheus docker-compose` (`make test` does it as root)"
+        )
+    return found
+
+
+def scrape_config(port: int) -> str:
+    """docker/prometheus.yml pointed at this service, scraping every second."""
+    text = (DOCKER / "prometheus.yml").read_text()
+    for old, new in (
+        ('targets: ["service:8000"]', f'targets: ["127.0.0.1:{port}"]'),
+        ("scrape_interval: 15s", "scrape_interval: 1s"),
+        ("evaluation_interval: 15s", "evaluation_interval: 1s"),
+        ("- alerts.yml", f"- {DOCKER / 'alerts.yml'}"),
+    ):
+        assert text.count(old) == 1, f"docker/prometheus.yml no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+@dataclass
+class Stack:
+    service: Service
+    prometheus: str  # base URL
+
+    def query(self, expr: str) -> float | None:
+        answer = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=5)
+        result = answer.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("stack")
+    with running_service(
+        folder, HYDRAREC_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics")
+    ) as service:
+        config = folder / "prometheus.yml"
+        config.write_text(scrape_config(int(service.url.rsplit(":", 1)[1])))
+        port = free_port()
+        with (folder / "prometheus.log").open("wb") as log:
+            prometheus = subprocess.Popen(
+                [
+                    binary("prometheus"),
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={folder / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200)
+            yield Stack(service, url)
+        finally:
+            prometheus.terminate()
+            prometheus.wait(timeout=30)
+
+
+def _wait(condition: object) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if condition():  # type: ignore[operator]
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"condition not met within {WAIT_S} s")
+
+
+def test_prometheus_counts_what_was_sent_across_both_workers(stack: Stack) -> None:
+    # Given: a known mix of good and bad requests, each on a new connection
+    url = stack.service.url
+    body = {"user_id": "196", "history": ["242"], "candidates": ["1", "50"]}
+    for _ in range(N_GOOD):
+        assert httpx.post(f"{url}/predict", json=body, timeout=10).status_code == 200
+    for _ in range(N_INVALID):
+        bad = {"user_id": "196", "candidates": []}
+        assert httpx.post(f"{url}/predict", json=bad, timeout=10).status_code == 422
+    for _ in range(N_TOO_LARGE):
+        huge = {"user_id": "196", "candidates": ["1"] * 400_000}
+        assert httpx.post(f"{url}/predict", json=huge, timeout=10).status_code == 413
+
+    # When: Prometheus has scraped after the last one
+    ok = 'sum(hydrarec_http_requests_total{job="hydrarec", handler="/predict", status="2xx"})'
+    _wait(lambda: stack.query(ok) == N_GOOD)
+
+    # Then
+    assert stack.query('up{job="hydrarec"}') == 1
+    refused = 'sum(hydrarec_http_requests_total{handler="/predict", status="4xx"})'
+    assert stack.query(refused) == N_INVALID + N_TOO_LARGE
+    failures = 'sum(hydrarec_predict_failures_total{{reason="{}"}})'
+    assert stack.query(failures.format("invalid_input")) == N_INVALID
+    assert stack.query(failures.format("too_large")) == N_TOO_LARGE
+    assert stack.query("sum(hydrarec_predict_candidates_sum)") == 2 * N_GOOD
+    assert stack.query("sum(hydrarec_model_loads_total{result='success'})") == 2
+
+
+def test_alert_rules_are_loaded_and_evaluate(stack: Stack) -> None:
+    def rules() -> list[dict]:
+        groups = httpx.get(f"{stack.prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        return [r for g in groups for r in g["rules"]]
+
+    _wait(lambda: len(rules()) == N_RULES and all("lastEvaluation" in r for r in rules()))
+    _wait(lambda: all(r["lastEvaluation"][:4] != "0001" for r in rules()))
+    assert {r["health"] for r in rules()} == {"ok"}, [r.get("lastError") for r in rules()]
+    firing = [r["name"] for r in rules() if r["state"] == "firing"]
+    assert "HydrarecDown" not in firing
+    assert "HydrarecNotReady" not in firing
+
+
+def exposed_names(service: Service) -> set[str]:
+    text = httpx.get(f"{service.url}/metrics", timeout=10).text
+    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_every_metric_in_the_dashboard_and_the_alerts_is_exposed(stack: Stack) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    queries.append(dashboard["templating"]["list"][0]["query"]["query"])
+    queries.append((DOCKER / "alerts.yml").read_text())
+    used = {name for q in queries for name in re.findall(r"\bhydrarec_[a-z0-9_]+", q)}
+    assert len(used) >= 10
+    assert used <= exposed_names(stack.service), used - exposed_names(stack.service)
+
+
+def test_promtool_finds_nothing_to_report_in_the_metrics(stack: Stack) -> None:
+    text = httpx.get(f"{stack.service.url}/metrics", timeout=10).text
+    result = subprocess.run(
+        [binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert result.stdout + result.stderr == ""
