@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from service import ranking
@@ -52,18 +53,18 @@ class Predictor:
         engine.warmup()
         return cls(artifact, engine, RequestEncoder.for_artifact(artifact))
 
-    @property
+    @cached_property
     def ref(self) -> dict[str, str]:
         """Name and version of the model (the response's `model`)."""
         manifest = self.artifact.manifest
         return {"name": manifest.name, "version": str(manifest.version)}
 
-    @property
+    @cached_property
     def item_tasks(self) -> list[str]:
         """Names of the tasks answered per candidate, in manifest order."""
         return [t.name for t in self.artifact.manifest.tasks if t.level == "item"]
 
-    @property
+    @cached_property
     def user_tasks(self) -> list[str]:
         """Names of the tasks answered once per user."""
         return [t.name for t in self.artifact.manifest.tasks if t.level == "user"]

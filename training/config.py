@@ -41,7 +41,8 @@ class NetworkConfig:
 
     encoder: str = "attention"  # mean | gru | lstm | attention
     block: str = "mmoe"  # a key of network.multitask.ARCHITECTURES
-    history_length: int = 50  # L: the last L items before an event
+    history_length: int = 200  # L: the last L items before an event (the means read them all)
+    encoder_length: int = 50  # the sequence encoder reads the last min(this, L) of them
     d_embedding: int = 64
     d_hidden: int = 64  # D: width of each task's representation out of the block
     n_experts: int = 4  # mmoe only
@@ -183,6 +184,7 @@ def _validate(cfg: Config) -> None:
         (n.encoder in ENCODERS, f"network.encoder must be one of {ENCODERS}"),
         (n.block in ARCHITECTURES, f"network.block must be one of {sorted(ARCHITECTURES)}"),
         (n.history_length >= 1, "network.history_length must be >= 1"),
+        (n.encoder_length >= 1, "network.encoder_length must be >= 1"),
         (
             min(n.d_embedding, n.d_hidden, n.d_tower, n.n_experts, n.n_heads, n.n_layers) >= 1,
             "network sizes must be >= 1",

@@ -144,3 +144,15 @@ def test_user_rows_compute_the_same_user_outputs_for_those_rows(encoder: str) ->
             torch.testing.assert_close(part[task.name], full[task.name][rows])
         else:
             torch.testing.assert_close(part[task.name], full[task.name])
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_the_means_read_items_older_than_the_encoder_window(encoder: str) -> None:
+    model = _model(encoder, "mmoe", encoder_length=3)
+    inputs = _inputs(2, 4)
+    older = dict(inputs, history=inputs["history"].clone())
+    older["history"][1, 0] = 19 if int(inputs["history"][1, 0]) != 19 else 18  # outside the last 3
+    recent, changed = model(**inputs), model(**older)
+    assert recent["click"].shape == (4,)
+    assert not torch.allclose(recent["age"][1], changed["age"][1])
+    torch.testing.assert_close(recent["age"][0], changed["age"][0])

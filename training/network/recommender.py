@@ -76,14 +76,21 @@ class MultiTaskRecommender(nn.Module):
         self.user_embedding = (
             nn.Embedding(args.n_users, net.d_embedding) if net.user_embedding else None
         )
+        # The sequence encoder reads the recent items only; the means read the whole window
+        # (the profile is an aggregate of everything watched, the next item mostly a matter of
+        # the last few), so L can be long at the cost of an embedding lookup and a mean.
+        self.encoder_length = min(net.encoder_length, net.history_length)
         self.encoder = build_encoder(
-            net.encoder, net.d_embedding, net.history_length, net.n_heads, net.n_layers, net.dropout
+            net.encoder,
+            net.d_embedding,
+            self.encoder_length,
+            net.n_heads,
+            net.n_layers,
+            net.dropout,
         )
         spec = BlockSpec(d_hidden=net.d_hidden, n_experts=net.n_experts, dropout=net.dropout)
-        # A mean-pooled history beside a sequence encoding: the profile is an aggregate of
-        # everything watched, the next item mostly a matter of the last few.
         self.mean = MeanEncoder()
-        self.pool_history = net.encoder != "mean"
+        self.pool_history = net.encoder != "mean" or self.encoder_length < net.history_length
         d_behaviour = net.d_embedding * (2 if self.pool_history else 1)
         self.block = ARCHITECTURES[net.block](d_behaviour + net.d_embedding, len(args.tasks), spec)
         self.heads = nn.ModuleDict(
@@ -110,7 +117,8 @@ class MultiTaskRecommender(nn.Module):
                     table.weight[PAD].zero_()
 
     def _behaviour(self, emb: Tensor, mask: Tensor) -> Tensor:
-        behaviour = self.encoder(emb, mask)  # [B, d]
+        recent = slice(emb.shape[1] - self.encoder_length, None)
+        behaviour = self.encoder(emb[:, recent], mask[:, recent])  # [B, d]
         if not self.pool_history:
             return behaviour
         return torch.cat([behaviour, self.mean(emb, mask)], dim=-1)  # [B, 2d]
