@@ -14,7 +14,7 @@ COMPOSE_FILE := docker/compose.yml
 # Debian packages the checks and system tests run: promtool + prometheus, docker-compose (v1).
 DEBIAN_PACKAGES := prometheus docker-compose
 
-.PHONY: install system-deps test lint fmt train serve up down clean
+.PHONY: install system-deps test lint fmt train serve bench up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ test: $(STAMP) system-deps  ## the whole suite, with coverage
 lint: $(STAMP) system-deps  ## ruff, formatting, mypy, hadolint, compose and Prometheus files
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy service training
+	$(BIN)/mypy service training bench
 	$(BIN)/hadolint docker/*.Dockerfile
 	GRAFANA_ADMIN_PASSWORD=lint docker-compose -f $(COMPOSE_FILE) config --quiet
 	promtool check config docker/prometheus.yml
@@ -54,6 +54,11 @@ train: $(STAMP)  ## train on $(DATA) with $(CONFIG) -> models/<name>/<next versi
 
 serve: $(STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT)
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service
+
+bench: $(STAMP)  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk installed as root if missing)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk; } \
+		|| { echo "missing wrk: run  sudo apt-get install -y wrk" >&2; exit 1; }
+	$(BIN)/python -m bench $(ARGS)
 
 up:  ## build and start service + Prometheus + Grafana (needs Docker and GRAFANA_ADMIN_PASSWORD)
 	$(COMPOSE) -p hydrarec -f $(COMPOSE_FILE) up -d --build

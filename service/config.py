@@ -56,6 +56,18 @@ class Settings(BaseSettings):
         le=256,
         description="ONNX Runtime intra-op threads per worker (default: cores / workers)",
     )
+    batch_max_candidates: int = Field(
+        default=2000,
+        ge=0,
+        le=1_000_000,
+        description="dynamic batching: most candidates in one session.run (0 = off)",
+    )
+    batch_max_delay_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="how long a queued batch may wait to fill (an idle server never waits)",
+    )
     retry_after_seconds: int = Field(
         default=1, ge=1, le=3600, description="Retry-After of a 503 while not ready"
     )

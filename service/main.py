@@ -39,7 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: Metrics = app.state.metrics
     start = time.perf_counter()
     try:
-        predictor = await run_in_threadpool(Predictor.load, settings)
+        predictor = await run_in_threadpool(Predictor.load, settings, metrics)
     except ArtifactError as e:
         metrics.model_loads.labels("failure").inc()
         logger.error("cannot serve model %r: %s", settings.model_name, e)

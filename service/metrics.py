@@ -32,6 +32,7 @@ REASONS = ("invalid_input", "too_large", "not_ready", "internal")
 ID_KINDS = ("user", "history", "candidate")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 5000, 10_000)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
@@ -90,6 +91,12 @@ class Metrics:
             "hydrarec_predict_failures",
             "/predict requests not answered with 200, by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "hydrarec_batch_requests",
+            "Requests answered by one session.run (dynamic batching).",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.predictions = Histogram(
@@ -157,6 +164,10 @@ class Metrics:
             self.predictions.labels(task).observe(float(values[random.randrange(len(values))]))
         for task in user_tasks:
             self.predictions.labels(task).observe(float(outputs[task][0].max()))
+
+    def observe_batch(self, n_requests: int) -> None:
+        """One session.run of the batcher: how many requests it answered."""
+        self.batch_requests.observe(n_requests)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition format and its content type: this process's registry, or with

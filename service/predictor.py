@@ -13,6 +13,7 @@ from typing import Any
 
 from service import ranking
 from service.artifact import PAD, UNK, Artifact, ArtifactError, load_artifact
+from service.batching import Batcher
 from service.config import Settings
 from service.encoding import Encoded, RequestEncoder
 from service.engine import InferenceEngine
@@ -30,9 +31,10 @@ class Predictor:
     artifact: Artifact
     engine: InferenceEngine
     encoder: RequestEncoder
+    batcher: Batcher | None = None  # dynamic batching (HYDRAREC_BATCH_MAX_CANDIDATES > 0)
 
     @classmethod
-    def load(cls, settings: Settings) -> Predictor:
+    def load(cls, settings: Settings, metrics: Metrics | None = None) -> Predictor:
         """Find, verify, load and warm up the configured model.
 
         Raises:
@@ -51,7 +53,16 @@ class Predictor:
                 )
         engine = InferenceEngine(artifact, settings.threads)
         engine.warmup()
-        return cls(artifact, engine, RequestEncoder.for_artifact(artifact))
+        batcher = None
+        if settings.batch_max_candidates:
+            batcher = Batcher(
+                engine.run,
+                {t.name for t in artifact.manifest.tasks if t.level == "user"},
+                settings.batch_max_candidates,
+                settings.batch_max_delay_ms / 1000,
+                None if metrics is None else metrics.observe_batch,
+            )
+        return cls(artifact, engine, RequestEncoder.for_artifact(artifact), batcher)
 
     @cached_property
     def ref(self) -> dict[str, str]:
@@ -95,7 +106,8 @@ class Predictor:
         with metrics.stage_duration.labels("encode").time():
             encoded = self.encoder.encode(request.user_id, request.history, request.candidates)
         with metrics.stage_duration.labels("infer").time():
-            outputs = self.engine.run(encoded.inputs)
+            run = self.engine.run if self.batcher is None else self.batcher.run
+            outputs = run(encoded.inputs)
         with metrics.stage_duration.labels("rank").time():
             n = len(request.candidates)
             scores = ranking.score(outputs, weights, n)

@@ -1,0 +1,255 @@
+"""`python -m bench`: the in-process limit, then HTTP against the real server with wrk.
+
+Prints a markdown report and writes it to bench/results.md. Client and server share the
+machine's cores, so the HTTP figures are a lower bound of what the server alone would do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from service.artifact import FIRST_ID, load_artifact
+from service.config import Settings, cores
+from service.engine import InferenceEngine
+from tests.system.processes import REPOSITORY, running_service
+
+RESULTS = Path(__file__).with_name("results.md")
+N_CANDIDATES = 100
+BATCH_USERS = (1, 8, 32)
+CONNECTIONS = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and range of repeated measurements."""
+
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def __str__(self) -> str:
+        low, high = min(self.values), max(self.values)
+        return f"{self.median:,.0f} ({low:,.0f}-{high:,.0f})"
+
+
+def repeat(measure: Callable[[], float], times: int) -> Spread:
+    return Spread(tuple(measure() for _ in range(times)))
+
+
+def calls_per_second(
+    engine: InferenceEngine, inputs: dict[str, np.ndarray], seconds: float
+) -> float:
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        engine.run(inputs)
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def graph_inputs(
+    engine: InferenceEngine, n_users: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    manifest = engine.manifest
+    n_items = manifest.vocabularies["item_id"].size
+    n_known_users = manifest.vocabularies["user_id"].size
+    length = manifest.history_length
+    return {
+        "user_id": rng.integers(FIRST_ID, FIRST_ID + n_known_users, n_users),
+        "history": rng.integers(FIRST_ID, FIRST_ID + n_items, (n_users, length)),
+        "candidate": rng.integers(FIRST_ID, FIRST_ID + n_items, n_users * N_CANDIDATES),
+        "candidate_row": np.repeat(np.arange(n_users), N_CANDIDATES),
+    }
+
+
+def in_process(threads: int, seconds: float, repeats: int) -> dict[int, Spread]:
+    """session.run calls/s for B users x 100 candidates, with the service's thread setting."""
+    settings = Settings(model_dir=REPOSITORY)
+    engine = InferenceEngine(
+        load_artifact(settings.model_dir, settings.model_name), threads=threads
+    )
+    rng = np.random.default_rng(0)
+    results = {}
+    for n_users in BATCH_USERS:
+        inputs = {k: v.astype(np.int64) for k, v in graph_inputs(engine, n_users, rng).items()}
+        engine.run(inputs)
+        results[n_users] = repeat(partial(calls_per_second, engine, inputs, seconds), repeats)
+    return results
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {}
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    requests_per_second: float
+    p50_s: float
+    p99_s: float
+    errors: int
+
+
+def request_bodies(path: Path, n: int = 64) -> None:
+    """n JSON bodies, one per line: known users, 20 history items, 100 candidates."""
+    artifact = load_artifact(REPOSITORY, "movielens")
+    users, items = artifact.read_vocab("user_id"), artifact.read_vocab("item_id")
+    rng = np.random.default_rng(1)
+    lines = []
+    for _ in range(n):
+        picked = rng.choice(len(items), 20 + N_CANDIDATES, replace=False)
+        body = {
+            "user_id": users[int(rng.integers(len(users)))],
+            "history": [items[i] for i in picked[:20]],
+            "candidates": [items[i] for i in picked[20:]],
+        }
+        lines.append(json.dumps(body))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _seconds(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * UNITS[unit]
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float) -> WrkRun:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"{url}/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (
+        sum(int(g) for g in socket.groups()) if socket else 0
+    )
+    return WrkRun(rps, p50, p99, errors)
+
+
+def http(seconds: float, repeats: int, settings: dict[str, str]) -> dict[int, list[WrkRun]]:
+    """wrk against `python -m service` (production settings) at each connection count."""
+    results: dict[int, list[WrkRun]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bodies, script = folder / "bodies.jsonl", folder / "post.lua"
+        request_bodies(bodies)
+        script.write_text(WRK_SCRIPT % bodies)
+        env = {"HYDRAREC_LOG_LEVEL": "warning", "PROMETHEUS_MULTIPROC_DIR": str(folder / "m")}
+        with running_service(folder, **env, **settings) as service:
+            wrk(service.url, script, 8, 1.0)  # warm-up
+            for connections in CONNECTIONS:
+                results[connections] = [
+                    wrk(service.url, script, connections, seconds) for _ in range(repeats)
+                ]
+    return results
+
+
+MODES = {"dynamic batching on": {}, "dynamic batching off": {"HYDRAREC_BATCH_MAX_CANDIDATES": "0"}}
+
+
+def report(
+    limit: dict[int, Spread], served: dict[str, dict[int, list[WrkRun]]], threads: int
+) -> str:
+    workers = cores()
+    lines = [
+        "# hydrarec benchmark",
+        "",
+        f"`make bench` on {platform.machine()}, {cores()} cores, Python"
+        f" {platform.python_version()}, {time.strftime('%Y-%m-%d')}. Median (min-max) of repeated"
+        " runs. The load generator (wrk, one thread) shares the cores with the server.",
+        "",
+        f"## In-process limit: `session.run`, {N_CANDIDATES} candidates per user, {threads} ORT"
+        " thread(s) (the service's per-worker setting)",
+        "",
+        "| users x candidates | calls/s | candidates/s |",
+        "|---|---:|---:|",
+    ]
+    for n_users, spread in limit.items():
+        per_call = n_users * N_CANDIDATES
+        candidates = Spread(tuple(v * per_call for v in spread.values))
+        lines.append(f"| {n_users} x {N_CANDIDATES} | {spread} | {candidates} |")
+    base = limit[1].median
+    for mode, results in served.items():
+        lines += [
+            "",
+            f"## HTTP, {mode}: `POST /predict` (1 user x {N_CANDIDATES} candidates),"
+            f" `python -m service`, {workers} workers x {threads} ORT thread(s)",
+            "",
+            "| connections | requests/s | candidates/s | p50 ms | p99 ms | errors"
+            " | requests/s / in-process calls/s (1 x 100) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for connections, runs in results.items():
+            rps = Spread(tuple(r.requests_per_second for r in runs))
+            candidates = Spread(tuple(v * N_CANDIDATES for v in rps.values))
+            p50 = statistics.median(r.p50_s for r in runs) * 1e3
+            p99 = statistics.median(r.p99_s for r in runs) * 1e3
+            errors = sum(r.errors for r in runs)
+            lines.append(
+                f"| {connections} | {rps} | {candidates} | {p50:.2f} | {p99:.2f} | {errors} |"
+                f" {rps.median / base:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per point")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.stderr.write("error: wrk not found: apt-get install -y wrk (make bench does it)\n")
+        return 2
+    workers = cores()
+    threads = Settings(model_dir=REPOSITORY, workers=workers).threads
+    limit = in_process(threads, args.seconds, args.repeats)
+    served = {
+        mode: http(args.seconds, args.repeats, {"HYDRAREC_WORKERS": str(workers), **settings})
+        for mode, settings in MODES.items()
+    }
+    text = report(limit, served, threads)
+    RESULTS.write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Dynamic batching: concurrent requests share a session.run and get exactly their own answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.artifact import Artifact
+from service.batching import Batcher, Inputs, Outputs
+from service.encoding import RequestEncoder
+from service.engine import InferenceEngine
+
+N_REQUESTS = 24
+
+
+@pytest.fixture(scope="module")
+def engine(artifact: Artifact) -> InferenceEngine:
+    return InferenceEngine(artifact, threads=1)
+
+
+def requests(artifact: Artifact, n: int = N_REQUESTS) -> list[Inputs]:
+    """Requests of different users, histories and candidate counts (ragged)."""
+    encoder = RequestEncoder.for_artifact(artifact)
+    users, items = artifact.read_vocab("user_id"), artifact.read_vocab("item_id")
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(n):
+        picked = [items[j] for j in rng.choice(len(items), 60, replace=False)]
+        history = picked[: int(rng.integers(0, 40))]
+        candidates = picked[40 : 40 + 1 + i % 20]
+        out.append(encoder.encode(users[i], history, candidates).inputs)
+    return out
+
+
+class SlowRun:
+    """The engine's run, held up a little so that concurrent requests queue behind it."""
+
+    def __init__(self, engine: InferenceEngine, delay_s: float = 0.02) -> None:
+        self.engine, self.delay_s = engine, delay_s
+        self.batches: list[int] = []  # users per session.run
+
+    def __call__(self, inputs: Inputs) -> Outputs:
+        self.batches.append(len(inputs["user_id"]))
+        time.sleep(self.delay_s)
+        return self.engine.run(inputs)
+
+
+def user_tasks(artifact: Artifact) -> set[str]:
+    return {t.name for t in artifact.manifest.tasks if t.level == "user"}
+
+
+def test_concurrent_requests_are_batched_and_get_their_own_answers(
+    artifact: Artifact, engine: InferenceEngine
+) -> None:
+    slow = SlowRun(engine)
+    observed: list[int] = []
+    batcher = Batcher(slow, user_tasks(artifact), 2000, 0.0, observed.append)
+    inputs = requests(artifact)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        batched = list(pool.map(batcher.run, inputs))
+    assert max(slow.batches) > 1, "no two requests ever shared a session.run"
+    assert observed == slow.batches
+    assert sum(slow.batches) == N_REQUESTS
+    for one, answer in zip(inputs, batched, strict=True):
+        alone = engine.run(one)
+        assert answer.keys() == alone.keys()
+        for name, values in alone.items():
+            assert answer[name].shape == values.shape
+            # float32 kernels may sum in another order for another batch size: equal to 1e-6
+            np.testing.assert_allclose(answer[name], values, rtol=0, atol=1e-6)
+
+
+def test_batches_respect_the_candidate_limit(artifact: Artifact, engine: InferenceEngine) -> None:
+    sizes: list[int] = []
+
+    def run(inputs: Inputs) -> Outputs:
+        sizes.append(len(inputs["candidate"]))
+        time.sleep(0.01)
+        return engine.run(inputs)
+
+    batcher = Batcher(run, user_tasks(artifact), 25, 0.0)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(batcher.run, requests(artifact)))
+    assert max(sizes) <= 25
+    assert sum(sizes) == sum(1 + i % 20 for i in range(N_REQUESTS))
+
+
+def test_a_lone_request_never_waits_for_company(
+    artifact: Artifact, engine: InferenceEngine
+) -> None:
+    batcher = Batcher(engine.run, user_tasks(artifact), 2000, max_delay_s=30.0)
+    started = time.monotonic()
+    batcher.run(requests(artifact, 1)[0])
+    assert time.monotonic() - started < 10, "an idle batcher waited for the batch to fill"
+
+
+def test_a_failing_batch_fails_each_of_its_requests(artifact: Artifact) -> None:
+    gate = threading.Event()
+
+    def broken(_: Inputs) -> Outputs:
+        gate.wait(5)
+        raise RuntimeError("session failed")
+
+    batcher = Batcher(broken, user_tasks(artifact), 2000, 0.0)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(batcher.run, one) for one in requests(artifact, 4)]
+        time.sleep(0.1)
+        gate.set()
+        for future in futures:
+            with pytest.raises(RuntimeError, match="session failed"):
+                future.result(timeout=10)
