@@ -137,7 +137,7 @@ def _seconds(text: str) -> float:
     return float(value) * UNITS[unit]
 
 
-def wrk(url: str, script: Path, connections: int, seconds: float) -> WrkRun:
+def wrk(url: str, script: Path, connections: int, seconds: int) -> WrkRun:
     out = subprocess.run(
         [
             "wrk",
@@ -164,7 +164,7 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> WrkRun:
     return WrkRun(rps, p50, p99, errors)
 
 
-def http(seconds: float, repeats: int, settings: dict[str, str]) -> dict[int, list[WrkRun]]:
+def http(seconds: int, repeats: int, settings: dict[str, str]) -> dict[int, list[WrkRun]]:
     """wrk against `python -m service` (production settings) at each connection count."""
     results: dict[int, list[WrkRun]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,7 +174,7 @@ def http(seconds: float, repeats: int, settings: dict[str, str]) -> dict[int, li
         script.write_text(WRK_SCRIPT % bodies)
         env = {"HYDRAREC_LOG_LEVEL": "warning", "PROMETHEUS_MULTIPROC_DIR": str(folder / "m")}
         with running_service(folder, **env, **settings) as service:
-            wrk(service.url, script, 8, 1.0)  # warm-up
+            wrk(service.url, script, 8, 1)  # warm-up
             for connections in CONNECTIONS:
                 results[connections] = [
                     wrk(service.url, script, connections, seconds) for _ in range(repeats)
@@ -232,7 +232,7 @@ def report(
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each measurement")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per point")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

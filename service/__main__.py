@@ -14,12 +14,11 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-import uvicorn
-
 from service.artifact import ArtifactError
 from service.config import SettingsError, get_settings
 from service.metrics import MULTIPROC_ENV
 from service.predictor import Predictor
+from service.server import serve
 
 EXIT_CONFIG = 2
 
@@ -40,15 +39,7 @@ def main() -> int:
     )
     if settings.workers > 1 or MULTIPROC_ENV in os.environ:
         prepare_multiprocess_metrics()
-    uvicorn.run(
-        "service.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-    )
-    return 0
+    return serve(settings)
 
 
 def prepare_multiprocess_metrics() -> Path:

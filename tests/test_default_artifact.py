@@ -1,4 +1,5 @@
-"""The committed default model (models/movielens/1) verifies and runs as its manifest says."""
+"""The committed default model (models/movielens/<highest>) verifies and runs as its manifest
+says."""
 
 from __future__ import annotations
 

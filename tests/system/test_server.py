@@ -16,6 +16,7 @@ import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.artifact import load_artifact
 from tests.system.processes import (
     REPOSITORY,
     START_TIMEOUT_S,
@@ -75,7 +76,8 @@ def test_metrics_are_the_sum_over_fresh_workers(
         assert time.monotonic() < deadline, "not every worker loaded the model"
         time.sleep(0.1)
     assert scraped(url, "hydrarec_model_loads", result="success") == N_WORKERS
-    assert scraped(url, "hydrarec_model_info", model="movielens", version="1") == 1
+    version = str(load_artifact(REPOSITORY, "movielens").manifest.version)
+    assert scraped(url, "hydrarec_model_info", model="movielens", version=version) == 1
     assert predict_count(url, "2xx") == 0, "counts of a previous run were wiped"
 
 
