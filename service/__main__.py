@@ -37,25 +37,27 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if settings.workers > 1 or MULTIPROC_ENV in os.environ:
-        prepare_multiprocess_metrics()
+    if MULTIPROC_ENV in os.environ:
+        prepare_multiprocess_metrics(Path(os.environ[MULTIPROC_ENV]))
+    elif settings.workers > 1:
+        with tempfile.TemporaryDirectory(prefix="hydrarec-metrics-") as folder:
+            prepare_multiprocess_metrics(Path(folder))
+            return serve(settings)
     return serve(settings)
 
 
-def prepare_multiprocess_metrics() -> Path:
+def prepare_multiprocess_metrics(folder: Path) -> None:
     """Give the workers one empty metrics folder, named in their environment before they start.
 
     Each worker writes its metrics to files there and `/metrics` sums them (prometheus_client
     multiprocess mode). Left-over files of a previous run would add to this run's counts, so the
-    folder is emptied. PROMETHEUS_MULTIPROC_DIR chooses it (the image sets it); else a new
-    temporary folder is used.
+    folder is emptied. PROMETHEUS_MULTIPROC_DIR chooses it (the image sets it); else the caller
+    passes a temporary folder, removed when the server stops.
     """
-    folder = Path(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="hydrarec-metrics-"))
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.db"):
         stale.unlink()
     os.environ[MULTIPROC_ENV] = str(folder)
-    return folder
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

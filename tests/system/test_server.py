@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,19 @@ def test_bad_settings_are_named_before_start() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid settings: HYDRAREC_MAX_CANDIDATES")
+
+
+def test_several_workers_without_a_metrics_folder_get_a_temporary_one(tmp_path: Path) -> None:
+    def metrics_folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("hydrarec-metrics-*"))
+
+    before = metrics_folders()
+    with running_service(tmp_path, HYDRAREC_WORKERS="2") as service:
+        assert len(metrics_folders() - before) == 1
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while scraped(service.url, "hydrarec_model_loads", result="success") < 2:
+            assert time.monotonic() < deadline, "the workers' metrics are not summed"
+            time.sleep(0.1)
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(timeout=30) == 0
+    assert metrics_folders() - before == set(), "the temporary metrics folder was left behind"
