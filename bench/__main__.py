@@ -182,7 +182,10 @@ def http(seconds: int, repeats: int, settings: dict[str, str]) -> dict[int, list
     return results
 
 
-MODES = {"dynamic batching on": {}, "dynamic batching off": {"HYDRAREC_BATCH_MAX_CANDIDATES": "0"}}
+MODES = {
+    "dynamic batching on": {"HYDRAREC_BATCH_MAX_CANDIDATES": "2000"},
+    "dynamic batching off": {"HYDRAREC_BATCH_MAX_CANDIDATES": "0"},
+}
 
 
 def report(

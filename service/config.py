@@ -57,10 +57,11 @@ class Settings(BaseSettings):
         description="ONNX Runtime intra-op threads per worker (default: cores / workers)",
     )
     batch_max_candidates: int = Field(
-        default=2000,
+        default=0,
         ge=0,
         le=1_000_000,
-        description="dynamic batching: most candidates in one session.run (0 = off)",
+        description="dynamic batching: most candidates in one session.run (0 = off; "
+        "off by default: on 2 cores it does not pay yet, see bench/results.md)",
     )
     batch_max_delay_ms: float = Field(
         default=0.0,
