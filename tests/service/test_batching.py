@@ -8,11 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from service.artifact import Artifact
 from service.batching import Batcher, Inputs, Outputs
 from service.encoding import RequestEncoder
 from service.engine import InferenceEngine
+from service.main import create_app
+from tests.service.conftest import settings_for
 
 N_REQUESTS = 24
 
@@ -113,3 +116,16 @@ def test_a_failing_batch_fails_each_of_its_requests(artifact: Artifact) -> None:
         for future in futures:
             with pytest.raises(RuntimeError, match="session failed"):
                 future.result(timeout=10)
+
+
+def test_the_api_answers_the_same_with_batching_on(client: TestClient) -> None:
+    body = {"user_id": "196", "history": ["242", "302"], "candidates": ["1", "50", "181", "x"]}
+    with TestClient(create_app(settings_for(batch_max_candidates=2000))) as batched:
+        on = batched.post("/predict", json=body).json()
+        metrics = batched.get("/metrics").text
+    off = client.post("/predict", json=body).json()
+    assert on["unknown"] == off["unknown"]
+    assert [i["item_id"] for i in on["items"]] == [i["item_id"] for i in off["items"]]
+    for a, b in zip(on["items"], off["items"], strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+    assert "hydrarec_batch_requests_count 1.0" in metrics
