@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HYDRAREC_"
@@ -68,6 +68,23 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1000.0,
         description="how long a queued batch may wait to fill (an idle server never waits)",
+    )
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="/predict requests one worker answers at once; more get 503 at once",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="when set, /predict and /v1/models need it (X-API-Key or Bearer)",
+    )
+    graceful_shutdown_seconds: int = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="on SIGTERM, how long requests in flight may take to finish",
     )
     retry_after_seconds: int = Field(
         default=1, ge=1, le=3600, description="Retry-After of a 503 while not ready"

@@ -1,13 +1,15 @@
-"""Dependencies injected into the handlers: settings, metrics and the ready model."""
+"""Dependencies injected into the handlers: settings, metrics, the ready model, and the checks
+every guarded route shares (API key, JSON body)."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from service.config import Settings
-from service.errors import NotJson, NotReady
+from service.errors import NotJson, NotReady, Unauthorized
 from service.metrics import Metrics
 from service.predictor import Predictor
 
@@ -35,6 +37,24 @@ def get_predictor(request: Request) -> Predictor:
         settings = get_settings(request)
         raise NotReady("the model is not loaded yet", settings.retry_after_seconds)
     return predictor
+
+
+def require_api_key(request: Request) -> None:
+    """With HYDRAREC_API_KEY set, the request must carry it as `X-API-Key: <key>` or
+    `Authorization: Bearer <key>` (compared in constant time; never logged).
+
+    Raises:
+        Unauthorized: the key is configured and missing or wrong (401).
+    """
+    expected = get_settings(request).api_key
+    if expected is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not given and scheme.lower() == "bearer":
+        given = token.strip()
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized("an API key is required: send X-API-Key or Authorization: Bearer")
 
 
 def require_json(request: Request) -> None:

@@ -64,6 +64,25 @@ class TooLarge(ServiceError):
     reason = "too_large"
 
 
+class Unauthorized(ServiceError):
+    """The API key is configured and the request does not carry it (401)."""
+
+    status = 401
+    reason = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="hydrarec"'}
+
+
+class Overloaded(ServiceError):
+    """The worker already answers HYDRAREC_MAX_IN_FLIGHT requests (503 with Retry-After)."""
+
+    status = 503
+    reason = "overloaded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class NotReady(ServiceError):
     """No model is loaded and warmed up yet (503 with Retry-After)."""
 

@@ -23,7 +23,7 @@ from service.artifact import ArtifactError
 from service.config import Settings, get_settings
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.middleware import BodyLimit, HttpMetrics
+from service.middleware import AdmissionLimit, BodyLimit, HttpMetrics
 from service.predictor import Predictor
 from service.routes import router
 from service.schemas import ErrorBody
@@ -95,6 +95,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         on_reject=lambda scope: count_failure(scope, "too_large"),
+    )
+    app.add_middleware(
+        AdmissionLimit,
+        max_in_flight=settings.max_in_flight,
+        paths=frozenset({PREDICT_PATH}),
+        retry_after=settings.retry_after_seconds,
+        on_reject=lambda scope: count_failure(scope, "overloaded"),
     )
     # FastAPI wraps included routers; the templates are those of the router and the docs.
     routes = [r for r in [*app.routes, *router.routes] if isinstance(r, Route)]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import TooLarge
+from service.errors import Overloaded, ServiceError, TooLarge
 from service.metrics import Metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -54,19 +54,56 @@ class BodyLimit:
     async def _reject(self, scope: Scope, send: Send) -> None:
         self.on_reject(scope)
         error = TooLarge(f"body: larger than HYDRAREC_MAX_BODY_BYTES={self.max_bytes} bytes")
-        body = error.body().model_dump_json().encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, error, close=True)
+
+
+async def send_error(send: Send, error: ServiceError, close: bool = False) -> None:
+    """Answer with an ErrorBody straight from middleware (the app is never called)."""
+    body = error.body().model_dump_json().encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
+    ]
+    if close:  # the rest of the body is not read, so the connection cannot be reused
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AdmissionLimit:
+    """Admits at most `max_in_flight` requests to `paths` at once in this worker; the next get
+    503 with Retry-After at once, before their body is read, instead of a growing queue."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_in_flight: int,
+        paths: frozenset[str],
+        retry_after: int,
+        on_reject: Callable[[Scope], None],
+    ) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.paths = paths
+        self.retry_after = retry_after
+        self.on_reject = on_reject
+        self.in_flight = 0  # touched only on the event loop's thread
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            self.on_reject(scope)
+            message = f"{self.in_flight} requests in flight (HYDRAREC_MAX_IN_FLIGHT); retry later"
+            await send_error(send, Overloaded(message, self.retry_after))
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -10,7 +10,14 @@ import orjson
 from fastapi import APIRouter, Depends, Response
 
 from service.decoding import decode_request
-from service.deps import BodyDep, MetricsDep, PredictorDep, SettingsDep, require_json
+from service.deps import (
+    BodyDep,
+    MetricsDep,
+    PredictorDep,
+    SettingsDep,
+    require_api_key,
+    require_json,
+)
 from service.schemas import (
     ErrorBody,
     ModelsResponse,
@@ -24,12 +31,14 @@ router = APIRouter()
 ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
+        (401, "HYDRAREC_API_KEY is set and the request does not carry it"),
         (413, "body larger than HYDRAREC_MAX_BODY_BYTES"),
         (415, "body not sent as application/json"),
         (422, "invalid body; the message names the field"),
-        (503, "not ready (see Retry-After)"),
+        (503, "not ready or overloaded (see Retry-After)"),
     )
 }
+ERRORS_MODELS: dict[int | str, dict[str, object]] = {s: ERRORS[s] for s in (401, 503)}
 
 
 # The body is decoded by hand (one pydantic JSON pass, timed as the `decode` stage) and the
@@ -44,7 +53,7 @@ PREDICT_BODY = {
     "/predict",
     responses=ERRORS,
     response_model=PredictResponse,
-    dependencies=[Depends(require_json)],
+    dependencies=[Depends(require_api_key), Depends(require_json)],
     openapi_extra={"requestBody": PREDICT_BODY},
 )
 def predict(
@@ -71,7 +80,11 @@ def read_ready(predictor: PredictorDep) -> dict[str, str]:
     return {"status": "ready", "model": predictor.ref["name"], "version": predictor.ref["version"]}
 
 
-@router.get("/v1/models", responses={503: {"model": ErrorBody, "description": "not ready"}})
+@router.get(
+    "/v1/models",
+    responses=ERRORS_MODELS,
+    dependencies=[Depends(require_api_key)],
+)
 def read_models(predictor: PredictorDep) -> ModelsResponse:
     """What is loaded: a summary of the manifest."""
     manifest = predictor.artifact.manifest

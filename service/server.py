@@ -37,6 +37,7 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
     server = uvicorn.Server(config)
     sock = config.bind_socket()

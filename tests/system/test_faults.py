@@ -1,0 +1,106 @@
+"""Overload and shutdown against the real server: every request gets a 200 or an immediate 503,
+and a SIGTERM never drops a request the server admitted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from service.artifact import load_artifact
+from tests.system.processes import REPOSITORY, running_service
+
+pytestmark = pytest.mark.system
+
+ITEMS = load_artifact(REPOSITORY, "movielens").read_vocab("item_id")
+BODY = {"user_id": "196", "history": ITEMS[:200], "candidates": ITEMS[:1000]}
+N_CLIENTS, N_EACH = 12, 8
+
+
+def scraped_failures(url: str, reason: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(f'hydrarec_predict_failures_total{{reason="{reason}"}}'):
+            return float(line.split()[-1])
+    raise AssertionError(reason)
+
+
+def test_beyond_the_in_flight_bound_requests_get_an_immediate_503(tmp_path: Path) -> None:
+    with running_service(tmp_path, HYDRAREC_WORKERS="1", HYDRAREC_MAX_IN_FLIGHT="2") as service:
+
+        def client(_: int) -> list[httpx.Response]:
+            with httpx.Client(base_url=service.url, timeout=30) as c:
+                return [c.post("/predict", json=BODY) for _ in range(N_EACH)]
+
+        with ThreadPoolExecutor(N_CLIENTS) as pool:
+            responses = [r for batch in pool.map(client, range(N_CLIENTS)) for r in batch]
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 503}
+        assert statuses.count(503) > 0, "the bound was never reached"
+        assert statuses.count(200) > 0
+        for r in responses:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+                assert r.json()["error"] == "overloaded"
+            else:
+                assert len(r.json()["items"]) == 10
+        assert scraped_failures(service.url, "overloaded") == statuses.count(503)
+
+
+def test_sigterm_finishes_the_requests_in_flight(tmp_path: Path) -> None:
+    # Given: requests the server has admitted and not answered yet (half of each body sent)
+    body = json.dumps(BODY).encode()
+    with running_service(tmp_path, HYDRAREC_WORKERS="1") as service:
+        port = int(service.url.rsplit(":", 1)[1])
+        connections = []
+        for _ in range(4):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+            conn.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[: len(body) // 2]
+            )
+            connections.append(conn)
+        _wait_for_in_flight(service.url, 4)
+
+        # When: SIGTERM, then the rest of each body
+        service.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        for conn in connections:
+            conn.sendall(body[len(body) // 2 :])
+
+        # Then: every admitted request is answered, and the server exits cleanly
+        for conn in connections:
+            answer = _read_response(conn)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            assert b'"items"' in answer
+        assert service.process.wait(timeout=60) == 0
+        assert "Shutting down" in service.output()
+
+
+def _wait_for_in_flight(url: str, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+            if line.startswith('hydrarec_http_requests_in_progress{handler="/predict"}'):
+                if float(line.split()[-1]) >= n:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"{n} requests never got in flight")
+
+
+def _read_response(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    length = int(headers[b"content-length"])
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return head + b"\r\n\r\n" + rest
