@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     model_version: int | None = Field(
         default=None, ge=1, description="version to serve; unset = the highest numeric folder"
     )
+    model_poll_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=86_400,
+        description="how often each worker looks for a newer version (0 = never)",
+    )
     host: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port")
     max_candidates: int = Field(

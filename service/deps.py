@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.config import Settings
-from service.errors import NotJson, NotReady, Unauthorized
+from service.errors import AdminDisabled, NotJson, NotReady, Unauthorized
+from service.lifecycle import ModelHolder
 from service.metrics import Metrics
 from service.predictor import Predictor
 
@@ -32,7 +33,7 @@ def get_predictor(request: Request) -> Predictor:
     Raises:
         NotReady: no model is ready yet (503 with Retry-After).
     """
-    predictor: Predictor | None = request.app.state.predictor
+    predictor: Predictor | None = request.app.state.models.current
     if predictor is None:
         settings = get_settings(request)
         raise NotReady("the model is not loaded yet", settings.retry_after_seconds)
@@ -55,6 +56,24 @@ def require_api_key(request: Request) -> None:
         given = token.strip()
     if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
         raise Unauthorized("an API key is required: send X-API-Key or Authorization: Bearer")
+
+
+def require_admin(request: Request) -> None:
+    """/admin/* exists only with HYDRAREC_API_KEY set, and always needs the key.
+
+    Raises:
+        AdminDisabled: no key is configured (404).
+        Unauthorized: the request lacks the key (401).
+    """
+    if get_settings(request).api_key is None:
+        raise AdminDisabled("admin endpoints are disabled: set HYDRAREC_API_KEY to enable them")
+    require_api_key(request)
+
+
+def get_models(request: Request) -> ModelHolder:
+    """The holder of the served model (for reloads)."""
+    models: ModelHolder = request.app.state.models
+    return models
 
 
 def require_json(request: Request) -> None:
@@ -80,3 +99,4 @@ BodyDep = Annotated[bytes, Depends(read_body)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+ModelsDep = Annotated[ModelHolder, Depends(get_models)]

@@ -72,6 +72,20 @@ class Unauthorized(ServiceError):
     headers = {"WWW-Authenticate": 'Bearer realm="hydrarec"'}
 
 
+class AdminDisabled(ServiceError):
+    """/admin/* without HYDRAREC_API_KEY: the routes do not exist (404)."""
+
+    status = 404
+    reason = "not_found"
+
+
+class ReloadFailed(ServiceError):
+    """The newest version cannot be served; the current one still is (409)."""
+
+    status = 409
+    reason = "reload_failed"
+
+
 class Overloaded(ServiceError):
     """The worker already answers HYDRAREC_MAX_IN_FLIGHT requests (503 with Retry-After)."""
 

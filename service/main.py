@@ -7,14 +7,13 @@ server never runs half-started.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import Scope
@@ -22,9 +21,9 @@ from starlette.types import Scope
 from service.artifact import ArtifactError
 from service.config import Settings, get_settings
 from service.errors import ServiceError
+from service.lifecycle import ModelHolder
 from service.metrics import Metrics
 from service.middleware import AdmissionLimit, BodyLimit, HttpMetrics
-from service.predictor import Predictor
 from service.routes import router
 from service.schemas import ErrorBody
 
@@ -36,22 +35,19 @@ PREDICT_PATH = "/predict"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load, verify and warm up the model; the app is ready only after that succeeded."""
     settings: Settings = app.state.settings
-    metrics: Metrics = app.state.metrics
-    start = time.perf_counter()
+    models: ModelHolder = app.state.models
     try:
-        predictor = await run_in_threadpool(Predictor.load, settings, metrics)
+        await models.load()
     except ArtifactError as e:
-        metrics.model_loads.labels("failure").inc()
         logger.error("cannot serve model %r: %s", settings.model_name, e)
         raise
-    metrics.model_loads.labels("success").inc()
-    metrics.model_load_duration.set(time.perf_counter() - start)
-    metrics.model_info.labels(predictor.ref["name"], predictor.ref["version"]).set(1)
-    metrics.start_tasks([t.name for t in predictor.artifact.manifest.tasks])
-    app.state.predictor = predictor
-    logger.info("serving %s version %s", predictor.ref["name"], predictor.ref["version"])
+    poller = None
+    if settings.model_poll_seconds and settings.model_version is None:
+        poller = asyncio.create_task(models.poll(settings.model_poll_seconds))
     yield
-    app.state.predictor = None
+    if poller is not None:
+        poller.cancel()
+    models.current = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.predictor = None
+    app.state.models = ModelHolder(settings, metrics)
     app.include_router(router)
 
     def count_failure(scope: Scope, reason: str) -> None:

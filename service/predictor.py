@@ -34,13 +34,18 @@ class Predictor:
     batcher: Batcher | None = None  # dynamic batching (HYDRAREC_BATCH_MAX_CANDIDATES > 0)
 
     @classmethod
-    def load(cls, settings: Settings, metrics: Metrics | None = None) -> Predictor:
-        """Find, verify, load and warm up the configured model.
+    def load(
+        cls, settings: Settings, metrics: Metrics | None = None, version: int | None = None
+    ) -> Predictor:
+        """Find, verify, load and warm up a version of the configured model (by default the
+        configured version, else the highest).
 
         Raises:
             ArtifactError: what is missing, tampered with or incompatible.
         """
-        artifact = load_artifact(settings.model_dir, settings.model_name, settings.model_version)
+        artifact = load_artifact(
+            settings.model_dir, settings.model_name, version or settings.model_version
+        )
         declared = artifact.manifest.vocabularies
         for name in VOCABULARIES:
             if name not in declared:

@@ -9,15 +9,19 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Depends, Response
 
+from service.artifact import ArtifactError
 from service.decoding import decode_request
 from service.deps import (
     BodyDep,
     MetricsDep,
+    ModelsDep,
     PredictorDep,
     SettingsDep,
+    require_admin,
     require_api_key,
     require_json,
 )
+from service.errors import ReloadFailed
 from service.schemas import (
     ErrorBody,
     ModelsResponse,
@@ -110,3 +114,21 @@ def read_metrics(metrics: MetricsDep) -> Response:
     """Prometheus text exposition format."""
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
+
+
+@router.post(
+    "/admin/reload",
+    dependencies=[Depends(require_admin)],
+    responses={
+        401: {"model": ErrorBody, "description": "no or wrong API key"},
+        404: {"model": ErrorBody, "description": "HYDRAREC_API_KEY is not set"},
+        409: {"model": ErrorBody, "description": "the newest version cannot be served"},
+    },
+)
+async def reload_model(models: ModelsDep) -> dict[str, object]:
+    """Serve the highest model version now if it is newer (workers also poll on their own)."""
+    try:
+        result = await models.refresh()
+    except ArtifactError as e:
+        raise ReloadFailed(f"{e}; still serving the current version") from None
+    return {"version": str(result.version), "reloaded": result.reloaded}

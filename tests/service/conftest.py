@@ -41,3 +41,19 @@ def repository_copy(tmp_path: Path, artifact: Artifact) -> Path:
     target = tmp_path / "models" / DEFAULT_MODEL / artifact.path.name
     shutil.copytree(artifact.path, target)
     return tmp_path / "models"
+
+
+def publish_copy(repository: Path, source: Path, version: int, damaged: bool = False) -> Path:
+    """A copy of the artifact at `source` as `version`, renamed into place only when complete
+    (as training publishes), so a polling service never sees half of it; `damaged`: its model
+    file no longer matches the manifest."""
+    from service.artifact import Manifest, publish, write_manifest
+
+    staging = repository / DEFAULT_MODEL / f".staging-{version}"
+    shutil.copytree(source, staging)
+    manifest = Manifest.model_validate_json((staging / "manifest.json").read_text())
+    write_manifest(staging, manifest.model_copy(update={"version": version}))
+    if damaged:
+        with (staging / "model.onnx").open("ab") as f:
+            f.write(b"\0")
+    return publish(staging, repository / DEFAULT_MODEL / str(version))

@@ -4,8 +4,10 @@ and a SIGTERM never drops a request the server admitted."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +16,7 @@ import httpx2 as httpx
 import pytest
 
 from service.artifact import load_artifact
+from tests.service.conftest import publish_copy
 from tests.system.processes import REPOSITORY, running_service
 
 pytestmark = pytest.mark.system
@@ -104,3 +107,64 @@ def _read_response(conn: socket.socket) -> bytes:
     while len(rest) < length:
         rest += conn.recv(65536)
     return head + b"\r\n\r\n" + rest
+
+
+def test_versions_swap_in_under_load_with_no_failed_request(tmp_path: Path) -> None:
+    # Given: two workers polling a repository that holds the default model
+    source = load_artifact(REPOSITORY, "movielens").path
+    first = int(source.name)
+    repository = tmp_path / "models"
+    shutil.copytree(source, repository / "movielens" / source.name)
+    settings = {
+        "HYDRAREC_WORKERS": "2",
+        "HYDRAREC_MODEL_DIR": str(repository),
+        "HYDRAREC_MODEL_POLL_SECONDS": "0.2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    with running_service(tmp_path, **settings) as service:
+        stop = threading.Event()
+        seen: list[int] = []
+        failed: list[int] = []
+
+        def client() -> None:
+            with httpx.Client(base_url=service.url, timeout=30) as c:
+                while not stop.is_set():
+                    answer = c.post("/predict", json=BODY)
+                    if answer.status_code == 200:
+                        seen.append(int(answer.json()["model"]["version"]))
+                    else:
+                        failed.append(answer.status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            # When: two good versions and a damaged one are published under load
+            for n, version in enumerate((first + 1, first + 2), start=1):
+                publish_copy(repository, source, version)
+                _wait_for(service.url, "success", 2 + 2 * n)
+            publish_copy(repository, source, first + 3, damaged=True)
+            _wait_for(service.url, "failure", 2)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+
+    # Then: every request answered, by the versions that passed verification only
+    assert failed == []
+    assert len(seen) > 50
+    assert set(seen) <= {first, first + 1, first + 2}
+    assert seen[-1] == first + 2
+    assert first + 3 not in seen
+
+
+def _wait_for(url: str, result: str, loads: int) -> None:
+    deadline = time.monotonic() + 30
+    line = f'hydrarec_model_loads_total{{result="{result}"}}'
+    while time.monotonic() < deadline:
+        for row in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+            if row.startswith(line) and float(row.split()[-1]) >= loads:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"never {loads} model loads with result {result}")

@@ -1,0 +1,55 @@
+"""POST /admin/reload: newer versions swap in, bad ones are rejected with the old one serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.artifact import Artifact
+from service.main import create_app
+from tests.service.conftest import publish_copy, settings_for
+
+KEY = "an-admin-key-of-some-length"
+ADMIN = {"x-api-key": KEY}
+
+
+def test_admin_routes_do_not_exist_without_a_key(client: TestClient) -> None:
+    response = client.post("/admin/reload")
+    assert response.status_code == 404
+    assert "HYDRAREC_API_KEY" in response.json()["message"]
+
+
+def test_reload_swaps_in_newer_versions_and_rejects_bad_ones(
+    repository_copy: Path, artifact: Artifact
+) -> None:
+    served = artifact.manifest.version
+    settings = settings_for(repository_copy, api_key=KEY, model_poll_seconds=0)
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/admin/reload").status_code == 401
+        same = client.post("/admin/reload", headers=ADMIN).json()
+        assert same == {"version": str(served), "reloaded": False}
+
+        # Given: a newer, intact version
+        publish_copy(repository_copy, artifact.path, served + 1)
+        newer = client.post("/admin/reload", headers=ADMIN).json()
+        assert newer == {"version": str(served + 1), "reloaded": True}
+        body = {"user_id": "196", "candidates": ["1"]}
+        assert client.post("/predict", json=body, headers=ADMIN).json()["model"]["version"] == str(
+            served + 1
+        )
+
+        # Given: a still newer one whose model file was damaged after publishing
+        broken = publish_copy(repository_copy, artifact.path, served + 2)
+        with (broken / "model.onnx").open("ab") as f:
+            f.write(b"\0")
+        refused = client.post("/admin/reload", headers=ADMIN)
+        assert refused.status_code == 409
+        assert "sha256 of model.onnx" in refused.json()["message"]
+        again = client.post("/admin/reload", headers=ADMIN)
+        assert "rejected and has not changed" in again.json()["message"]
+        assert client.get("/readyz").json()["version"] == str(served + 1)
+        metrics = client.get("/metrics").text
+    assert 'hydrarec_model_loads_total{result="failure"} 1.0' in metrics
+    assert 'hydrarec_model_loads_total{result="success"} 2.0' in metrics
+    assert f'hydrarec_model_info{{model="movielens",version="{served}"}} 0.0' in metrics
