@@ -14,7 +14,7 @@ COMPOSE_FILE := docker/compose.yml
 # Debian packages the checks and system tests run: promtool + prometheus, docker-compose (v1).
 DEBIAN_PACKAGES := prometheus docker-compose
 
-.PHONY: install system-deps test lint fmt train serve bench up down clean
+.PHONY: install system-deps test fuzz lint fmt train serve bench up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ system-deps:  ## the Debian packages the tests run for real (installed when miss
 
 test: $(STAMP) system-deps  ## the whole suite, with coverage
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85
+
+fuzz: $(STAMP)  ## the OpenAPI fuzz run with 500 examples per operation (make test runs 25)
+	FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/fuzz -p no:cacheprovider
 
 lint: $(STAMP) system-deps  ## ruff, formatting, mypy, hadolint, compose and Prometheus files
 	$(BIN)/ruff check .

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         le=1000.0,
         description="how long a queued batch may wait to fill (an idle server never waits)",
     )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="a client that stops sending its body this long gets 408",
+    )
     max_in_flight: int = Field(
         default=64,
         ge=1,

@@ -57,6 +57,13 @@ class NotJson(ServiceError):
     reason = "invalid_input"
 
 
+class BodyTimeout(ServiceError):
+    """The client stopped sending its body for HYDRAREC_BODY_TIMEOUT_SECONDS (408)."""
+
+    status = 408
+    reason = "timeout"
+
+
 class TooLarge(ServiceError):
     """The body is larger than HYDRAREC_MAX_BODY_BYTES (413)."""
 

@@ -90,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        on_reject=lambda scope: count_failure(scope, "too_large"),
+        timeout_s=settings.body_timeout_seconds,
+        on_reject=count_failure,
     )
     app.add_middleware(
         AdmissionLimit,

@@ -28,7 +28,15 @@ from prometheus_client import (
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGES = ("decode", "encode", "infer", "rank", "encode_response")
-REASONS = ("invalid_input", "too_large", "unauthorized", "overloaded", "not_ready", "internal")
+REASONS = (
+    "invalid_input",
+    "too_large",
+    "timeout",
+    "unauthorized",
+    "overloaded",
+    "not_ready",
+    "internal",
+)
 ID_KINDS = ("user", "history", "candidate")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 5000, 10_000)

@@ -6,13 +6,14 @@ or the framework reject, and cost one function call when nothing is wrong.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import Overloaded, ServiceError, TooLarge
+from service.errors import BodyTimeout, Overloaded, ServiceError, TooLarge
 from service.metrics import Metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -21,11 +22,20 @@ OTHER = "other"  # label of paths and methods the app does not route (bounded ca
 
 class BodyLimit:
     """Answers 413 as soon as a body is known to exceed `max_bytes`, by Content-Length or by
-    counting a chunked body, without reading the rest; smaller bodies are replayed to the app."""
+    counting a chunked body, without reading the rest, and 408 when the client stops sending
+    for `timeout_s` (a trickling client would otherwise hold a slot for ever); smaller bodies
+    are replayed to the app."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[Scope], None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float,
+        on_reject: Callable[[Scope, str], None],
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self.on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -34,26 +44,37 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+            await self._reject(scope, send, self._too_large())
             return
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                await self._reject(scope, send, self._timeout())
+                return
             if message["type"] != "http.request":  # the client went away
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                await self._reject(scope, send)
+                await self._reject(scope, send, self._too_large())
                 return
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        self.on_reject(scope)
-        error = TooLarge(f"body: larger than HYDRAREC_MAX_BODY_BYTES={self.max_bytes} bytes")
+    def _too_large(self) -> ServiceError:
+        return TooLarge(f"body: larger than HYDRAREC_MAX_BODY_BYTES={self.max_bytes} bytes")
+
+    def _timeout(self) -> ServiceError:
+        return BodyTimeout(
+            f"body: nothing received for HYDRAREC_BODY_TIMEOUT_SECONDS={self.timeout_s:g} s"
+        )
+
+    async def _reject(self, scope: Scope, send: Send, error: ServiceError) -> None:
+        self.on_reject(scope, error.reason)
         await send_error(send, error, close=True)
 
 
