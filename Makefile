@@ -14,7 +14,7 @@ COMPOSE_FILE := docker/compose.yml
 # Debian packages the checks and system tests run: promtool + prometheus, docker-compose (v1).
 DEBIAN_PACKAGES := prometheus docker-compose
 
-.PHONY: install system-deps test fuzz lint fmt train serve bench up down clean
+.PHONY: install system-deps test fuzz lint fmt train serve bench soak up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ bench: $(STAMP)  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk i
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk; } \
 		|| { echo "missing wrk: run  sudo apt-get install -y wrk" >&2; exit 1; }
 	$(BIN)/python -m bench $(ARGS)
+
+soak: $(STAMP)  ## 50,000 requests against the real server: RSS at start and end, errors -> bench/soak.md
+	$(BIN)/python -m bench.soak $(ARGS)
 
 up:  ## build and start service + Prometheus + Grafana (needs Docker and GRAFANA_ADMIN_PASSWORD)
 	$(COMPOSE) -p hydrarec -f $(COMPOSE_FILE) up -d --build
