@@ -102,6 +102,8 @@ class ModelHolder:
                 await self.refresh()
             except ArtifactError:
                 pass  # logged once by refresh; the current version keeps serving
+            except Exception:  # the poller must outlive any surprise; say what it was
+                logger.exception("model poll failed; polling goes on")
 
 
 def _manifest_mtime(folder: Path) -> float | None:

@@ -1,8 +1,12 @@
-"""Real processes for system tests: the service (`python -m service`) and free loopback ports."""
+"""Real processes for system tests: the service (`python -m service`) and free loopback ports.
+
+Each service runs in its own process group and is stopped as a group (only the PIDs started
+here), so no uvicorn worker outlives a test."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,12 +76,37 @@ def running_service(folder: Path, **settings: str) -> Iterator[Service]:
             env=service_env(port, **settings),
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the workers go with it
         )
     service = Service(process, f"http://127.0.0.1:{port}", log)
     try:
         wait_ready(service)
         yield service
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (launcher and workers), SIGKILL what is left.
+
+    Killing only the launcher would orphan uvicorn's worker processes."""
+    for sig, grace_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break  # the whole group is gone
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            process.poll()  # reap the launcher, or its zombie keeps the group alive
+            if not _group_alive(process.pid):
+                break
+            time.sleep(0.05)
+    process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

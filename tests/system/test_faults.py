@@ -17,7 +17,7 @@ import pytest
 
 from service.artifact import load_artifact
 from tests.service.conftest import publish_copy
-from tests.system.processes import REPOSITORY, running_service
+from tests.system.processes import REPOSITORY, Service, running_service
 
 pytestmark = pytest.mark.system
 
@@ -155,9 +155,9 @@ def test_versions_swap_in_under_load_with_no_failed_request(tmp_path: Path) -> N
             # When: two good versions and a damaged one are published under load
             for n, version in enumerate((first + 1, first + 2), start=1):
                 publish_copy(repository, source, version)
-                _wait_for(service.url, "success", 2 + 2 * n)
+                _wait_for(service, "success", 2 + 2 * n)
             publish_copy(repository, source, first + 3, damaged=True)
-            _wait_for(service.url, "failure", 2)
+            _wait_for(service, "failure", 2)
             time.sleep(0.5)
         finally:
             stop.set()
@@ -172,12 +172,12 @@ def test_versions_swap_in_under_load_with_no_failed_request(tmp_path: Path) -> N
     assert first + 3 not in seen
 
 
-def _wait_for(url: str, result: str, loads: int) -> None:
+def _wait_for(service: Service, result: str, loads: int) -> None:
     deadline = time.monotonic() + 30
     line = f'hydrarec_model_loads_total{{result="{result}"}}'
     while time.monotonic() < deadline:
-        for row in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        for row in httpx.get(f"{service.url}/metrics", timeout=5).text.splitlines():
             if row.startswith(line) and float(row.split()[-1]) >= loads:
                 return
         time.sleep(0.1)
-    raise AssertionError(f"never {loads} model loads with result {result}")
+    raise AssertionError(f"never {loads} loads with result {result}: {service.output()[-3000:]}")
