@@ -8,14 +8,20 @@ copies TCP_NODELAY from a listening socket to the connections it accepts, so it 
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 
 import uvicorn
+from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from service.config import Settings
+from service.main import create_app
 
 APP = "service.main:create_app"
+WORKER_APP = "service.server:create_worker_app"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 EXIT_STARTUP_FAILED = 3  # uvicorn's own status when the app's start-up fails
 
 
@@ -28,10 +34,21 @@ class NoDelayConfig(uvicorn.Config):
         return sock
 
 
+def create_worker_app() -> FastAPI:
+    """The app of one worker process, which ends when its supervisor does.
+
+    uvicorn stops its workers when it is stopped, but a supervisor killed outright (SIGKILL,
+    the OOM killer) cannot, and its workers would serve on as orphans; Linux sends them SIGTERM
+    when their parent dies instead."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    return create_app()
+
+
 def serve(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; the exit status (0, or 3 when start-up failed)."""
     config = NoDelayConfig(
-        APP,
+        WORKER_APP if settings.workers > 1 else APP,
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -180,3 +180,19 @@ def test_several_workers_without_a_metrics_folder_get_a_temporary_one(tmp_path: 
         service.process.send_signal(signal.SIGTERM)
         assert service.process.wait(timeout=30) == 0
     assert metrics_folders() - before == set(), "the temporary metrics folder was left behind"
+
+
+def test_workers_end_with_a_killed_supervisor(tmp_path: Path) -> None:
+    with running_service(tmp_path, HYDRAREC_WORKERS="2") as service:
+        pid = service.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [
+            int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()
+        ]
+        assert len(workers) == 2
+        service.process.kill()  # SIGKILL: uvicorn cannot stop its workers itself
+        service.process.wait()
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{w}").exists() for w in workers):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.1)
