@@ -93,26 +93,26 @@ class ReloadFailed(ServiceError):
     reason = "reload_failed"
 
 
-class Overloaded(ServiceError):
-    """The worker already answers HYDRAREC_MAX_IN_FLIGHT requests (503 with Retry-After)."""
+class RetryLater(ServiceError):
+    """A 503 that tells the client when to try again (Retry-After, seconds)."""
 
     status = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class Overloaded(RetryLater):
+    """The worker already answers HYDRAREC_MAX_IN_FLIGHT requests."""
+
     reason = "overloaded"
 
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after)}
 
+class NotReady(RetryLater):
+    """No model is loaded and warmed up yet."""
 
-class NotReady(ServiceError):
-    """No model is loaded and warmed up yet (503 with Retry-After)."""
-
-    status = 503
     reason = "not_ready"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after)}
 
 
 def _field_path(loc: Sequence[object]) -> str:
