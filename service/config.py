@@ -15,7 +15,8 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HYDRAREC_"
-TRAINING_VARIABLES = {"HYDRAREC_CACHE_DIR"}  # read by training (the MovieLens download cache)
+SUPERVISOR_PID = "HYDRAREC_SUPERVISOR_PID"  # set by the launcher for its workers
+OTHER_VARIABLES = {"HYDRAREC_CACHE_DIR", SUPERVISOR_PID}  # training's data cache; internal
 
 
 class SettingsError(Exception):
@@ -122,7 +123,7 @@ def get_settings() -> Settings:
     """
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
     unknown = sorted(
-        k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known | TRAINING_VARIABLES
+        k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known | OTHER_VARIABLES
     )
     if unknown:
         raise SettingsError(

@@ -9,6 +9,7 @@ copies TCP_NODELAY from a listening socket to the connections it accepts, so it 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import socket
 
@@ -16,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
-from service.config import Settings
+from service.config import SUPERVISOR_PID, Settings
 from service.main import create_app
 
 APP = "service.main:create_app"
@@ -42,6 +43,8 @@ def create_worker_app() -> FastAPI:
     when their parent dies instead."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(os.environ[SUPERVISOR_PID]):  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
     return create_app()
 
 
@@ -59,6 +62,7 @@ def serve(settings: Settings) -> int:
     server = uvicorn.Server(config)
     sock = config.bind_socket()
     if settings.workers > 1:
+        os.environ[SUPERVISOR_PID] = str(os.getpid())  # inherited by the workers
         Multiprocess(config, sockets=[sock]).run()
         return 0
     server.run(sockets=[sock])

@@ -184,6 +184,10 @@ def test_several_workers_without_a_metrics_folder_get_a_temporary_one(tmp_path: 
 
 def test_workers_end_with_a_killed_supervisor(tmp_path: Path) -> None:
     with running_service(tmp_path, HYDRAREC_WORKERS="2") as service:
+        deadline = time.monotonic() + START_TIMEOUT_S  # both workers up
+        while scraped(service.url, "hydrarec_model_loads", result="success") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         pid = service.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         workers = [
