@@ -15,7 +15,7 @@ from service.metrics import Metrics
 from service.predictor import Predictor
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -35,7 +35,7 @@ def get_predictor(request: Request) -> Predictor:
     """
     predictor: Predictor | None = request.app.state.models.current
     if predictor is None:
-        settings = get_settings(request)
+        settings = app_settings(request)
         raise NotReady("the model is not loaded yet", settings.retry_after_seconds)
     return predictor
 
@@ -47,7 +47,7 @@ def require_api_key(request: Request) -> None:
     Raises:
         Unauthorized: the key is configured and missing or wrong (401).
     """
-    expected = get_settings(request).api_key
+    expected = app_settings(request).api_key
     if expected is None:
         return
     given = request.headers.get("x-api-key", "")
@@ -65,7 +65,7 @@ def require_admin(request: Request) -> None:
         AdminDisabled: no key is configured (404).
         Unauthorized: the request lacks the key (401).
     """
-    if get_settings(request).api_key is None:
+    if app_settings(request).api_key is None:
         raise AdminDisabled("admin endpoints are disabled: set HYDRAREC_API_KEY to enable them")
     require_api_key(request)
 
@@ -96,7 +96,7 @@ async def read_body(request: Request) -> bytes:
 
 
 BodyDep = Annotated[bytes, Depends(read_body)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 ModelsDep = Annotated[ModelHolder, Depends(get_models)]

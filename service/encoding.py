@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.artifact import FIRST_ID, PAD, UNK, Artifact
+from service.artifact import FIRST_ID, PAD, UNK
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,6 @@ class RequestEncoder:
         self.users = {uid: FIRST_ID + i for i, uid in enumerate(users)}
         self.items = {iid: FIRST_ID + i for i, iid in enumerate(items)}
         self.history_length = history_length
-
-    @classmethod
-    def for_artifact(cls, artifact: Artifact) -> RequestEncoder:
-        """The encoder of an artifact's `user_id` and `item_id` vocabularies."""
-        return cls(
-            artifact.read_vocab("user_id"),
-            artifact.read_vocab("item_id"),
-            artifact.manifest.history_length,
-        )
 
     def _lookup(self, ids: Sequence[str]) -> np.ndarray:
         return np.fromiter((self.items.get(i, UNK) for i in ids), dtype=np.int64, count=len(ids))

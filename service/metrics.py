@@ -173,10 +173,6 @@ class Metrics:
         for task in user_tasks:
             self.predictions.labels(task).observe(float(outputs[task][0].max()))
 
-    def observe_batch(self, n_requests: int) -> None:
-        """One session.run of the batcher: how many requests it answered."""
-        self.batch_requests.observe(n_requests)
-
     def render(self) -> tuple[bytes, str]:
         """The text exposition format and its content type: this process's registry, or with
         several workers the sum over all of them (plus this worker's process figures)."""

@@ -147,9 +147,13 @@ class HttpMetrics:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        # Paths without parameters are their own template: one dict lookup per request.
+        self.static = {p: p for r in routes if "{" not in (p := str(getattr(r, "path", "{")))}
 
     def handler(self, scope: Scope) -> str:
         """The route template a request goes to (never the raw path), or `other`."""
+        if scope["path"] in self.static:
+            return self.static[scope["path"]]
         for route in self.routes:
             match, _ = route.matches(scope)
             if match != Match.NONE:

@@ -47,13 +47,14 @@ class Predictor:
             settings.model_dir, settings.model_name, version or settings.model_version
         )
         declared = artifact.manifest.vocabularies
+        vocabs: dict[str, list[str]] = {}
         for name in VOCABULARIES:
             if name not in declared:
                 raise ArtifactError(f"{artifact.path}: the manifest has no {name} vocabulary")
-            size = len(artifact.read_vocab(name))
-            if size != declared[name].size:
+            vocabs[name] = artifact.read_vocab(name)
+            if len(vocabs[name]) != declared[name].size:
                 raise ArtifactError(
-                    f"{artifact.path}: {declared[name].file} has {size} ids, "
+                    f"{artifact.path}: {declared[name].file} has {len(vocabs[name])} ids, "
                     f"the manifest says {declared[name].size}"
                 )
         engine = InferenceEngine(artifact, settings.threads)
@@ -65,9 +66,12 @@ class Predictor:
                 {t.name for t in artifact.manifest.tasks if t.level == "user"},
                 settings.batch_max_candidates,
                 settings.batch_max_delay_ms / 1000,
-                None if metrics is None else metrics.observe_batch,
+                None if metrics is None else metrics.batch_requests.observe,
             )
-        return cls(artifact, engine, RequestEncoder.for_artifact(artifact), batcher)
+        encoder = RequestEncoder(
+            vocabs["user_id"], vocabs["item_id"], artifact.manifest.history_length
+        )
+        return cls(artifact, engine, encoder, batcher)
 
     @cached_property
     def ref(self) -> dict[str, str]:
@@ -81,9 +85,9 @@ class Predictor:
         return [t.name for t in self.artifact.manifest.tasks if t.level == "item"]
 
     @cached_property
-    def user_tasks(self) -> list[str]:
-        """Names of the tasks answered once per user."""
-        return [t.name for t in self.artifact.manifest.tasks if t.level == "user"]
+    def user_classes(self) -> dict[str, tuple[str, ...]]:
+        """The tasks answered once per user, with their class labels."""
+        return {t.name: t.classes for t in self.artifact.manifest.tasks if t.level == "user"}
 
     def weights(self, requested: Mapping[str, float] | None) -> Mapping[str, float]:
         """The ranking weights of a request: its own, checked, or the manifest default.
@@ -125,13 +129,12 @@ class Predictor:
                 for row, i in enumerate(order.tolist())
             ]
             user = {
-                t.name: dict(zip(t.classes, outputs[t.name][0].tolist(), strict=True))
-                for t in manifest.tasks
-                if t.level == "user"
+                name: dict(zip(classes, outputs[name][0].tolist(), strict=True))
+                for name, classes in self.user_classes.items()
             }
         _count_ids(metrics, encoded)
         metrics.candidates.observe(n)
-        metrics.observe_predictions(outputs, self.item_tasks, self.user_tasks)
+        metrics.observe_predictions(outputs, self.item_tasks, list(self.user_classes))
         return {
             "model": self.ref,
             "user": user,

@@ -27,8 +27,8 @@ def engine(artifact: Artifact) -> InferenceEngine:
 
 def requests(artifact: Artifact, n: int = N_REQUESTS) -> list[Inputs]:
     """Requests of different users, histories and candidate counts (ragged)."""
-    encoder = RequestEncoder.for_artifact(artifact)
     users, items = artifact.read_vocab("user_id"), artifact.read_vocab("item_id")
+    encoder = RequestEncoder(users, items, artifact.manifest.history_length)
     rng = np.random.default_rng(7)
     out = []
     for i in range(n):
