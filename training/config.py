@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from service.artifact import TaskSpec
 
 ENCODERS = ("mean", "gru", "lstm", "attention")
+WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")  # training.weighting
 
 
 class ConfigError(ValueError):
@@ -45,12 +46,15 @@ class NetworkConfig:
     encoder_length: int = 50  # the sequence encoder reads the last min(this, L) of them
     d_embedding: int = 64
     d_hidden: int = 64  # D: width of each task's representation out of the block
-    n_experts: int = 4  # mmoe only
+    n_experts: int = 4  # mmoe: experts; ple: shared experts per level
+    n_task_experts: int = 1  # ple only: each task's own experts per level
+    n_levels: int = 2  # ple only: extraction layers
     n_heads: int = 2  # attention encoder only
     n_layers: int = 1  # attention encoder only
     d_tower: int = 32  # hidden units of each task's tower
     dropout: float = 0.1
     user_embedding: bool = True  # a learned user-id embedding, read by item tasks only
+    profile_item_dropout: float = 0.0  # training: share of history items the user tasks miss
 
 
 @dataclass
@@ -66,6 +70,12 @@ class OptimConfig:
     # label repeated on each of their ~100 overlapping history windows is memorised within two
     # epochs; a few random windows per epoch generalise to unseen users.
     user_task_events: int = 2
+    # like as p(click and like) = p(click) p(like | click) over every candidate (ESMM), not
+    # p(like) over clicked items only; the served `like` stays p(like | click)
+    esmm: bool = False
+    weighting: str = "fixed"  # fixed | uncertainty | gradnorm (training.weighting)
+    gradnorm_alpha: float = 1.5  # gradnorm: how hard slow tasks are pulled up
+    gradnorm_lr: float = 0.025  # gradnorm: Adam step of the task weights
     patience: int = 3  # epochs without improvement of `monitor` before stopping
     monitor: str = "click_auc"  # a validation metric (higher is better) or `loss` (lower)
     seed: int = 0
@@ -186,17 +196,35 @@ def _validate(cfg: Config) -> None:
         (n.history_length >= 1, "network.history_length must be >= 1"),
         (n.encoder_length >= 1, "network.encoder_length must be >= 1"),
         (
-            min(n.d_embedding, n.d_hidden, n.d_tower, n.n_experts, n.n_heads, n.n_layers) >= 1,
+            min(
+                n.d_embedding,
+                n.d_hidden,
+                n.d_tower,
+                n.n_experts,
+                n.n_task_experts,
+                n.n_levels,
+                n.n_heads,
+                n.n_layers,
+            )
+            >= 1,
             "network sizes must be >= 1",
         ),
         (n.d_embedding % n.n_heads == 0, "network.d_embedding must be divisible by n_heads"),
         (0.0 <= n.dropout < 1.0, "network.dropout must be in [0, 1)"),
+        (0.0 <= n.profile_item_dropout < 1.0, "network.profile_item_dropout must be in [0, 1)"),
         (
             o.epochs >= 1 and o.batch_size >= 1 and o.lr > 0,
             "optim.epochs/batch_size/lr must be > 0",
         ),
         (o.n_negatives >= 1 and o.patience >= 1, "optim.n_negatives and patience must be >= 1"),
         (o.user_task_events >= 0, "optim.user_task_events must be >= 0"),
+        (
+            not o.esmm
+            or any(t.level == "item" and t.kind == "binary" and t.column for t in cfg.tasks),
+            "optim.esmm needs a binary item task with a label column (e.g. like)",
+        ),
+        (o.weighting in WEIGHTINGS, f"optim.weighting must be one of {WEIGHTINGS}"),
+        (o.gradnorm_alpha >= 0 and o.gradnorm_lr > 0, "optim.gradnorm_alpha/lr must be >= 0/> 0"),
         (0.0 <= e.holdout_fraction < 1.0, "eval.holdout_fraction must be in [0, 1)"),
         (e.n_rank_negatives >= e.k >= 1, "eval.n_rank_negatives must be >= eval.k >= 1"),
         (e.n_click_negatives >= 1, "eval.n_click_negatives must be >= 1"),

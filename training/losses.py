@@ -32,17 +32,54 @@ def task_loss(task: TaskSpec, logits: Tensor, labels: Tensor, mask: Tensor) -> T
     return (per_row * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+def entire_space_loss(
+    click_logits: Tensor, like_logits: Tensor, click: Tensor, like: Tensor, like_known: Tensor
+) -> Tensor:
+    """ESMM (Ma et al., SIGIR 2018, https://arxiv.org/abs/1804.07931): BCE of
+    p(click and like) = p(click) * p(like | click) over every candidate, so the like head learns
+    from the negatives too (a never-clicked item is not liked) instead of from clicks alone.
+    Rows count where the joint label is known: every negative, real items with a like label."""
+    log_joint = F.logsigmoid(click_logits) + F.logsigmoid(like_logits)  # log p(click, like)
+    log_not = torch.log1p(-torch.exp(log_joint).clamp(max=1 - 1e-6))
+    target = click.float() * like.float()
+    per_row = -(target * log_joint + (1 - target) * log_not)
+    weights = ((click == 0) | like_known).to(per_row.dtype)
+    return (per_row * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def task_losses(
+    tasks: Sequence[TaskSpec],
+    logits: dict[str, Tensor],
+    labels: dict[str, Tensor],
+    masks: dict[str, Tensor],
+    esmm: bool = False,
+) -> dict[str, Tensor]:
+    """Each task's unweighted loss L_i (how they are combined: `training.weighting`). With
+    `esmm`, binary item tasks with a label column are learned on the entire candidate space,
+    chained to the interaction task."""
+    losses = {t.name: task_loss(t, logits[t.name], labels[t.name], masks[t.name]) for t in tasks}
+    if esmm:
+        click = next(t.name for t in tasks if t.level == "item" and t.column is None)
+        for t in tasks:
+            if t.level == "item" and t.kind == "binary" and t.column is not None:
+                losses[t.name] = entire_space_loss(
+                    logits[click], logits[t.name], labels[click], labels[t.name], masks[t.name]
+                )
+    return losses
+
+
 def joint_loss(
     tasks: Sequence[TaskSpec],
     logits: dict[str, Tensor],
     labels: dict[str, Tensor],
     masks: dict[str, Tensor],
+    esmm: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the task losses, and each task's unweighted loss.
 
     Returns:
         (total, {task: L_i}).
     """
-    per_task = {t.name: task_loss(t, logits[t.name], labels[t.name], masks[t.name]) for t in tasks}
+    per_task = task_losses(tasks, logits, labels, masks, esmm)
     total = torch.stack([t.weight * per_task[t.name] for t in tasks]).sum()
     return total, per_task

@@ -30,8 +30,9 @@ from training.data.samples import (
 )
 from training.data.split import TRAIN, Log
 from training.evaluate import EvalSets, model_predictor, task_metrics
-from training.losses import joint_loss
+from training.losses import joint_loss, task_losses
 from training.network.recommender import ModelArgs, MultiTaskRecommender
+from training.weighting import FixedWeighting, build_weighting
 
 
 @dataclass
@@ -49,13 +50,21 @@ def fit(
     torch.manual_seed(cfg.optim.seed)
     rng = np.random.default_rng(cfg.optim.seed)
     tasks = model.tasks
+    weighting = build_weighting(
+        cfg.optim.weighting, tasks, cfg.optim.gradnorm_alpha, cfg.optim.gradnorm_lr
+    )
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        [
+            {"params": list(model.parameters()), "weight_decay": cfg.optim.weight_decay},
+            {"params": weighting.trained_with_model(), "weight_decay": 0.0},
+        ],
+        lr=cfg.optim.lr,
     )
     history, best_state, best = History(), copy.deepcopy(model.state_dict()), None
     for epoch in range(1, cfg.optim.epochs + 1):
         start = time.perf_counter()
-        figures = train_epoch(model, log, tasks, cfg, optimizer, rng, epoch, progress)
+        figures = train_epoch(model, log, cfg, optimizer, weighting, rng, epoch, progress)
+        figures |= {f"weight_{name}": w for name, w in weighting.weights().items()}
         figures |= validate(model, log, valid, tasks, cfg)
         figures["seconds"] = time.perf_counter() - start
         history.epochs.append(figures)
@@ -81,15 +90,16 @@ def _summary(epoch: int, figures: dict[str, float]) -> str:
 def train_epoch(
     model: MultiTaskRecommender,
     log: Log,
-    tasks: Sequence[TaskSpec],
     cfg: Config,
     optimizer: torch.optim.Optimizer,
+    weighting: FixedWeighting,
     rng: np.random.Generator,
     epoch: int,
     progress: bool,
 ) -> dict[str, float]:
     """One pass over the training events with fresh negatives; mean losses per task."""
     model.train()
+    tasks, shared = model.tasks, list(model.block.parameters())
     idx = log.events(TRAIN)
     labelled = (
         pick_profile_events(log, idx, cfg.optim.user_task_events, cfg.network.history_length, rng)
@@ -119,10 +129,12 @@ def train_epoch(
     for step, batch in enumerate(bar, start=1):
         rows, labels, masks = _profile_rows(batch, tasks)
         logits = model(**batch.inputs, user_rows=rows)
-        total, per_task = joint_loss(tasks, logits, labels, masks)
+        per_task = task_losses(tasks, logits, labels, masks, cfg.optim.esmm)
+        present = {name for name, mask in masks.items() if mask.any()}
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        total = weighting.backward(per_task, present, shared)
         optimizer.step()
+        weighting.step()
         for name, value in {"loss": total, **{f"loss_{k}": v for k, v in per_task.items()}}.items():
             sums[name] = sums.get(name, 0.0) + value.item()
         bar.set_postfix(loss=f"{sums['loss'] / step:.4f}")
@@ -155,7 +167,9 @@ def validate(
         for batch in batches(
             log, valid.items, tasks, cfg.network.history_length, 1024, hide_holdout=True
         ):
-            total, per_task = joint_loss(tasks, model(**batch.inputs), batch.labels, batch.masks)
+            total, per_task = joint_loss(
+                tasks, model(**batch.inputs), batch.labels, batch.masks, cfg.optim.esmm
+            )
             rows = len(batch.inputs["user_id"])
             for name, value in {
                 "loss": total,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from service.artifact import TaskSpec
-from training.losses import joint_loss, task_loss
+from training.losses import entire_space_loss, joint_loss, task_loss, task_losses
 
 CLICK = TaskSpec(name="click", level="item", kind="binary")
 AGE = TaskSpec(
@@ -74,3 +74,41 @@ def test_multilabel_and_regression_losses() -> None:
         ),
         torch.tensor(0.5),
     )
+
+
+def test_entire_space_loss_is_bce_of_the_joint_probability() -> None:
+    """ESMM: p(click and like) = sigmoid(click) * sigmoid(like), scored on every negative and on
+    real items with a like label; the like logits of negatives get a gradient (the point)."""
+    torch.manual_seed(0)
+    click_logits, like_logits = torch.randn(6), torch.randn(6, requires_grad=True)
+    click = torch.tensor([1.0, 0, 0, 1, 0, 1])
+    like = torch.tensor([1.0, 1, 1, 0, 1, 1])  # rows 1, 2, 4 copy the event's like: a negative
+    known = torch.tensor([True, False, False, True, False, False])  # row 5: real, no rating
+    loss = entire_space_loss(click_logits, like_logits, click, like, known)
+
+    joint = torch.sigmoid(click_logits) * torch.sigmoid(like_logits)
+    used = torch.tensor([0, 1, 2, 3, 4])
+    target = torch.tensor([1.0, 0, 0, 0, 0])
+    expected = torch.nn.functional.binary_cross_entropy(joint[used], target)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    loss.backward()
+    assert like_logits.grad is not None
+    assert (like_logits.grad[[1, 2, 4]] > 0).all()  # negatives push p(like) down
+    assert like_logits.grad[5] == 0
+
+
+def test_esmm_replaces_only_the_labelled_binary_item_tasks() -> None:
+    like = TaskSpec(name="like", level="item", kind="binary", column="rating", threshold=4)
+    tasks = (CLICK, like, SCORE)
+    logits = {"click": torch.randn(4), "like": torch.randn(4), "score": torch.randn(4)}
+    labels = {"click": torch.tensor([1.0, 0, 1, 0]), "like": torch.ones(4), "score": torch.ones(4)}
+    masks = {
+        "click": torch.ones(4, dtype=torch.bool),
+        "like": torch.tensor([True, False, True, False]),
+        "score": torch.tensor([True, False, True, False]),
+    }
+    plain = task_losses(tasks, logits, labels, masks)
+    chained = task_losses(tasks, logits, labels, masks, esmm=True)
+    assert torch.equal(plain["click"], chained["click"])
+    assert torch.equal(plain["score"], chained["score"])
+    assert not torch.allclose(plain["like"], chained["like"])

@@ -10,7 +10,7 @@ import torch
 
 from service.artifact import PAD, TaskSpec
 from training.config import ENCODERS, NetworkConfig
-from training.network.multitask import ARCHITECTURES
+from training.network.multitask import ARCHITECTURES, PLE, BlockSpec
 from training.network.recommender import ModelArgs, MultiTaskRecommender
 
 TASKS = (
@@ -156,3 +156,18 @@ def test_the_means_read_items_older_than_the_encoder_window(encoder: str) -> Non
     assert recent["click"].shape == (4,)
     assert not torch.allclose(recent["age"][1], changed["age"][1])
     torch.testing.assert_close(recent["age"][0], changed["age"][0])
+
+
+@pytest.mark.parametrize("n_levels", [1, 2, 3])
+def test_ple_task_experts_learn_from_their_own_task_only(n_levels: int) -> None:
+    """PLE's point: a task's own experts get no gradient from the other tasks' losses, while the
+    shared experts get it from every task."""
+    block = PLE(5, 2, BlockSpec(d_hidden=4, n_experts=2, n_task_experts=2, n_levels=n_levels))
+    first, second = block(torch.randn(7, 5))
+    first.sum().backward()
+
+    top = block.levels[-1]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in top.own[0].parameters())
+    assert all(p.grad is None for p in top.own[1].parameters())
+    assert all(p.grad is not None for p in top.shared.parameters())
+    assert second.shape == (7, 4)

@@ -88,7 +88,13 @@ class MultiTaskRecommender(nn.Module):
             net.n_layers,
             net.dropout,
         )
-        spec = BlockSpec(d_hidden=net.d_hidden, n_experts=net.n_experts, dropout=net.dropout)
+        spec = BlockSpec(
+            d_hidden=net.d_hidden,
+            n_experts=net.n_experts,
+            n_task_experts=net.n_task_experts,
+            n_levels=net.n_levels,
+            dropout=net.dropout,
+        )
         self.mean = MeanEncoder()
         self.pool_history = net.encoder != "mean" or self.encoder_length < net.history_length
         d_behaviour = net.d_embedding * (2 if self.pool_history else 1)
@@ -105,6 +111,7 @@ class MultiTaskRecommender(nn.Module):
             if any(t.level == "user" for t in args.tasks)
             else None
         )
+        self.profile_item_dropout = net.profile_item_dropout
         self._init_embeddings()
 
     def _init_embeddings(self) -> None:
@@ -139,8 +146,11 @@ class MultiTaskRecommender(nn.Module):
         for_users: list[Tensor] = []  # read only by user heads, so only built when there are some
         if self.profile_embedding is not None:
             rows = slice(None) if user_rows is None else user_rows
-            profile = self.mean(self.profile_embedding(history[rows]), mask[rows])  # [R, d]
-            blind = self._behaviour(emb[rows].detach(), mask[rows])  # reads, never trains, emb
+            seen = mask[rows]
+            if self.training and self.profile_item_dropout > 0:
+                seen = seen & (torch.rand(seen.shape) >= self.profile_item_dropout)
+            profile = self.mean(self.profile_embedding(history[rows]), seen)  # [R, d]
+            blind = self._behaviour(emb[rows].detach(), seen)  # reads, never trains, emb
             for_users = self.block(torch.cat([blind, profile], dim=-1))  # n_tasks x [R, D]
         behaviour = self._behaviour(emb, mask)  # [B, 2d]
         memo = (
