@@ -1,4 +1,4 @@
-"""`python -m training {train,evaluate,export}`: argparse -> config -> pipeline call.
+"""`python -m training {train,evaluate,export,experiment}`: argparse -> config -> pipeline call.
 
 Flags that are not the command's own (`--optim.epochs=3`, `--network.block=shared_bottom`) override
 config keys. Bad input ends with one clear `error:` line and exit status 2, not a traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from service.artifact import ArtifactError
 from training.config import Config, ConfigError, from_dict, load_config
 from training.data.tables import DataError
+from training.experiment import default_jobs
 from training.export import ExportError
 from training.report import markdown_table
 
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = _parser()
     args, overrides = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
     if bad:
         parser.error(f"unrecognised arguments {bad}; config overrides look like --optim.epochs=3")
@@ -89,6 +92,33 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training import experiment_report
+    from training.experiment import COLD_INTERACTIONS, Base, grid, run_grid, save_results
+    from training.pipeline import evaluate_baselines, prepare
+
+    base = Base(args.config, tuple(overrides))
+    cfg = load_config(base.config, base.overrides)  # a bad config fails here, before any run
+    if args.seeds < 1 or args.jobs < 1:
+        raise ConfigError("--seeds and --jobs must be >= 1")
+    data = prepare(cfg, args.data)
+    variants = grid([t.name for t in cfg.tasks], args.quick)
+    runs = run_grid(base, args.data, variants, range(args.seeds), args.jobs, not args.quiet)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "-m", "training", *args.argv])
+    save_results(args.out / "experiments.json", runs, {"command": command, "data": args.data})
+    path = experiment_report.write(
+        args.out,
+        runs,
+        [t.name for t in cfg.tasks],
+        evaluate_baselines(data, cfg),
+        command,
+        COLD_INTERACTIONS,
+    )
+    print(f"report: {path} (+ experiments.png, experiments.json)")
+    return 0
+
+
 def _from_checkpoint(
     args: argparse.Namespace, overrides: list[str]
 ) -> tuple[MultiTaskRecommender, dict[str, Any], Config, Prepared]:
@@ -123,6 +153,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--version", type=int, help="version to write (default: highest + 1)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_train)
+    exp = sub.add_parser(
+        "experiment", help="train the multi-task vs single-task grid, write the comparison"
+    )
+    exp.add_argument("--config", type=Path, help="TOML config every run starts from")
+    exp.add_argument("--data", default="movielens", help="movielens | synthetic | a folder")
+    exp.add_argument("--seeds", type=int, default=3, help="seeds per variant (0, 1, ...)")
+    exp.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="parallel runs (1 thread each)"
+    )
+    exp.add_argument("--quick", action="store_true", help="a 3-variant grid (CI, smoke runs)")
+    exp.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp.set_defaults(func=_experiment)
     for name, func, text in (
         ("evaluate", _evaluate, "print test metrics of a checkpoint"),
         ("export", _export, "export a checkpoint as a new artifact"),

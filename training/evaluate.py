@@ -7,6 +7,7 @@ function computes every metric for both and the report puts them side by side.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,18 @@ def eval_sets(log: Log, part: int, cfg: EvalConfig) -> EvalSets:
     # A user's first validation event sees exactly their training interactions as history.
     profile_idx = log.first_events(VALID, users=np.flatnonzero(log.holdout))
     return EvalSets(items, ranking, Events(profile_idx, log.item[profile_idx][:, None]))
+
+
+def cold_view(sets: EvalSets, first: int) -> EvalSets:
+    """The same events seen as new users: id unknown, history cut to their first `first`
+    interactions. MovieLens-100K has no user with so few training interactions (20 ratings at
+    least), so cold users are simulated on the real test events."""
+    ranking, profile = sets.ranking, sets.profile
+    return EvalSets(
+        dataclasses.replace(sets.items, cold=first),
+        None if ranking is None else dataclasses.replace(ranking, cold=first),
+        None if profile is None else dataclasses.replace(profile, cold=first),
+    )
 
 
 def model_predictor(

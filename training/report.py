@@ -77,19 +77,29 @@ def markdown_table(title: str, metrics: dict[str, float], baselines: dict[str, f
 
 
 def plot_curves(history: History, path: Path, title: str) -> None:
-    """One panel per task: train and validation loss by epoch, best epoch marked."""
+    """One panel per task: train and validation loss by epoch, best epoch marked; a last panel
+    with each task's loss weight at the end of every epoch (flat unless the weighting learns)."""
     tasks = dict.fromkeys(
         k.removeprefix("train_loss_")
         for e in history.epochs
         for k in e
         if k.startswith("train_loss_")
     )  # task order, not alphabetical
-    panels = ["total", *tasks]
+    panels = ["total", *tasks, "weights"]
     n_cols = min(3, len(panels))
     n_rows = -(-len(panels) // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 3 * n_rows), squeeze=False)
     epochs = range(1, len(history.epochs) + 1)
     for ax, task in zip(axes.flat, panels, strict=False):
+        if task == "weights":
+            for name in tasks:
+                values = [e.get(f"weight_{name}", float("nan")) for e in history.epochs]
+                ax.plot(epochs, values, "-o", label=name, markersize=3)
+            ax.set_yscale("log")
+            ax.set_title("loss weights")
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize="small")
+            continue
         suffix = "" if task == "total" else f"_{task}"
         for part, style in (("train", "-o"), ("val", "--s")):
             ax.plot(

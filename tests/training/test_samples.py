@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from service.artifact import PAD, UNK
 from tests.conftest import tiny_config
 from training.data.samples import make_batch, sample_negatives, with_negatives
 from training.data.split import TRAIN
+from training.evaluate import cold_view
 from training.pipeline import prepare
 
 
@@ -113,3 +116,22 @@ def test_profile_events_have_the_fullest_history_the_user_allows(data) -> None:
         assert picked[mine].sum() == min(2, count)
         positions = log.position[idx][mine & picked]
         assert (positions >= min(length, count - 2)).all(), "a short window was picked"
+
+
+def test_cold_view_sees_an_unknown_user_with_their_first_items_only(data) -> None:
+    """Cold-user evaluation: id UNK, history = the user's first k interactions (left-padded),
+    whatever the event's position; candidates and labels unchanged."""
+    log = data.log
+    test = data.test.items
+    cold = cold_view(data.test, 5).items
+    normal = make_batch(log, test, data.tasks, 10, hide_holdout=False)
+    seen = make_batch(log, cold, data.tasks, 10, hide_holdout=False)
+
+    assert seen.inputs["user_id"].eq(UNK).all()
+    starts = test.index - log.position[test.index]
+    expected = np.stack([log.item[s : s + 5] for s in starts])
+    assert seen.inputs["history"][:, :5].eq(PAD).all()
+    assert np.array_equal(seen.inputs["history"][:, 5:].numpy(), expected)
+    assert normal.inputs["history"][:, :5].ne(PAD).any(), "the normal view reads more"
+    assert torch.equal(seen.inputs["candidate"], normal.inputs["candidate"])
+    assert all(torch.equal(seen.labels[k], normal.labels[k]) for k in normal.labels)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from service.artifact import FIRST_ID, TaskSpec
+from service.artifact import FIRST_ID, UNK, TaskSpec
 from training.data.split import Log
 from training.data.tables import DataError
 
@@ -29,11 +29,12 @@ class Events:
     index: np.ndarray  # [E] flat interaction index
     candidates: np.ndarray  # [E, C] item indices
     user_labelled: np.ndarray | None = None  # [E] bool: rows carrying user-task labels (all)
+    cold: int = 0  # > 0: seen as a new user: id unknown, history = their first `cold` items
 
     def take(self, rows: np.ndarray) -> Events:
         """The events at `rows`."""
         labelled = None if self.user_labelled is None else self.user_labelled[rows]
-        return Events(self.index[rows], self.candidates[rows], labelled)
+        return Events(self.index[rows], self.candidates[rows], labelled, self.cold)
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,8 @@ def make_batch(
     n_events, n_candidates = events.candidates.shape
     users = log.user[events.index]  # [B]
     inputs = {
-        "user_id": users,
-        "history": log.history(events.index, history_length),  # [B, L]
+        "user_id": np.full_like(users, UNK) if events.cold else users,
+        "history": log.history(events.index, history_length, first=events.cold),  # [B, L]
         "candidate": events.candidates.reshape(-1),  # [N]
         "candidate_row": np.repeat(np.arange(n_events), n_candidates),  # [N]
     }

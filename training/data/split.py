@@ -46,12 +46,21 @@ class Log:
         idx = idx[np.unique(self.user[idx], return_index=True)[1]]
         return idx if users is None else idx[np.isin(self.user[idx], users)]
 
-    def history(self, idx: np.ndarray, length: int) -> np.ndarray:
-        """[E, L] items strictly before each event, left-padded with PAD (most recent last)."""
-        offsets = np.arange(-length, 0)  # [L]
-        source = idx[:, None] + offsets  # [E, L] flat index of each history slot
-        valid = self.position[idx][:, None] + offsets >= 0
-        return np.where(valid, self.item[np.where(valid, source, 0)], PAD).astype(np.int64)
+    def history(self, idx: np.ndarray, length: int, first: int = 0) -> np.ndarray:
+        """[E, L] items strictly before each event, left-padded with PAD (most recent last).
+        With `first` > 0: only the user's first `first` interactions (a new user's view)."""
+        if first:
+            before = np.minimum(first, self.position[idx])[:, None]  # [E, 1]
+            offsets = np.arange(min(first, length))[None, :] - min(first, length) + before
+            start = (idx - self.position[idx])[:, None]
+            valid = offsets >= 0
+            source = start + np.where(valid, offsets, 0)
+        else:
+            offsets = np.arange(-length, 0)  # [L]
+            source = idx[:, None] + offsets  # [E, L] flat index of each history slot
+            valid = self.position[idx][:, None] + offsets >= 0
+        items = np.where(valid, self.item[np.where(valid, source, 0)], PAD).astype(np.int64)
+        return np.pad(items, ((0, 0), (length - items.shape[1], 0)), constant_values=PAD)
 
     def interacted(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Whether each (user, item) pair occurs anywhere in the log (same shapes in and out)."""

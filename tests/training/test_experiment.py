@@ -1,0 +1,99 @@
+"""The experiment grid: configs per variant, the summary and verdict arithmetic, and a real quick
+grid through the CLI on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.__main__ import main
+from training.experiment import Base, Variant, grid, variant_config
+from training.experiment_report import summarise, verdicts
+
+TASKS = ["click", "like", "gender"]
+TINY = [
+    "--synthetic.n_users=200",
+    "--synthetic.n_items=120",
+    "--synthetic.n_interactions=30",
+    "--network.d_embedding=16",
+    "--network.d_hidden=16",
+    "--network.history_length=10",
+    "--optim.epochs=1",
+    "--eval.n_rank_negatives=50",
+]
+
+
+def test_grid_covers_single_tasks_blocks_weightings_and_esmm() -> None:
+    names = [v.name for v in grid(TASKS, quick=False)]
+    assert names[:3] == ["single-task click", "single-task like", "single-task gender"]
+    for block in ("shared-bottom", "MMoE", "PLE"):
+        assert {f"{block}, fixed", f"{block}, uncertainty", f"{block}, gradnorm"} <= set(names)
+    assert "MMoE, fixed, ESMM like" in names
+    assert len(grid(TASKS, quick=True)) == 3
+
+
+def test_single_task_variant_weighs_only_its_task() -> None:
+    cfg = variant_config(Base(None), Variant("single-task gender", alone="gender"), seed=2)
+    assert {t.name: t.weight for t in cfg.tasks}["gender"] == 1.0
+    assert sum(t.weight for t in cfg.tasks) == 1.0
+    assert cfg.optim.monitor == "loss"  # user tasks have no validation metric
+    assert cfg.optim.seed == 2
+    like = variant_config(Base(None), Variant("single-task like", alone="like"), seed=0)
+    assert like.optim.monitor == "like_auc"
+
+
+def _run(variant: str, seed: int, alone: str | None, click: float, gender: float) -> dict:
+    figures = {"click_auc": click, "hr@10": click / 2, "gender_auc": gender}
+    return {
+        "variant": variant,
+        "alone": alone,
+        "seed": seed,
+        "metrics": figures,
+        "cold": figures,
+        "parameters": 1000,
+        "seconds": 10.0,
+        "epochs": 3,
+    }
+
+
+def test_summary_and_verdicts() -> None:
+    runs = [
+        _run("single-task click", 0, "click", 0.80, 0.5),
+        _run("single-task click", 1, "click", 0.82, 0.5),
+        _run("single-task gender", 0, "gender", 0.5, 0.70),
+        _run("single-task gender", 1, "gender", 0.5, 0.72),
+        _run("MMoE", 0, None, 0.90, 0.705),
+        _run("MMoE", 1, None, 0.92, 0.715),
+    ]
+    summary = summarise(runs, "metrics", TASKS)
+    assert summary["single-task click"]["click_auc"][0] == pytest.approx(0.81)
+    assert "gender_auc" not in summary["single-task click"]
+    assert set(summary["single-task gender"]) >= {"gender_auc"}
+    assert summary["MMoE"]["hr@10"][0] == pytest.approx(0.455)
+    lines = verdicts(summary, ["click_auc", "gender_auc"], TASKS)
+    assert "multi-task wins" in lines[0]
+    assert "tie" in lines[1]
+
+
+def test_quick_grid_through_the_cli(tmp_path) -> None:
+    args = ["experiment", "--quick", "--data", "synthetic", "--seeds", "2", "--jobs", "2"]
+    assert main([*args, "--out", str(tmp_path), "--quiet", *TINY]) == 0
+
+    raw = json.loads((tmp_path / "experiments.json").read_text())
+    assert len(raw["runs"]) == 6
+    assert raw["command"].startswith("python -m training experiment --quick")
+    assert all(r["parameters"] > 0 and r["seconds"] > 0 for r in raw["runs"])
+    multi = next(r for r in raw["runs"] if r["alone"] is None)
+    assert multi["cold"] != multi["metrics"], "cold users see less history"
+    text = (tmp_path / "experiments.md").read_text()
+    assert "| single-task click |" in text
+    assert "| MMoE, fixed |" in text
+    assert "## Verdicts (cold users)" in text
+    assert (tmp_path / "experiments.png").stat().st_size > 10_000
+
+
+def test_bad_grid_arguments_fail_cleanly(capsys) -> None:
+    assert main(["experiment", "--seeds", "0"]) == 2
+    assert "error: --seeds" in capsys.readouterr().err
+    assert main(["experiment", "--network.block=nope"]) == 2

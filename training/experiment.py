@@ -1,0 +1,142 @@
+"""`python -m training experiment`: what multi-task learning buys, measured.
+
+A grid of variants (one single-task model per task; shared-bottom, MMoE and PLE, each with every
+loss weighting; MMoE with the ESMM like chain) is trained with several seeds on one data source
+under the evaluation protocol, in parallel worker processes of one thread each. Every run's test
+metrics, its cold-user metrics (the same test events seen as new users: unknown id, history cut
+to their first COLD_INTERACTIONS items), wall time and parameter count go to
+`experiments.json`; `experiments.md` holds mean +- std per variant and a verdict per metric, and
+`experiments.png` the same as bars with error bars.
+
+A single-task model is the same network with every other task's weight at 0, so it differs from
+the multi-task ones only in what the loss asks for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from training.config import WEIGHTINGS, Config, load_config
+
+COLD_INTERACTIONS = 5  # a cold user: at most this many interactions seen
+BLOCKS = {"shared_bottom": "shared-bottom", "mmoe": "MMoE", "ple": "PLE"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table: config overrides, or a single task trained alone."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    alone: str | None = None  # single-task: only this task's loss counts
+
+
+def grid(tasks: Sequence[str], quick: bool) -> list[Variant]:
+    """The full grid, or (quick) one single-task model, MMoE and PLE with fixed weights."""
+    singles = [Variant(f"single-task {t}", alone=t) for t in tasks]
+    if quick:
+        return [
+            singles[0],
+            Variant("MMoE, fixed", ("network.block=mmoe", "optim.weighting=fixed")),
+            Variant("PLE, uncertainty", ("network.block=ple", "optim.weighting=uncertainty")),
+        ]
+    multi = [
+        Variant(f"{label}, {w}", (f"network.block={block}", f"optim.weighting={w}"))
+        for block, label in BLOCKS.items()
+        for w in WEIGHTINGS
+    ]
+    esmm = Variant("MMoE, fixed, ESMM like", ("network.block=mmoe", "optim.esmm=true"))
+    return [*singles, *multi, esmm]
+
+
+@dataclass(frozen=True)
+class Base:
+    """What every run starts from: a config file and the command line's overrides."""
+
+    config: Path | None
+    overrides: tuple[str, ...] = ()
+
+
+def variant_config(base: Base, variant: Variant, seed: int) -> Config:
+    """The run's config: the base with the variant's overrides and the seed."""
+    cfg = load_config(base.config, [*base.overrides, f"optim.seed={seed}", *variant.overrides])
+    if variant.alone is None:
+        return cfg
+    task = next(t for t in cfg.tasks if t.name == variant.alone)
+    tasks = [t.model_copy(update={"weight": 1.0 if t is task else 0.0}) for t in cfg.tasks]
+    monitor = f"{task.name}_auc" if task.level == "item" and task.kind == "binary" else "loss"
+    return dataclasses.replace(
+        cfg, tasks=tasks, optim=dataclasses.replace(cfg.optim, monitor=monitor)
+    )
+
+
+def run_one(base: Base, source: str, variant: Variant, seed: int) -> dict[str, Any]:
+    """Train and evaluate one (variant, seed); runs in a worker process."""
+    import torch
+
+    from training.evaluate import cold_view, model_predictor, task_metrics
+    from training.pipeline import evaluate_model, new_model, prepare
+    from training.train import fit
+
+    torch.set_num_threads(1)
+    cfg = variant_config(base, variant, seed)
+    data = prepare(cfg, source)
+    model = new_model(cfg, data)
+    start = time.perf_counter()
+    history = fit(model, data.log, data.valid, cfg, progress=False)
+    seconds = time.perf_counter() - start
+    predict = model_predictor(model, data.log, data.tasks, cfg.network.history_length)
+    cold = cold_view(data.test, COLD_INTERACTIONS)
+    return {
+        "variant": variant.name,
+        "alone": variant.alone,
+        "seed": seed,
+        "metrics": evaluate_model(model, data, cfg),
+        "cold": task_metrics(data.log, cold, data.tasks, predict, cfg.eval.k),
+        "seconds": seconds,
+        "epochs": len(history.epochs),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights": {k: v for k, v in history.epochs[-1].items() if k.startswith("weight_")},
+    }
+
+
+def run_grid(
+    base: Base,
+    source: str,
+    variants: Sequence[Variant],
+    seeds: Sequence[int],
+    jobs: int,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Every (variant, seed), `jobs` at a time; results in grid order."""
+    work = [(v, s) for v in variants for s in seeds]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, base, source, v, s): i for i, (v, s) in enumerate(work)}
+        done: dict[int, dict[str, Any]] = {}
+        for future in tqdm(
+            as_completed(futures), total=len(work), desc="experiment runs", disable=not progress
+        ):
+            done[futures[future]] = future.result()
+    return [done[i] for i in range(len(work))]
+
+
+def default_jobs() -> int:
+    """One single-threaded worker per usable core."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def save_results(path: Path, results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Write every run's raw figures as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, "runs": results}, indent=2) + "\n", encoding="utf-8")
