@@ -54,7 +54,7 @@ class NetworkConfig:
     d_tower: int = 32  # hidden units of each task's tower
     dropout: float = 0.1
     user_embedding: bool = True  # a learned user-id embedding, read by item tasks only
-    profile_item_dropout: float = 0.0  # training: share of history items the user tasks miss
+    profile_item_dropout: float = 0.5  # training: share of history items the user tasks miss
 
 
 @dataclass
