@@ -1,5 +1,8 @@
 """Dependencies injected into the handlers: settings, metrics, the ready model, and the checks
-every guarded route shares (API key, JSON body)."""
+every guarded route shares (API key, JSON body).
+
+All are `async def` although none does I/O: FastAPI runs a plain `def` dependency in its thread
+pool, one thread hop per dependency per request, which costs more than the dependency's work."""
 
 from __future__ import annotations
 
@@ -15,19 +18,19 @@ from service.metrics import Metrics
 from service.predictor import Predictor
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     """The app's metric objects."""
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     """The loaded, warmed-up model.
 
     Raises:
@@ -35,19 +38,19 @@ def get_predictor(request: Request) -> Predictor:
     """
     predictor: Predictor | None = request.app.state.models.current
     if predictor is None:
-        settings = app_settings(request)
+        settings: Settings = request.app.state.settings
         raise NotReady("the model is not loaded yet", settings.retry_after_seconds)
     return predictor
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """With HYDRAREC_API_KEY set, the request must carry it as `X-API-Key: <key>` or
     `Authorization: Bearer <key>` (compared in constant time; never logged).
 
     Raises:
         Unauthorized: the key is configured and missing or wrong (401).
     """
-    expected = app_settings(request).api_key
+    expected = (await app_settings(request)).api_key
     if expected is None:
         return
     given = request.headers.get("x-api-key", "")
@@ -58,25 +61,25 @@ def require_api_key(request: Request) -> None:
         raise Unauthorized("an API key is required: send X-API-Key or Authorization: Bearer")
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """/admin/* exists only with HYDRAREC_API_KEY set, and always needs the key.
 
     Raises:
         AdminDisabled: no key is configured (404).
         Unauthorized: the request lacks the key (401).
     """
-    if app_settings(request).api_key is None:
+    if (await app_settings(request)).api_key is None:
         raise AdminDisabled("admin endpoints are disabled: set HYDRAREC_API_KEY to enable them")
-    require_api_key(request)
+    await require_api_key(request)
 
 
-def get_models(request: Request) -> ModelHolder:
+async def get_models(request: Request) -> ModelHolder:
     """The holder of the served model (for reloads)."""
     models: ModelHolder = request.app.state.models
     return models
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Refuse bodies not declared as JSON, rather than guessing what they are.
 
     Raises:

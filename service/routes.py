@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Depends, Response
+from starlette.concurrency import run_in_threadpool
 
 from service.artifact import ArtifactError
+from service.config import Settings
 from service.decoding import decode_request
 from service.deps import (
     BodyDep,
@@ -22,6 +24,8 @@ from service.deps import (
     require_json,
 )
 from service.errors import ReloadFailed
+from service.metrics import Metrics
+from service.predictor import Predictor
 from service.schemas import (
     ErrorBody,
     ModelsResponse,
@@ -60,10 +64,16 @@ PREDICT_BODY = {
     dependencies=[Depends(require_api_key), Depends(require_json)],
     openapi_extra={"requestBody": PREDICT_BODY},
 )
-def predict(
+async def predict(
     body: BodyDep, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
 ) -> Response:
     """Every task's output for one user: profile class probabilities and the ranked candidates."""
+    if predictor.batcher is None:
+        return _predict(body, predictor, settings, metrics)
+    return await run_in_threadpool(_predict, body, predictor, settings, metrics)
+
+
+def _predict(body: bytes, predictor: Predictor, settings: Settings, metrics: Metrics) -> Response:
     with metrics.stage_duration.labels("decode").time():
         request = decode_request(body, settings.max_candidates)
     answer = predictor.predict(request, metrics)
