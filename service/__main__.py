@@ -1,7 +1,7 @@
 """`python -m service`: check the settings and the model, then run uvicorn with N workers.
 
-Bad settings or a missing, tampered or incompatible artifact end here, with one `error:` line
-and exit status 2, before any port is opened.
+Bad settings, a missing, tampered or incompatible artifact, or a port already in use end here,
+with one `error:` line and exit status 2, before any port is opened.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from service.artifact import ArtifactError
 from service.config import SettingsError, get_settings
 from service.metrics import MULTIPROC_ENV
 from service.predictor import Predictor
-from service.server import serve
+from service.server import PortUnavailable, serve
 
 EXIT_CONFIG = 2
 
@@ -37,13 +37,17 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if MULTIPROC_ENV in os.environ:
-        prepare_multiprocess_metrics(Path(os.environ[MULTIPROC_ENV]))
-    elif settings.workers > 1:
-        with tempfile.TemporaryDirectory(prefix="hydrarec-metrics-") as folder:
-            prepare_multiprocess_metrics(Path(folder))
-            return serve(settings)
-    return serve(settings)
+    try:
+        if MULTIPROC_ENV in os.environ:
+            prepare_multiprocess_metrics(Path(os.environ[MULTIPROC_ENV]))
+        elif settings.workers > 1:
+            with tempfile.TemporaryDirectory(prefix="hydrarec-metrics-") as folder:
+                prepare_multiprocess_metrics(Path(folder))
+                return serve(settings)
+        return serve(settings)
+    except PortUnavailable as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_CONFIG
 
 
 def prepare_multiprocess_metrics(folder: Path) -> None:

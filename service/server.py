@@ -1,21 +1,29 @@
-"""Run the app under uvicorn with N worker processes on one listening socket.
+"""Run the app under uvicorn with N worker processes, each on its own listening socket.
 
-With several workers uvicorn binds the socket itself, without TCP_NODELAY (asyncio sets it only
-on sockets it creates), so every response written in two sends (headers, body) waited ~40 ms for
-the client's delayed ACK: 23 requests/s per connection instead of ~700 (bench/results.md). Linux
-copies TCP_NODELAY from a listening socket to the connections it accepts, so it is set there.
+Sockets: with several workers uvicorn binds the socket itself, without TCP_NODELAY (asyncio sets
+it only on sockets it creates), so every response written in two sends (headers, body) waited
+~40 ms for the client's delayed ACK: 23 requests/s per connection instead of ~700. Linux copies
+TCP_NODELAY from a listening socket to the connections it accepts, so it is set there.
+
+One socket per worker: workers sharing one listening socket race to accept, and the first awake
+often takes most new connections; with 8 keep-alive connections half of the benchmark runs had
+one worker doing nearly all the work (~1,150 against ~2,200 requests/s). Each worker gets its
+own socket bound with SO_REUSEPORT, and the kernel spreads connections over them. A port that
+another program holds is still refused: it is probed without SO_REUSEPORT first.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import socket
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors import Multiprocess
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from service.config import SUPERVISOR_PID, Settings
 from service.main import create_app
@@ -23,16 +31,94 @@ from service.main import create_app
 APP = "service.main:create_app"
 WORKER_APP = "service.server:create_worker_app"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-EXIT_STARTUP_FAILED = 3  # uvicorn's own status when the app's start-up fails
+EXIT_STARTUP_FAILED = STARTUP_FAILURE  # uvicorn's own status when the app's start-up fails
+logger = logging.getLogger("uvicorn.error")
 
 
 class NoDelayConfig(uvicorn.Config):
-    """uvicorn's config, whose listening socket has Nagle's algorithm off."""
+    """uvicorn's config, whose listening sockets have Nagle's algorithm off and SO_REUSEPORT
+    on (several of them share the port, one per worker)."""
 
     def bind_socket(self) -> socket.socket:
-        sock = super().bind_socket()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            raise PortUnavailable(f"cannot listen on {self.host}:{self.port}: {e.strerror}") from e
+        sock.set_inheritable(True)
         return sock
+
+    def probe_port(self) -> None:
+        """Refuse a port some other socket holds (SO_REUSEPORT alone would share it with
+        another program of the same user).
+
+        Raises:
+            PortUnavailable: the address is in use or cannot be bound.
+        """
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as e:
+                raise PortUnavailable(
+                    f"cannot listen on {self.host}:{self.port}: {e.strerror}"
+                ) from e
+
+
+class PortUnavailable(Exception):
+    """The configured host:port cannot be listened on."""
+
+
+class OwnSocketMultiprocess(Multiprocess):
+    """uvicorn's supervisor, with worker i serving socket i, also when it is replaced."""
+
+    def init_processes(self) -> None:
+        for sock in self.sockets:
+            process = Process(self.config, [sock])
+            process.start()
+            self.processes.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn's own, except that a replacement gets its predecessor's socket."""
+        if self.should_exit.is_set():
+            return
+        for idx, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:  # the app cannot start: it never will
+                logger.error("worker %s failed to start, stopping", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            logger.info("worker %s died, starting another", process.pid)
+            replacement = Process(self.config, [self.sockets[idx]])
+            replacement.start()
+            self.processes[idx] = replacement
+
+    def restart_all(self) -> None:
+        """SIGHUP: replace the workers one by one, each on its own socket."""
+        for idx, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = Process(self.config, [self.sockets[idx]])
+            new.start()
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                logger.error("worker %s was not ready in time; restart aborted", new.pid)
+                return
+            old.terminate()
+            old.join()
+            self.processes[idx] = new
 
 
 def create_worker_app() -> FastAPI:
@@ -60,10 +146,13 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
     server = uvicorn.Server(config)
-    sock = config.bind_socket()
+    config.probe_port()
+    sockets = [config.bind_socket() for _ in range(settings.workers)]
+    for sock in sockets:
+        sock.listen(config.backlog)
     if settings.workers > 1:
         os.environ[SUPERVISOR_PID] = str(os.getpid())  # inherited by the workers
-        Multiprocess(config, sockets=[sock]).run()
+        OwnSocketMultiprocess(config, sockets=sockets).run()
         return 0
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     return 0 if server.started else EXIT_STARTUP_FAILED

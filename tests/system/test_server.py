@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -200,3 +201,71 @@ def test_workers_end_with_a_killed_supervisor(tmp_path: Path) -> None:
         while any(Path(f"/proc/{w}").exists() for w in workers):
             assert time.monotonic() < deadline, "workers outlived their supervisor"
             time.sleep(0.1)
+
+
+def _sockets_of(pid: int) -> set[int]:
+    """Inodes of the sockets process `pid` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _tcp_inodes(port: int, state: str) -> set[int]:
+    """Inodes of the IPv4 TCP sockets on local `port` in `state` (0A listen, 01 established)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == state:
+            inodes.add(int(fields[9]))
+    return inodes
+
+
+def test_each_worker_listens_on_its_own_socket_and_gets_connections(tmp_path: Path) -> None:
+    """One SO_REUSEPORT socket per worker, so the kernel spreads connections over the workers
+    instead of the first one awake taking most of them (32 connections: a worker with fewer
+    than 4 of them has probability ~1e-6)."""
+    with running_service(tmp_path, HYDRAREC_WORKERS="2") as service:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while scraped(service.url, "hydrarec_model_loads", result="success") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        port = int(service.url.rsplit(":", 1)[1])
+        pid = service.process.pid
+        workers = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        workers = [w for w in workers if "spawn_main" in Path(f"/proc/{w}/cmdline").read_text()]
+        listening = [_sockets_of(w) & _tcp_inodes(port, "0A") for w in workers]
+        assert [len(s) for s in listening] == [1, 1]
+        assert listening[0] != listening[1]
+
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                accepted = [len(_sockets_of(w) & _tcp_inodes(port, "01")) for w in workers]
+                if sum(accepted) == 32 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert sum(accepted) == 32
+            assert min(accepted) >= 4, accepted
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_port_in_use_is_refused_before_start() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "service"],
+            env=service_env(port, HYDRAREC_WORKERS="2"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
