@@ -2,19 +2,21 @@
 
 The graph takes ragged batches (DESIGN.md): B users, each with their own candidates, joined by
 `candidate_row`, so requests are concatenated without padding and each user is encoded once.
-Scheduling is leader/follower, with no thread of its own: a request that finds the engine idle
-runs at once, alone (an idle server adds no delay); requests that arrive while a batch runs
-queue up, and when that batch ends the oldest of them leads the next batch, which takes the
-queue up to HYDRAREC_BATCH_MAX_CANDIDATES. A leader may wait up to HYDRAREC_BATCH_MAX_DELAY_MS
-for more requests when its batch is not full (0, the default, never waits).
+
+Requests are decoded, encoded and answered on the worker's event loop; only `session.run` runs
+in the batcher's one inference thread, so the loop keeps reading requests while a batch runs.
+A request that finds the batcher idle starts a batch at once, alone (an idle server adds no
+delay); requests that arrive while a batch runs queue up and form the next batch, up to
+HYDRAREC_BATCH_MAX_CANDIDATES candidates. That next batch may wait up to
+HYDRAREC_BATCH_MAX_DELAY_MS for more requests when it is not full (0, the default, never waits).
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,10 +28,7 @@ Outputs = dict[str, np.ndarray]
 class _Job:
     inputs: Inputs
     n_candidates: int
-    wake: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False
-    outputs: Outputs | None = None
-    error: BaseException | None = None
+    answer: asyncio.Future[Outputs]
 
 
 class Batcher:
@@ -48,7 +47,7 @@ class Batcher:
         user_tasks: outputs with one row per user ([B, K]); the others have one per candidate.
         max_candidates: a batch takes queued requests while their candidates fit (a single
             larger request still runs, alone).
-        max_delay_s: how long a leader may wait for its batch to fill.
+        max_delay_s: how long a batch formed behind another may wait to fill.
         observe: called with the number of requests of every batch run.
         """
         self._run = run
@@ -56,73 +55,71 @@ class Batcher:
         self._max_candidates = max_candidates
         self._max_delay_s = max_delay_s
         self._observe = observe
-        self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
         self._queue: list[_Job] = []
-        self._busy = False
+        self._arrived = asyncio.Event()
+        self._drainer: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrarec-infer")
 
-    def run(self, inputs: Inputs) -> Outputs:
+    async def run(self, inputs: Inputs) -> Outputs:
         """The outputs for one request (B = 1), computed alone or within a batch."""
-        job = _Job(inputs, len(inputs["candidate"]))
-        with self._lock:
-            self._queue.append(job)
-            self._arrived.notify()
-            lead = not self._busy
-            self._busy = True
-        if lead:
-            self._lead(promoted=False)
-        while job.outputs is None and job.error is None:
-            job.wake.wait()
-            job.wake.clear()
-            if job.lead:
-                job.lead = False
-                self._lead(promoted=True)
-        if job.error is not None:
-            raise job.error
-        assert job.outputs is not None
-        return job.outputs
+        loop = asyncio.get_running_loop()
+        job = _Job(inputs, len(inputs["candidate"]), loop.create_future())
+        self._queue.append(job)
+        self._arrived.set()
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        return await job.answer
 
-    def _take(self, wait: bool) -> list[_Job]:
-        """The next batch from the queue (lock held): the oldest request, then more while their
-        candidates fit; with `wait`, up to max_delay for the batch to fill."""
-        deadline = time.monotonic() + (self._max_delay_s if wait else 0.0)
-        while True:
-            batch: list[_Job] = []
-            total = 0
-            for job in self._queue:
-                if batch and total + job.n_candidates > self._max_candidates:
-                    break
-                batch.append(job)
-                total += job.n_candidates
-            full = len(batch) < len(self._queue) or total >= self._max_candidates
-            left = deadline - time.monotonic()
-            if full or left <= 0:
-                del self._queue[: len(batch)]
-                return batch
-            self._arrived.wait(left)
-
-    def _lead(self, promoted: bool) -> None:
-        """Run the next batch; then hand the lead to the oldest queued request, if any.
-        Only a promoted leader (one that queued behind a batch) waits for its batch to fill."""
-        with self._lock:
-            batch = self._take(wait=promoted)
+    async def _drain(self) -> None:
+        """Run batches until the queue is empty; every batch but the first may wait to fill."""
+        loop = asyncio.get_running_loop()
+        first = True
         try:
-            outputs = self._run(_concatenate([job.inputs for job in batch]))
-            for job, part in zip(batch, self._split(outputs, batch), strict=True):
-                job.outputs = part
-        except BaseException as e:  # every request of the batch gets the error
-            for job in batch:
-                job.error = e
-        if self._observe is not None:
-            self._observe(len(batch))
-        with self._lock:
-            if self._queue:
-                self._queue[0].lead = True
-                self._queue[0].wake.set()
-            else:
-                self._busy = False
-        for job in batch:
-            job.wake.set()
+            while self._queue:
+                if not first and self._max_delay_s > 0:
+                    await self._fill(loop.time() + self._max_delay_s)
+                first = False
+                batch = self._take()
+                try:
+                    outputs = await loop.run_in_executor(
+                        self._thread, self._run, _concatenate([job.inputs for job in batch])
+                    )
+                    for job, part in zip(batch, self._split(outputs, batch), strict=True):
+                        if not job.answer.done():  # a cancelled request (client gone)
+                            job.answer.set_result(part)
+                except Exception as e:  # every request of the batch gets the error
+                    for job in batch:
+                        if not job.answer.done():
+                            job.answer.set_exception(e)
+                if self._observe is not None:
+                    self._observe(len(batch))
+        finally:
+            self._drainer = None
+
+    async def _fill(self, deadline: float) -> None:
+        """Wait until the queue holds a full batch or the deadline passes."""
+        loop = asyncio.get_running_loop()
+        while sum(job.n_candidates for job in self._queue) < self._max_candidates:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Job]:
+        """The oldest request, then more while their candidates fit."""
+        batch: list[_Job] = []
+        total = 0
+        for job in self._queue:
+            if batch and total + job.n_candidates > self._max_candidates:
+                break
+            batch.append(job)
+            total += job.n_candidates
+        del self._queue[: len(batch)]
+        return batch
 
     def _split(self, outputs: Outputs, batch: list[_Job]) -> list[Outputs]:
         ends = np.cumsum([job.n_candidates for job in batch])

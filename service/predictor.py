@@ -6,10 +6,13 @@ vocabulary lookups), so the service swaps models by replacing a single reference
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+import numpy as np
 
 from service import ranking
 from service.artifact import PAD, UNK, Artifact, ArtifactError, load_artifact
@@ -108,15 +111,40 @@ class Predictor:
 
     def predict(self, request: PredictRequest, metrics: Metrics) -> dict[str, Any]:
         """Every task's output for one user and their candidates, ranked: the PredictResponse
-        body as plain data, ready to serialise."""
-        manifest = self.artifact.manifest
-        weights = self.weights(request.weights)
-        k = request.top_k or manifest.ranking.top_k
-        with metrics.stage_duration.labels("encode").time():
-            encoded = self.encoder.encode(request.user_id, request.history, request.candidates)
+        body as plain data, ready to serialise (one session.run of its own)."""
+        weights, encoded = self._encode(request, metrics)
         with metrics.stage_duration.labels("infer").time():
-            run = self.engine.run if self.batcher is None else self.batcher.run
-            outputs = run(encoded.inputs)
+            outputs = self.engine.run(encoded.inputs)
+        return self._answer(request, weights, encoded, outputs, metrics)
+
+    async def predict_batched(self, request: PredictRequest, metrics: Metrics) -> dict[str, Any]:
+        """The same answer, with the session run shared with concurrent requests (the `infer`
+        stage then includes the wait for the batch)."""
+        assert self.batcher is not None, "dynamic batching is off"
+        weights, encoded = self._encode(request, metrics)
+        start = time.perf_counter()
+        outputs = await self.batcher.run(encoded.inputs)
+        metrics.stage_duration.labels("infer").observe(time.perf_counter() - start)
+        return self._answer(request, weights, encoded, outputs, metrics)
+
+    def _encode(
+        self, request: PredictRequest, metrics: Metrics
+    ) -> tuple[Mapping[str, float], Encoded]:
+        weights = self.weights(request.weights)  # invalid weights fail before any work
+        with metrics.stage_duration.labels("encode").time():
+            return weights, self.encoder.encode(
+                request.user_id, request.history, request.candidates
+            )
+
+    def _answer(
+        self,
+        request: PredictRequest,
+        weights: Mapping[str, float],
+        encoded: Encoded,
+        outputs: dict[str, np.ndarray],
+        metrics: Metrics,
+    ) -> dict[str, Any]:
+        k = request.top_k or self.artifact.manifest.ranking.top_k
         with metrics.stage_duration.labels("rank").time():
             n = len(request.candidates)
             scores = ranking.score(outputs, weights, n)

@@ -1,17 +1,15 @@
 """The HTTP API (DESIGN.md "API"): thin handlers over the predictor.
 
-CPU-bound handlers are plain `def`, so FastAPI runs them in its thread pool and the event loop
-keeps accepting requests while onnxruntime works.
+/predict runs on the event loop (see its docstring); /metrics, which reads the workers' files,
+is a plain `def` that FastAPI runs in its thread pool.
 """
 
 from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Depends, Response
-from starlette.concurrency import run_in_threadpool
 
 from service.artifact import ArtifactError
-from service.config import Settings
 from service.decoding import decode_request
 from service.deps import (
     BodyDep,
@@ -24,8 +22,6 @@ from service.deps import (
     require_json,
 )
 from service.errors import ReloadFailed
-from service.metrics import Metrics
-from service.predictor import Predictor
 from service.schemas import (
     ErrorBody,
     ModelsResponse,
@@ -67,16 +63,17 @@ PREDICT_BODY = {
 async def predict(
     body: BodyDep, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
 ) -> Response:
-    """Every task's output for one user: profile class probabilities and the ranked candidates."""
-    if predictor.batcher is None:
-        return _predict(body, predictor, settings, metrics)
-    return await run_in_threadpool(_predict, body, predictor, settings, metrics)
+    """Every task's output for one user: profile class probabilities and the ranked candidates.
 
-
-def _predict(body: bytes, predictor: Predictor, settings: Settings, metrics: Metrics) -> Response:
+    All of it runs on the event loop: with one core per worker there is nothing to overlap, and
+    a thread hop per request cost more than the work around the model. With dynamic batching
+    only session.run leaves the loop (service/batching.py)."""
     with metrics.stage_duration.labels("decode").time():
         request = decode_request(body, settings.max_candidates)
-    answer = predictor.predict(request, metrics)
+    if predictor.batcher is None:
+        answer = predictor.predict(request, metrics)
+    else:
+        answer = await predictor.predict_batched(request, metrics)
     with metrics.stage_duration.labels("encode_response").time():
         payload = orjson.dumps(answer)
     return Response(payload, media_type="application/json")
@@ -89,7 +86,7 @@ async def read_health() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorBody, "description": "not ready"}})
-def read_ready(predictor: PredictorDep) -> dict[str, str]:
+async def read_ready(predictor: PredictorDep) -> dict[str, str]:
     """Readiness: a model is loaded, verified and warmed up."""
     return {"status": "ready", "model": predictor.ref["name"], "version": predictor.ref["version"]}
 
@@ -99,7 +96,7 @@ def read_ready(predictor: PredictorDep) -> dict[str, str]:
     responses=ERRORS_MODELS,
     dependencies=[Depends(require_api_key)],
 )
-def read_models(predictor: PredictorDep) -> ModelsResponse:
+async def read_models(predictor: PredictorDep) -> ModelsResponse:
     """What is loaded: a summary of the manifest."""
     manifest = predictor.artifact.manifest
     summary = ModelSummary(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -56,6 +55,23 @@ def user_tasks(artifact: Artifact) -> set[str]:
     return {t.name for t in artifact.manifest.tasks if t.level == "user"}
 
 
+def run_all(
+    batcher: Batcher, inputs: list[Inputs], every_s: float = 0.0
+) -> list[Outputs | BaseException]:
+    """The requests on one event loop, as a worker's concurrent requests, arriving `every_s`
+    apart (0: all at once)."""
+
+    async def one(i: int, request: Inputs) -> Outputs:
+        await asyncio.sleep(i * every_s)
+        return await batcher.run(request)
+
+    async def main() -> list[Outputs | BaseException]:
+        tasks = (one(i, request) for i, request in enumerate(inputs))
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    return asyncio.run(main())
+
+
 def test_concurrent_requests_are_batched_and_get_their_own_answers(
     artifact: Artifact, engine: InferenceEngine
 ) -> None:
@@ -63,12 +79,13 @@ def test_concurrent_requests_are_batched_and_get_their_own_answers(
     observed: list[int] = []
     batcher = Batcher(slow, user_tasks(artifact), 2000, 0.0, observed.append)
     inputs = requests(artifact)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        batched = list(pool.map(batcher.run, inputs))
+    batched = run_all(batcher, inputs, every_s=0.002)  # each run takes 20 ms
+    assert slow.batches[0] == 1, "the first request ran at once, alone"
     assert max(slow.batches) > 1, "no two requests ever shared a session.run"
     assert observed == slow.batches
     assert sum(slow.batches) == N_REQUESTS
     for one, answer in zip(inputs, batched, strict=True):
+        assert isinstance(answer, dict)
         alone = engine.run(one)
         assert answer.keys() == alone.keys()
         for name, values in alone.items():
@@ -85,11 +102,27 @@ def test_batches_respect_the_candidate_limit(artifact: Artifact, engine: Inferen
         time.sleep(0.01)
         return engine.run(inputs)
 
-    batcher = Batcher(run, user_tasks(artifact), 25, 0.0)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(batcher.run, requests(artifact)))
+    run_all(Batcher(run, user_tasks(artifact), 25, 0.0), requests(artifact))
     assert max(sizes) <= 25
     assert sum(sizes) == sum(1 + i % 20 for i in range(N_REQUESTS))
+
+
+def test_a_batch_behind_another_waits_to_fill(artifact: Artifact, engine: InferenceEngine) -> None:
+    """With a delay, the batch formed behind the first waits for requests that come later."""
+    slow = SlowRun(engine, delay_s=0.05)
+    batcher = Batcher(slow, user_tasks(artifact), 2000, max_delay_s=0.5)
+    inputs = requests(artifact, 6)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.run(inputs[0]))
+        await asyncio.sleep(0.01)  # the first batch is running
+        early = asyncio.ensure_future(batcher.run(inputs[1]))
+        await asyncio.sleep(0.15)  # after the first batch ended, within the delay
+        late = [asyncio.ensure_future(batcher.run(one)) for one in inputs[2:]]
+        await asyncio.gather(first, early, *late)
+
+    asyncio.run(main())
+    assert slow.batches == [1, 5]
 
 
 def test_a_lone_request_never_waits_for_company(
@@ -97,25 +130,37 @@ def test_a_lone_request_never_waits_for_company(
 ) -> None:
     batcher = Batcher(engine.run, user_tasks(artifact), 2000, max_delay_s=30.0)
     started = time.monotonic()
-    batcher.run(requests(artifact, 1)[0])
+    (answer,) = run_all(batcher, requests(artifact, 1))
+    assert isinstance(answer, dict)
     assert time.monotonic() - started < 10, "an idle batcher waited for the batch to fill"
 
 
 def test_a_failing_batch_fails_each_of_its_requests(artifact: Artifact) -> None:
-    gate = threading.Event()
-
     def broken(_: Inputs) -> Outputs:
-        gate.wait(5)
+        time.sleep(0.05)
         raise RuntimeError("session failed")
 
     batcher = Batcher(broken, user_tasks(artifact), 2000, 0.0)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [pool.submit(batcher.run, one) for one in requests(artifact, 4)]
-        time.sleep(0.1)
-        gate.set()
-        for future in futures:
-            with pytest.raises(RuntimeError, match="session failed"):
-                future.result(timeout=10)
+    answers = run_all(batcher, requests(artifact, 4))
+    assert all(isinstance(a, RuntimeError) and "session failed" in str(a) for a in answers)
+
+
+def test_a_cancelled_request_does_not_break_its_batch(
+    artifact: Artifact, engine: InferenceEngine
+) -> None:
+    batcher = Batcher(SlowRun(engine), user_tasks(artifact), 2000, 0.0)
+    inputs = requests(artifact, 3)
+
+    async def main() -> list[Outputs]:
+        first = asyncio.ensure_future(batcher.run(inputs[0]))
+        await asyncio.sleep(0.005)
+        gone, kept = (asyncio.ensure_future(batcher.run(one)) for one in inputs[1:])
+        await asyncio.sleep(0)
+        gone.cancel()  # its client went away while it queued
+        return [await first, await kept]
+
+    first, kept = asyncio.run(main())
+    np.testing.assert_allclose(kept["click"], engine.run(inputs[2])["click"], atol=1e-6)
 
 
 def test_the_api_answers_the_same_with_batching_on(client: TestClient) -> None:
