@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import httpx2 as httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.artifact import FIRST_ID, load_artifact
 from service.config import Settings, cores
@@ -164,7 +166,40 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> WrkRun:
     return WrkRun(rps, p50, p99, errors)
 
 
-def http(seconds: int, repeats: int, settings: dict[str, str]) -> dict[int, list[WrkRun]]:
+@dataclass(frozen=True)
+class Served:
+    """The wrk runs of one server setting and where its requests' time went."""
+
+    runs: dict[int, list[WrkRun]]  # by connection count
+    costs: dict[str, float]  # mean seconds per request: each stage, the whole handler
+    batch_size: float | None  # mean requests per session.run (batching on)
+
+
+STAGE_METRIC = "hydrarec_predict_stage_duration_seconds"
+HANDLER_METRIC = "hydrarec_http_request_duration_seconds"
+
+
+def request_costs(url: str) -> tuple[dict[str, float], float | None]:
+    """Mean seconds per request of each /predict stage and of the whole request in the app
+    (the middleware's histogram), and the mean batch size, from the server's own /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    sums: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                key = sample.labels.get("stage") or sample.labels.get("handler") or ""
+                sums[(sample.name, key)] = sums.get((sample.name, key), 0.0) + sample.value
+    costs = {}
+    for (name, key), total in sums.items():
+        if name == f"{STAGE_METRIC}_sum" or (name == f"{HANDLER_METRIC}_sum" and key == "/predict"):
+            count = sums[(name.replace("_sum", "_count"), key)]
+            costs[key if name.startswith(STAGE_METRIC) else "whole request"] = total / max(1, count)
+    batches = sums.get(("hydrarec_batch_requests_count", ""), 0.0)
+    size = sums.get(("hydrarec_batch_requests_sum", ""), 0.0) / batches if batches else None
+    return costs, size
+
+
+def http(seconds: int, repeats: int, settings: dict[str, str]) -> Served:
     """wrk against `python -m service` (production settings) at each connection count."""
     results: dict[int, list[WrkRun]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +214,8 @@ def http(seconds: int, repeats: int, settings: dict[str, str]) -> dict[int, list
                 results[connections] = [
                     wrk(service.url, script, connections, seconds) for _ in range(repeats)
                 ]
-    return results
+            costs, batch_size = request_costs(service.url)
+    return Served(results, costs, batch_size)
 
 
 MODES = {
@@ -188,9 +224,7 @@ MODES = {
 }
 
 
-def report(
-    limit: dict[int, Spread], served: dict[str, dict[int, list[WrkRun]]], threads: int
-) -> str:
+def report(limit: dict[int, Spread], served: dict[str, Served], threads: int) -> str:
     workers = cores()
     lines = [
         "# hydrarec benchmark",
@@ -210,7 +244,7 @@ def report(
         candidates = Spread(tuple(v * per_call for v in spread.values))
         lines.append(f"| {n_users} x {N_CANDIDATES} | {spread} | {candidates} |")
     base = limit[1].median
-    for mode, results in served.items():
+    for mode, result in served.items():
         lines += [
             "",
             f"## HTTP, {mode}: `POST /predict` (1 user x {N_CANDIDATES} candidates),"
@@ -220,7 +254,7 @@ def report(
             " | requests/s / in-process calls/s (1 x 100) |",
             "|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for connections, runs in results.items():
+        for connections, runs in result.runs.items():
             rps = Spread(tuple(r.requests_per_second for r in runs))
             candidates = Spread(tuple(v * N_CANDIDATES for v in rps.values))
             p50 = statistics.median(r.p50_s for r in runs) * 1e3
@@ -230,6 +264,29 @@ def report(
                 f"| {connections} | {rps} | {candidates} | {p50:.2f} | {p99:.2f} | {errors} |"
                 f" {rps.median / base:.2f} |"
             )
+    lines += [
+        "",
+        "## Where a request's time goes (mean per request over all runs above, server side, from"
+        " the service's own histograms)",
+        "",
+        "| | " + " | ".join(served) + " |",
+        "|---|" + "---:|" * len(served),
+    ]
+    stages = list(dict.fromkeys(k for r in served.values() for k in r.costs))
+    stages.sort(key=lambda k: k == "whole request")  # the stages, then their total
+    for stage in stages:
+        cells = [
+            f"{r.costs[stage] * 1e6:,.0f} µs" if stage in r.costs else "" for r in served.values()
+        ]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    sizes = [f"{r.batch_size:.2f}" if r.batch_size else "" for r in served.values()]
+    lines.append("| requests per session.run | " + " | ".join(sizes) + " |")
+    lines += [
+        "",
+        "`whole request` is the app's time for a /predict (middleware to last byte handed to the"
+        " server), so it includes waiting on the worker's event loop behind other requests; the"
+        " `infer` stage with batching on includes waiting for the batch.",
+    ]
     return "\n".join(lines) + "\n"
 
 
