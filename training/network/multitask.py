@@ -63,9 +63,10 @@ def _mix(gate: nn.Module, x: Tensor, experts: Tensor) -> Tensor:
     return (gate(x).softmax(dim=-1).unsqueeze(-1) * experts).sum(dim=1)
 
 
-class ExtractionLayer(nn.Module):
-    """One PLE level (a CGC layer): per task, its own experts plus the shared ones, mixed by the
-    task's gate; below the top level a shared gate also mixes every expert for the next level."""
+class CGC(nn.Module):
+    """One PLE level, customized gate control (CGC): per task, its own experts plus the shared
+    ones, mixed by the task's gate; below the top level a shared gate also mixes every expert
+    for the next level."""
 
     def __init__(self, d_in: int, n_tasks: int, spec: BlockSpec, top: bool) -> None:
         super().__init__()
@@ -100,9 +101,7 @@ class PLE(nn.Module):
         super().__init__()
         self.n_tasks = n_tasks
         self.levels = nn.ModuleList(
-            ExtractionLayer(
-                d_in if i == 0 else spec.d_hidden, n_tasks, spec, i == spec.n_levels - 1
-            )
+            CGC(d_in if i == 0 else spec.d_hidden, n_tasks, spec, i == spec.n_levels - 1)
             for i in range(spec.n_levels)
         )
 
