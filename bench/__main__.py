@@ -80,9 +80,11 @@ def graph_inputs(
     }
 
 
-def in_process(threads: int, seconds: float, repeats: int) -> dict[int, Spread]:
+def in_process(
+    threads: int, seconds: float, repeats: int, repository: Path = REPOSITORY
+) -> dict[int, Spread]:
     """session.run calls/s for B users x 100 candidates, with the service's thread setting."""
-    settings = Settings(model_dir=REPOSITORY)
+    settings = Settings(model_dir=repository)
     engine = InferenceEngine(
         load_artifact(settings.model_dir, settings.model_name), threads=threads
     )
@@ -224,7 +226,22 @@ MODES = {
 }
 
 
-def report(limit: dict[int, Spread], served: dict[str, Served], threads: int) -> str:
+def limit_table(limit: dict[int, Spread]) -> list[str]:
+    """| users x candidates | calls/s | candidates/s | rows of the in-process limit."""
+    lines = ["| users x candidates | calls/s | candidates/s |", "|---|---:|---:|"]
+    for n_users, spread in limit.items():
+        per_call = n_users * N_CANDIDATES
+        candidates = Spread(tuple(v * per_call for v in spread.values))
+        lines.append(f"| {n_users} x {N_CANDIDATES} | {spread} | {candidates} |")
+    return lines
+
+
+def report(
+    limit: dict[int, Spread],
+    served: dict[str, Served],
+    threads: int,
+    compared: dict[Path, dict[int, Spread]],
+) -> str:
     workers = cores()
     lines = [
         "# hydrarec benchmark",
@@ -236,13 +253,11 @@ def report(limit: dict[int, Spread], served: dict[str, Served], threads: int) ->
         f"## In-process limit: `session.run`, {N_CANDIDATES} candidates per user, {threads} ORT"
         " thread(s) (the service's per-worker setting)",
         "",
-        "| users x candidates | calls/s | candidates/s |",
-        "|---|---:|---:|",
+        *limit_table(limit),
     ]
-    for n_users, spread in limit.items():
-        per_call = n_users * N_CANDIDATES
-        candidates = Spread(tuple(v * per_call for v in spread.values))
-        lines.append(f"| {n_users} x {N_CANDIDATES} | {spread} | {candidates} |")
+    for path, other in compared.items():
+        lines += ["", f"### The same for the artifact in `{path}` (`--compare`)", ""]
+        lines += limit_table(other)
     base = limit[1].median
     for mode, result in served.items():
         lines += [
@@ -294,6 +309,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=int, default=5, help="length of each measurement")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per point")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        help="another model repository (e.g. an int8 export) whose in-process limit to add",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.stderr.write("error: wrk not found: apt-get install -y wrk (make bench does it)\n")
@@ -301,11 +323,12 @@ def main() -> int:
     workers = cores()
     threads = Settings(model_dir=REPOSITORY, workers=workers).threads
     limit = in_process(threads, args.seconds, args.repeats)
+    compared = {p: in_process(threads, args.seconds, args.repeats, p) for p in args.compare}
     served = {
         mode: http(args.seconds, args.repeats, {"HYDRAREC_WORKERS": str(workers), **settings})
         for mode, settings in MODES.items()
     }
-    text = report(limit, served, threads)
+    text = report(limit, served, threads, compared)
     RESULTS.write_text(text)
     sys.stdout.write(text)
     return 0

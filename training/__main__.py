@@ -7,6 +7,7 @@ config keys. Bad input ends with one clear `error:` line and exit status 2, not 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -17,7 +18,7 @@ from service.artifact import ArtifactError
 from training.config import Config, ConfigError, from_dict, load_config
 from training.data.tables import DataError
 from training.experiment import default_jobs
-from training.export import ExportError
+from training.export import QUANTIZATIONS, ExportError
 from training.report import markdown_table
 
 if TYPE_CHECKING:  # torch is imported only by the commands that need it
@@ -70,15 +71,23 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _export(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training.evaluate import graph_predictor, task_metrics
     from training.export import export_artifact
     from training.pipeline import evaluate_baselines, evaluate_model, parity_inputs
 
     model, raw, cfg, data = _from_checkpoint(args, overrides)
+    metrics = evaluate_model(model, data, cfg)
     details = {
-        "metrics": evaluate_model(model, data, cfg),
+        "metrics": metrics,
         "baselines": evaluate_baselines(data, cfg),
-        "training": raw["config"],
+        "training": raw["config"] | ({"quantize": args.quantize} if args.quantize else {}),
     }
+
+    def describe(graph: Path) -> dict[str, object]:
+        """The quantised graph's own figures under the protocol."""
+        predict = graph_predictor(graph, data.log, data.tasks, cfg.network.history_length)
+        return {"metrics": task_metrics(data.log, data.test, data.tasks, predict, cfg.eval.k)}
+
     target = export_artifact(
         model,
         data.vocabs,
@@ -87,8 +96,15 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
         cfg.name,
         details,
         version=args.version,
+        quantize=args.quantize,
+        describe=describe if args.quantize else None,
     )
     print(f"artifact: {target}")
+    if args.quantize:
+        quantized = json.loads((target / "manifest.json").read_text(encoding="utf-8"))["metrics"]
+        print(f"| metric | float32 | {args.quantize} | change |\n|---|---:|---:|---:|")
+        for key, value in metrics.items():
+            print(f"| {key} | {value:.4f} | {quantized[key]:.4f} | {quantized[key] - value:+.4f} |")
     return 0
 
 
@@ -176,6 +192,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "export":
             cmd.add_argument("--out", type=Path, default=Path("models"))
             cmd.add_argument("--version", type=int)
+            cmd.add_argument(
+                "--quantize",
+                choices=QUANTIZATIONS,
+                help="onnxruntime dynamic quantisation; prints its metrics beside float32's",
+            )
         cmd.set_defaults(func=func)
     return parser
 

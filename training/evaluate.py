@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,14 +79,44 @@ def model_predictor(
 ) -> Predictor:
     """Predictor running the model (eval mode, no grad) and mapping logits to outputs."""
 
-    def predict(events: Events) -> dict[str, np.ndarray]:
+    def run(inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
         model.eval()
-        parts: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
         with torch.no_grad():
-            for batch in batches(log, events, tasks, history_length, batch_size, False):
-                logits = model(**batch.inputs)
-                for t in tasks:
-                    parts[t.name].append(to_output(t, logits[t.name]).numpy())
+            logits = model(**inputs)
+        return [to_output(t, logits[t.name]).numpy() for t in tasks]
+
+    return _batched_predictor(run, log, tasks, history_length, batch_size)
+
+
+def graph_predictor(
+    graph: Path, log: Log, tasks: Sequence[TaskSpec], history_length: int, batch_size: int = 1024
+) -> Predictor:
+    """Predictor running an exported ONNX graph in onnxruntime (its outputs are already
+    probabilities, in task order): the figures of the artifact itself, e.g. a quantised one."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+
+    def run(inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        return list(session.run(None, {k: v.numpy() for k, v in inputs.items()}))
+
+    return _batched_predictor(run, log, tasks, history_length, batch_size)
+
+
+def _batched_predictor(
+    run: Callable[[dict[str, torch.Tensor]], list[np.ndarray]],
+    log: Log,
+    tasks: Sequence[TaskSpec],
+    history_length: int,
+    batch_size: int,
+) -> Predictor:
+    """Events -> batches -> `run` (one output per task, in task order) -> outputs per task."""
+
+    def predict(events: Events) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+        for batch in batches(log, events, tasks, history_length, batch_size, False):
+            for t, values in zip(tasks, run(batch.inputs), strict=True):
+                parts[t.name].append(values)
         shape = events.candidates.shape
         return {
             t.name: np.concatenate(parts[t.name]).reshape(

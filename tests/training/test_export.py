@@ -138,3 +138,33 @@ def test_reference_design_trains_and_exports(tmp_path: Path) -> None:
     assert manifest.training["network"]["encoder"] == "lstm"
     assert manifest.parity_max_abs_diff <= 1e-4
     assert set(result.metrics) >= {"click_auc", "hr@10", "age_accuracy", "age_macro_f1"}
+
+
+def test_int8_export_is_a_servable_artifact_with_its_own_metrics(
+    trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+
+    from service.config import Settings
+    from service.predictor import Predictor
+    from training.__main__ import main
+
+    result, _ = trained
+    checkpoint = result.report["json"].parent / "checkpoint.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 0
+    args = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--quantize", "int8"]
+    assert main(args) == 0
+
+    float32, int8 = load_artifact(tmp_path, "synth", 1), load_artifact(tmp_path, "synth", 2)
+    assert int8.manifest.training["quantize"] == "int8"
+    graph = onnx.load(str(int8.path / "model.onnx"))
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.graph.initializer)
+    size = (int8.path / "model.onnx").stat().st_size
+    assert size < 0.6 * (float32.path / "model.onnx").stat().st_size
+    assert 0 < int8.manifest.parity_max_abs_diff <= export.QUANTIZED_TOLERANCE
+    assert int8.manifest.metrics != float32.manifest.metrics, "its own figures, not float's"
+    assert int8.manifest.metrics["click_auc"] == pytest.approx(
+        float32.manifest.metrics["click_auc"], abs=0.05
+    )
+    assert "| click_auc |" in capsys.readouterr().out
+    Predictor.load(Settings(model_dir=tmp_path, model_name="synth", model_version=2))
