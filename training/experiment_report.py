@@ -110,29 +110,31 @@ def plot(
     metrics: Sequence[str],
     path: Path,
 ) -> None:
-    """One panel per metric: a bar per variant with its std as error bar, one colour per part
-    (all users, cold users)."""
-    variants = list(next(iter(summaries.values())))
+    """One panel per metric: a bar per variant that has it, with its std as error bar, one
+    colour per part (all users, cold users)."""
+    first = next(iter(summaries.values()))
     n_cols = 3
     n_rows = -(-len(metrics) // n_cols)
+    most = max(sum(m in f for f in first.values()) for m in metrics)
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(5 * n_cols, 0.32 * len(variants) * n_rows + 1.5), squeeze=False
+        n_rows, n_cols, figsize=(5 * n_cols, (0.3 * most + 1.2) * n_rows), squeeze=False
     )
     height = 0.8 / len(summaries)
     for ax, m in zip(axes.flat, metrics, strict=False):
+        variants = [v for v, f in first.items() if m in f]
         for j, (part, summary) in enumerate(summaries.items()):
-            rows = [(i, summary[v][m]) for i, v in enumerate(variants) if m in summary[v]]
+            figures = [summary[v][m] for v in variants]
             ax.barh(
-                [i + j * height for i, _ in rows],
-                [mean for _, (mean, _) in rows],
+                [i + j * height for i in range(len(variants))],
+                [mean for mean, _ in figures],
                 height,
-                xerr=[std for _, (_, std) in rows],
+                xerr=[std for _, std in figures],
                 label=part,
             )
         ax.set_yticks([i + height / 2 for i in range(len(variants))], variants, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(m)
-        low = min(s[v][m][0] for s in summaries.values() for v in variants if m in s[v])
+        low = min(s[v][m][0] for s in summaries.values() for v in variants)
         ax.set_xlim(left=max(0.0, low - 0.05))
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
