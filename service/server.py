@@ -40,16 +40,8 @@ class NoDelayConfig(uvicorn.Config):
     on (several of them share the port, one per worker)."""
 
     def bind_socket(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock = self._bound(reuse_port=True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as e:
-            sock.close()
-            raise PortUnavailable(f"cannot listen on {self.host}:{self.port}: {e.strerror}") from e
         sock.set_inheritable(True)
         return sock
 
@@ -60,15 +52,20 @@ class NoDelayConfig(uvicorn.Config):
         Raises:
             PortUnavailable: the address is in use or cannot be bound.
         """
+        self._bound(reuse_port=False).close()
+
+    def _bound(self, reuse_port: bool) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((self.host, self.port))
-            except OSError as e:
-                raise PortUnavailable(
-                    f"cannot listen on {self.host}:{self.port}: {e.strerror}"
-                ) from e
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            raise PortUnavailable(f"cannot listen on {self.host}:{self.port}: {e.strerror}") from e
+        return sock
 
 
 class PortUnavailable(Exception):
