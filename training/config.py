@@ -73,7 +73,7 @@ class OptimConfig:
     # like as p(click and like) = p(click) p(like | click) over every candidate (ESMM), not
     # p(like) over clicked items only; the served `like` stays p(like | click)
     esmm: bool = False
-    weighting: str = "fixed"  # fixed | uncertainty | gradnorm (training.weighting)
+    weighting: str = "uncertainty"  # fixed | uncertainty | gradnorm (training.weighting)
     gradnorm_alpha: float = 1.5  # gradnorm: how hard slow tasks are pulled up
     gradnorm_lr: float = 0.025  # gradnorm: Adam step of the task weights
     patience: int = 3  # epochs without improvement of `monitor` before stopping
