@@ -44,11 +44,12 @@ class Variant:
 
 def grid(tasks: Sequence[str], quick: bool) -> list[Variant]:
     """The full grid, or (quick) one single-task model, MMoE and PLE with fixed weights."""
-    singles = [Variant(f"single-task {t}", alone=t) for t in tasks]
+    fixed = "optim.weighting=fixed"  # one loss: nothing to weigh
+    singles = [Variant(f"single-task {t}", (fixed,), alone=t) for t in tasks]
     if quick:
         return [
             singles[0],
-            Variant("MMoE, fixed", ("network.block=mmoe", "optim.weighting=fixed")),
+            Variant("MMoE, fixed", ("network.block=mmoe", fixed)),
             Variant("PLE, uncertainty", ("network.block=ple", "optim.weighting=uncertainty")),
         ]
     multi = [
@@ -56,7 +57,7 @@ def grid(tasks: Sequence[str], quick: bool) -> list[Variant]:
         for block, label in BLOCKS.items()
         for w in WEIGHTINGS
     ]
-    esmm = Variant("MMoE, fixed, ESMM like", ("network.block=mmoe", "optim.esmm=true"))
+    esmm = Variant("MMoE, fixed, ESMM like", ("network.block=mmoe", fixed, "optim.esmm=true"))
     return [*singles, *multi, esmm]
 
 

@@ -97,3 +97,10 @@ def test_bad_grid_arguments_fail_cleanly(capsys) -> None:
     assert main(["experiment", "--seeds", "0"]) == 2
     assert "error: --seeds" in capsys.readouterr().err
     assert main(["experiment", "--network.block=nope"]) == 2
+
+
+def test_every_variant_names_its_weighting() -> None:
+    """The table's rows must not change with the default weighting of the config."""
+    for variant in grid(TASKS, quick=False):
+        cfg = variant_config(Base(None), variant, seed=0)
+        assert f"optim.weighting={cfg.optim.weighting}" in variant.overrides, variant.name
