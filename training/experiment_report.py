@@ -181,7 +181,9 @@ def write(
             "",
             "The same test events seen as new users: id unknown, history cut to their first "
             f"{cold_interactions} interactions (MovieLens-100K has no user with fewer than 20 "
-            "ratings, so cold users are simulated).",
+            "ratings, so cold users are simulated). The models did train on these users' later "
+            "interactions (their item vectors carry them), so real new users may fare a little "
+            "worse.",
             "",
             table(cold, metrics),
             "![experiment figures](experiments.png)",
