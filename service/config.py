@@ -67,8 +67,8 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=1_000_000,
-        description="dynamic batching: most candidates in one session.run (0 = off; "
-        "off by default: on 2 cores it does not pay yet, see bench/results.md)",
+        description="dynamic batching: most candidates in one session.run (0 = off; it pays "
+        "under sustained concurrency, a lone request pays a thread hop; bench/results.md)",
     )
     batch_max_delay_ms: float = Field(
         default=0.0,

@@ -7,6 +7,7 @@ or the framework reject, and cost one function call when nothing is wrong.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -149,6 +150,11 @@ class HttpMetrics:
         self.routes = routes
         # Paths without parameters are their own template: one dict lookup per request.
         self.static = {p: p for r in routes if "{" not in (p := str(getattr(r, "path", "{")))}
+        # Labelled children resolved once per label set (`labels()` takes a lock and a lookup,
+        # about 1 µs, per call); every label value is bounded (templates, methods, classes).
+        self._in_progress = functools.cache(metrics.in_progress.labels)
+        self._duration = functools.cache(metrics.request_duration.labels)
+        self._requests = functools.cache(metrics.requests.labels)
 
     def handler(self, scope: Scope) -> str:
         """The route template a request goes to (never the raw path), or `other`."""
@@ -175,13 +181,11 @@ class HttpMetrics:
             await send(message)
 
         start = time.perf_counter()
-        in_progress = self.metrics.in_progress.labels(handler)
+        in_progress = self._in_progress(handler)
         in_progress.inc()
         try:
             await self.app(scope, receive, record)
         finally:
             in_progress.dec()
-            self.metrics.request_duration.labels(handler, method).observe(
-                time.perf_counter() - start
-            )
-            self.metrics.requests.labels(handler, method, f"{status // 100}xx").inc()
+            self._duration(handler, method).observe(time.perf_counter() - start)
+            self._requests(handler, method, f"{status // 100}xx").inc()

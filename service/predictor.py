@@ -113,7 +113,7 @@ class Predictor:
         """Every task's output for one user and their candidates, ranked: the PredictResponse
         body as plain data, ready to serialise (one session.run of its own)."""
         weights, encoded = self._encode(request, metrics)
-        with metrics.stage_duration.labels("infer").time():
+        with metrics.stage["infer"].time():
             outputs = self.engine.run(encoded.inputs)
         return self._answer(request, weights, encoded, outputs, metrics)
 
@@ -124,14 +124,14 @@ class Predictor:
         weights, encoded = self._encode(request, metrics)
         start = time.perf_counter()
         outputs = await self.batcher.run(encoded.inputs)
-        metrics.stage_duration.labels("infer").observe(time.perf_counter() - start)
+        metrics.stage["infer"].observe(time.perf_counter() - start)
         return self._answer(request, weights, encoded, outputs, metrics)
 
     def _encode(
         self, request: PredictRequest, metrics: Metrics
     ) -> tuple[Mapping[str, float], Encoded]:
         weights = self.weights(request.weights)  # invalid weights fail before any work
-        with metrics.stage_duration.labels("encode").time():
+        with metrics.stage["encode"].time():
             return weights, self.encoder.encode(
                 request.user_id, request.history, request.candidates
             )
@@ -145,7 +145,7 @@ class Predictor:
         metrics: Metrics,
     ) -> dict[str, Any]:
         k = request.top_k or self.artifact.manifest.ranking.top_k
-        with metrics.stage_duration.labels("rank").time():
+        with metrics.stage["rank"].time():
             n = len(request.candidates)
             scores = ranking.score(outputs, weights, n)
             order = ranking.top_k(scores, k)
@@ -183,5 +183,5 @@ def _count_ids(metrics: Metrics, encoded: Encoded) -> None:
         ("history", history[history != PAD]),
         ("candidate", encoded.inputs["candidate"]),
     ):
-        metrics.ids.labels(kind).inc(len(ids))
-        metrics.unknown_ids.labels(kind).inc(int((ids == UNK).sum()))
+        metrics.ids_by_kind[kind].inc(len(ids))
+        metrics.unknown_by_kind[kind].inc(int((ids == UNK).sum()))

@@ -68,13 +68,13 @@ async def predict(
     All of it runs on the event loop: with one core per worker there is nothing to overlap, and
     a thread hop per request cost more than the work around the model. With dynamic batching
     only session.run leaves the loop (service/batching.py)."""
-    with metrics.stage_duration.labels("decode").time():
+    with metrics.stage["decode"].time():
         request = decode_request(body, settings.max_candidates)
     if predictor.batcher is None:
         answer = predictor.predict(request, metrics)
     else:
         answer = await predictor.predict_batched(request, metrics)
-    with metrics.stage_duration.labels("encode_response").time():
+    with metrics.stage["encode_response"].time():
         payload = orjson.dumps(answer)
     return Response(payload, media_type="application/json")
 
