@@ -20,6 +20,8 @@ EXPERIMENT_ARGS ?= --network.history_length=100 --network.encoder_length=20 \
 	--network.d_embedding=32 --network.d_hidden=32 --optim.n_negatives=4 \
 	--optim.batch_size=512 --optim.lr=0.002 --optim.epochs=12 --optim.patience=2
 
+GRID ?= multitask content  # `make experiment GRID=content`: the item-content ablation only
+
 .PHONY: install system-deps test fuzz lint fmt train experiment serve bench soak up down clean
 
 $(STAMP): pyproject.toml
@@ -61,8 +63,11 @@ fmt: $(STAMP)
 train: $(STAMP)  ## train on $(DATA) with $(CONFIG) -> models/<name>/<next version>/ + reports/
 	$(BIN)/python -m training train --config $(CONFIG) --data $(DATA) $(ARGS)
 
-experiment: $(STAMP)  ## single-task vs multi-task grid, 3 seeds -> reports/experiments.md
-	$(BIN)/python -m training experiment --config $(CONFIG) --data $(DATA) $(EXPERIMENT_ARGS) $(ARGS)
+experiment: $(STAMP)  ## multi-task grid and item-content ablation, 3 seeds -> reports/{experiments,content}.md
+	for grid in $(GRID); do \
+		$(BIN)/python -m training experiment --grid $$grid --config $(CONFIG) --data $(DATA) \
+			$(EXPERIMENT_ARGS) $(ARGS) || exit 1; \
+	done
 
 serve: $(STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT)
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service

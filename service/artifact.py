@@ -25,16 +25,22 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+# 2: item content (the catalogue: item features, the content encoder graph, content-only items)
+SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+CONTENT_FILE = "content.onnx"  # the content encoder: raw item features -> item table rows
 PAD = 0  # index of history padding
 UNK = 1  # index of an id missing from the vocabulary
 FIRST_ID = 2  # index of the first real id
 
 TaskLevel = Literal["item", "user"]
 TaskKind = Literal["binary", "multiclass", "multilabel", "regression"]
+FeatureKind = Literal["categorical", "multi_categorical", "numeric", "text", "vector"]
+TOKEN_KINDS = ("categorical", "multi_categorical")  # token ids through a token vocabulary
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 class ArtifactError(Exception):
@@ -105,6 +111,80 @@ class TaskSpec(_Frozen):
         return self
 
 
+class FeatureSpec(_Frozen):
+    """One item feature: a column of the items table and how it becomes part of an item's vector.
+
+    Attributes:
+        column: Column of the items table (also the content graph's input name).
+        kind: `categorical` (one token), `multi_categorical` (tokens split by `separator`,
+            masked-mean pooled), `numeric` (standardised; missing -> a learned input), `text`
+            (embedded by the sentence encoder `encoder`), `vector` (`dim` floats: a list column
+            in Parquet, `<column>_0..<column>_{dim-1}` columns in CSV).
+        separator: Token separator of a multi_categorical cell.
+        dim: Width of a vector feature (required); of a text feature, the encoder's (set by
+            training).
+        encoder: Text only: a registered encoder name or a local sentence-transformers folder.
+        shuffled: An experiment control: the column's values permuted across items, so it keeps
+            its distribution and loses what it says about each item.
+        mean: Numeric only, set by training: the mean used to standardise.
+        std: Numeric only, set by training: the standard deviation used to standardise.
+        encoder_sha256: Text only, set by training: sha256 over the encoder's files.
+    """
+
+    column: str
+    kind: FeatureKind
+    separator: str = "|"
+    dim: int | None = Field(default=None, ge=1)
+    encoder: str = DEFAULT_TEXT_ENCODER
+    shuffled: bool = False
+    mean: float | None = None
+    std: float | None = Field(default=None, gt=0.0)
+    encoder_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not _COLUMN.match(self.column):
+            raise ValueError(f"feature column {self.column!r} must match {_COLUMN.pattern}")
+        if self.column in ("item_id", "user_id"):
+            raise ValueError(f"feature column {self.column!r} is an id, not content")
+        if self.kind == "vector" and self.dim is None:
+            raise ValueError(f"feature {self.column!r}: a vector feature needs dim")
+        if self.kind == "multi_categorical" and not self.separator:
+            raise ValueError(f"feature {self.column!r}: separator must not be empty")
+        return self
+
+
+class CatalogueSpec(_Frozen):
+    """The items the graph knows: every item of the items table, with or without interactions.
+
+    Item index i (vocabulary `item_id`) has row i of the graph's item tables; an item whose id
+    was never trained (no training interaction, or added by `python -m training catalogue`) is
+    represented by the trained unknown-id vector plus its content.
+
+    Attributes:
+        features: The item features the content encoder reads, in input order.
+        content_graph: The content encoder graph (features -> item table rows), or None for a
+            model without item features.
+        tables: Graph initializers holding one row per item index ({"item": ..., "profile":
+            ...}); `catalogue` appends rows to them.
+        n_trained: Items (from index FIRST_ID on) whose id embedding was trained.
+    """
+
+    features: tuple[FeatureSpec, ...] = ()
+    content_graph: str | None = None
+    tables: dict[str, str] = {}
+    n_trained: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        columns = [f.column for f in self.features]
+        if len(set(columns)) != len(columns):
+            raise ValueError("feature columns must be unique")
+        if bool(self.features) != (self.content_graph is not None):
+            raise ValueError("a content graph goes with item features, and only with them")
+        return self
+
+
 class TensorSpec(_Frozen):
     """A named graph input or output; symbolic dims are strings (B users, N candidates)."""
 
@@ -142,6 +222,7 @@ class Manifest(_Frozen):
     unknown_index: int = UNK
     vocabularies: dict[str, VocabSpec]
     ranking: RankingSpec
+    catalogue: CatalogueSpec = CatalogueSpec()
     metrics: dict[str, float | None] = {}  # None: undefined on this data (e.g. AUC of one class)
     baselines: dict[str, float | None] = {}
     parity_max_abs_diff: float
@@ -165,6 +246,12 @@ class Manifest(_Frozen):
             raise ValueError("ranking weights must name item tasks")
         if (self.pad_index, self.unknown_index) != (PAD, UNK):
             raise ValueError(f"index convention must be pad={PAD}, unknown={UNK}")
+        items = self.vocabularies.get("item_id")
+        if items is not None and self.catalogue.n_trained > items.size:
+            raise ValueError("catalogue.n_trained exceeds the item vocabulary")
+        for f in self.catalogue.features:
+            if f.kind in TOKEN_KINDS and f.column not in self.vocabularies:
+                raise ValueError(f"feature {f.column!r} has no token vocabulary")
         return self
 
     def task(self, name: str) -> TaskSpec:
@@ -281,6 +368,9 @@ def verify_folder(folder: Path) -> Artifact:
         )
     if MODEL_FILE not in manifest.files:
         raise ArtifactError(f"{folder}: manifest lists no {MODEL_FILE}")
+    graph = manifest.catalogue.content_graph
+    if graph is not None and graph not in manifest.files:
+        raise ArtifactError(f"{folder}: content graph {graph} is not hashed in the manifest")
     for vocab in manifest.vocabularies.values():
         if vocab.file not in manifest.files:
             raise ArtifactError(f"{folder}: vocabulary {vocab.file} is not hashed in the manifest")
@@ -304,7 +394,8 @@ def _read_manifest(folder: Path) -> Manifest:
     found = raw.get("schema_version") if isinstance(raw, dict) else None
     if found != SCHEMA_VERSION:
         raise ArtifactError(
-            f"{path}: schema_version {found!r} is not supported (this build reads {SCHEMA_VERSION})"
+            f"{path}: schema_version {found!r} is not supported (this build reads "
+            f"{SCHEMA_VERSION}); export the model again with this version of hydrarec"
         )
     try:
         return Manifest.model_validate(raw)

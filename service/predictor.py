@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from service import ranking
-from service.artifact import PAD, UNK, Artifact, ArtifactError, load_artifact
+from service.artifact import Artifact, ArtifactError, load_artifact
 from service.batching import Batcher
 from service.config import Settings
 from service.encoding import Encoded, RequestEncoder
@@ -177,11 +177,6 @@ class Predictor:
 
 def _count_ids(metrics: Metrics, encoded: Encoded) -> None:
     """Looked-up and unknown ids by kind (their ratio is the out-of-vocabulary rate)."""
-    history = encoded.inputs["history"]
-    for kind, ids in (
-        ("user", encoded.inputs["user_id"]),
-        ("history", history[history != PAD]),
-        ("candidate", encoded.inputs["candidate"]),
-    ):
-        metrics.ids_by_kind[kind].inc(len(ids))
-        metrics.unknown_by_kind[kind].inc(int((ids == UNK).sum()))
+    for kind, (total, unknown) in encoded.counts.items():
+        metrics.ids_by_kind[kind].inc(total)
+        metrics.unknown_by_kind[kind].inc(unknown)

@@ -23,6 +23,7 @@ from service.deps import (
 )
 from service.errors import ReloadFailed
 from service.schemas import (
+    CatalogueSummary,
     ErrorBody,
     ModelsResponse,
     ModelSummary,
@@ -111,6 +112,11 @@ async def read_models(predictor: PredictorDep) -> ModelsResponse:
         ranking_weights=dict(manifest.ranking.weights),
         top_k=manifest.ranking.top_k,
         vocabulary_sizes={k: v.size for k, v in manifest.vocabularies.items()},
+        catalogue=CatalogueSummary(
+            items=manifest.vocabularies["item_id"].size,
+            trained_ids=manifest.catalogue.n_trained,
+            features={f.column: f.kind for f in manifest.catalogue.features},
+        ),
         metrics=dict(manifest.metrics),
     )
     return ModelsResponse(models=[summary])

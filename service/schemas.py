@@ -125,6 +125,16 @@ class TaskSummary(BaseModel):
     classes: list[str]
 
 
+class CatalogueSummary(BaseModel):
+    """The items the model knows and what it reads of them."""
+
+    items: int = Field(description="items in the catalogue (the item vocabulary)")
+    trained_ids: int = Field(
+        description="of them, items whose id was trained; the rest are content"
+    )
+    features: dict[str, str] = Field(description="item feature column -> kind")
+
+
 class ModelSummary(BaseModel):
     """What `/v1/models` says about the loaded model."""
 
@@ -136,6 +146,7 @@ class ModelSummary(BaseModel):
     ranking_weights: dict[str, float]
     top_k: int
     vocabulary_sizes: dict[str, int]
+    catalogue: CatalogueSummary
     metrics: dict[str, float | None]
 
 

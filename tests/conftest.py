@@ -19,6 +19,7 @@ TINY = [
     "network.history_length=10",
     "optim.epochs=1",
     "eval.n_rank_negatives=50",
+    "eval.n_cold_rank_negatives=10",
 ]
 
 
@@ -27,8 +28,16 @@ def tiny_config(*overrides: str) -> Config:
     return load_config(None, [*TINY, *overrides])
 
 
-def learning_config() -> Config:
-    """Synthetic data with planted structure, a model big enough to find it in a few epochs.
+# The synthetic items' planted content (training.data.synthetic).
+CONTENT = (
+    '--features=[{"column": "genres", "kind": "multi_categorical"},'
+    ' {"column": "year", "kind": "numeric"}]'
+)
+
+
+def learning_config(*overrides: str) -> Config:
+    """Synthetic data with planted structure (item content included), a model big enough to find
+    it in a few epochs.
 
     Every task weighs 1 here: the planted profile is learnable in a few epochs only with a
     full-strength signal (the MovieLens default damps user tasks over 100k events).
@@ -36,6 +45,7 @@ def learning_config() -> Config:
     cfg = load_config(
         None,
         [
+            CONTENT,
             "name=synth",
             "synthetic.n_users=500",
             "synthetic.n_items=200",
@@ -48,6 +58,8 @@ def learning_config() -> Config:
             "optim.batch_size=64",
             "optim.lr=0.003",
             "eval.n_rank_negatives=50",
+            "eval.n_cold_rank_negatives=20",
+            *overrides,
         ],
     )
     return dataclasses.replace(cfg, tasks=[t.model_copy(update={"weight": 1.0}) for t in cfg.tasks])

@@ -1,4 +1,4 @@
-"""`python -m training {train,evaluate,export,experiment}`: argparse -> config -> pipeline call.
+"""`python -m training {train,evaluate,export,experiment,catalogue}`: argparse -> config -> call.
 
 Flags that are not the command's own (`--optim.epochs=3`, `--network.block=shared_bottom`) override
 config keys. Bad input ends with one clear `error:` line and exit status 2, not a traceback.
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.artifact import ArtifactError
 from training.config import Config, ConfigError, from_dict, load_config
-from training.data.tables import DataError
+from training.data.raw import DataError
 from training.experiment import default_jobs
 from training.export import QUANTIZATIONS, ExportError
 from training.report import markdown_table
@@ -71,9 +71,14 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _export(args: argparse.Namespace, overrides: list[str]) -> int:
-    from training.evaluate import graph_predictor, task_metrics
+    from training.evaluate import graph_predictor
     from training.export import export_artifact
-    from training.pipeline import evaluate_baselines, evaluate_model, parity_inputs
+    from training.pipeline import (
+        evaluate_baselines,
+        evaluate_model,
+        parity_inputs,
+        protocol_metrics,
+    )
 
     model, raw, cfg, data = _from_checkpoint(args, overrides)
     metrics = evaluate_model(model, data, cfg)
@@ -86,11 +91,12 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
     def describe(graph: Path) -> dict[str, object]:
         """The quantised graph's own figures under the protocol."""
         predict = graph_predictor(graph, data.log, data.tasks, cfg.network.history_length)
-        return {"metrics": task_metrics(data.log, data.test, data.tasks, predict, cfg.eval.k)}
+        return {"metrics": protocol_metrics(data, cfg, predict)}
 
     target = export_artifact(
         model,
         data.vocabs,
+        data.content,
         parity_inputs(data, cfg),
         args.out,
         cfg.name,
@@ -109,29 +115,56 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
-    from training import experiment_report
-    from training.experiment import COLD_INTERACTIONS, Base, grid, run_grid, save_results
+    from training import content_report, experiment_report
+    from training.cold import random_figures
+    from training.experiment import (
+        COLD_INTERACTIONS,
+        Base,
+        content_grid,
+        grid,
+        run_grid,
+        save_results,
+    )
     from training.pipeline import evaluate_baselines, prepare
 
     base = Base(args.config, tuple(overrides))
     cfg = load_config(base.config, base.overrides)  # a bad config fails here, before any run
     if args.seeds < 1 or args.jobs < 1:
         raise ConfigError("--seeds and --jobs must be >= 1")
-    data = prepare(cfg, args.data)
-    variants = grid([t.name for t in cfg.tasks], args.quick)
+    if args.grid == "content" and not cfg.features:
+        raise ConfigError("--grid content needs a config with [[features]] to ablate")
+    data = prepare(cfg, args.data, progress=not args.quiet)  # embeds the texts once, for all
+    tasks = [t.name for t in cfg.tasks]
+    variants = (
+        content_grid(cfg.features, args.quick)
+        if args.grid == "content"
+        else grid(tasks, args.quick)
+    )
     runs = run_grid(base, args.data, variants, range(args.seeds), args.jobs, not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "-m", "training", *args.argv])
-    save_results(args.out / "experiments.json", runs, {"command": command, "data": args.data})
-    path = experiment_report.write(
-        args.out,
-        runs,
-        [t.name for t in cfg.tasks],
-        evaluate_baselines(data, cfg),
-        command,
-        COLD_INTERACTIONS,
-    )
-    print(f"report: {path} (+ experiments.png, experiments.json)")
+    stem = "content" if args.grid == "content" else "experiments"
+    save_results(args.out / f"{stem}.json", runs, {"command": command, "data": args.data})
+    baselines = evaluate_baselines(data, cfg)
+    if args.grid == "content":
+        random = random_figures(cfg.eval, data.tasks)
+        path = content_report.write(args.out, runs, tasks, baselines, random, command)
+    else:
+        path = experiment_report.write(args.out, runs, tasks, baselines, command, COLD_INTERACTIONS)
+    print(f"report: {path} (+ {stem}.png, {stem}.json)")
+    return 0
+
+
+def _catalogue(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training.catalogue import add_items
+
+    if overrides:
+        raise ConfigError("catalogue takes no config overrides: the model's features are fixed")
+    target, ignored = add_items(args.model, args.items, progress=not args.quiet)
+    if ignored:
+        print(f"ignored columns the model does not read: {', '.join(ignored)}")
+    added = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+    print(f"artifact: {target} ({added['vocabularies']['item_id']['size']} items)")
     return 0
 
 
@@ -178,10 +211,24 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--jobs", type=int, default=default_jobs(), help="parallel runs (1 thread each)"
     )
-    exp.add_argument("--quick", action="store_true", help="a 3-variant grid (CI, smoke runs)")
+    exp.add_argument(
+        "--grid",
+        choices=("multitask", "content"),
+        default="multitask",
+        help="multitask: single- vs multi-task variants -> experiments.md; content: the item "
+        "content ablation (ids only, + features, shuffled text) -> content.md",
+    )
+    exp.add_argument("--quick", action="store_true", help="a smaller grid (CI, smoke runs)")
     exp.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
     exp.set_defaults(func=_experiment)
+    cat = sub.add_parser(
+        "catalogue", help="publish the next version of a model with new items (same weights)"
+    )
+    cat.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
+    cat.add_argument("--items", type=Path, required=True, help="new items, .csv or .parquet")
+    cat.add_argument("--quiet", action="store_true", help="no progress bar")
+    cat.set_defaults(func=_catalogue)
     for name, func, text in (
         ("evaluate", _evaluate, "print test metrics of a checkpoint"),
         ("export", _export, "export a checkpoint as a new artifact"),

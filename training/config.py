@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.artifact import TaskSpec
+from service.artifact import FeatureSpec, TaskSpec
 
 ENCODERS = ("mean", "gru", "lstm", "attention")
 WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")  # training.weighting
@@ -55,6 +55,11 @@ class NetworkConfig:
     dropout: float = 0.1
     user_embedding: bool = True  # a learned user-id embedding, read by item tasks only
     profile_item_dropout: float = 0.5  # training: share of history items the user tasks miss
+    # Training: share of item and user ids read as unknown (DropoutNet), so the unknown rows are
+    # trained and item content alone must carry an item whose id is unknown.
+    id_dropout: float = 0.25
+    unknown_item_dropout: float = 0.02  # share of candidates seen as wholly unknown (id, content)
+    token_dropout: float = 0.05  # share of categorical tokens read as unknown
 
 
 @dataclass
@@ -90,6 +95,11 @@ class EvalConfig:
     k: int = 10
     n_click_negatives: int = 4  # negatives per test event for click AUC
     seed: int = 1234
+    # Cold items (DESIGN.md): this share of the items with >= cold_item_min_interactions lose
+    # every interaction from training and validation; their test figures are the cold ones.
+    cold_item_fraction: float = 0.15
+    cold_item_min_interactions: int = 5
+    n_cold_rank_negatives: int = 99  # HR@k on cold items: the first cold item among 99 others
 
 
 @dataclass
@@ -98,6 +108,7 @@ class Config:
 
     name: str = "movielens"
     tasks: list[TaskSpec] = field(default_factory=list)
+    features: list[FeatureSpec] = field(default_factory=list)  # item features ([[features]])
     network: NetworkConfig = field(default_factory=NetworkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -107,6 +118,7 @@ class Config:
         """JSON-ready form (for the checkpoint and the manifest)."""
         out = asdict(self)
         out["tasks"] = [t.model_dump(mode="json", exclude_defaults=True) for t in self.tasks]
+        out["features"] = [f.model_dump(mode="json", exclude_defaults=True) for f in self.features]
         return out
 
 
@@ -138,7 +150,7 @@ def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) 
 def from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a Config from its dict form (a parsed file or a checkpoint)."""
     raw = dict(raw)
-    unknown = set(raw) - {"name", "tasks", *_SECTIONS}
+    unknown = set(raw) - {"name", "tasks", "features", *_SECTIONS}
     if unknown:
         raise ConfigError(f"unknown config keys: {sorted(unknown)}")
     sections = {key: _section(key, cls, raw.get(key, {})) for key, cls in _SECTIONS.items()}
@@ -148,7 +160,13 @@ def from_dict(raw: dict[str, Any]) -> Config:
             tasks.append(TaskSpec.model_validate(t))
         except ValidationError as e:
             raise ConfigError(f"tasks[{i}]: {e}") from None
-    cfg = Config(name=str(raw.get("name", "movielens")), tasks=tasks, **sections)
+    features = []
+    for i, f in enumerate(raw.get("features") or ()):
+        try:
+            features.append(FeatureSpec.model_validate(f))
+        except ValidationError as e:
+            raise ConfigError(f"features[{i}]: {e}") from None
+    cfg = Config(name=str(raw.get("name", "movielens")), tasks=tasks, features=features, **sections)
     _validate(cfg)
     return cfg
 
@@ -213,6 +231,10 @@ def _validate(cfg: Config) -> None:
         (0.0 <= n.dropout < 1.0, "network.dropout must be in [0, 1)"),
         (0.0 <= n.profile_item_dropout < 1.0, "network.profile_item_dropout must be in [0, 1)"),
         (
+            all(0.0 <= r < 1.0 for r in (n.id_dropout, n.unknown_item_dropout, n.token_dropout)),
+            "network.id_dropout, unknown_item_dropout and token_dropout must be in [0, 1)",
+        ),
+        (
             o.epochs >= 1 and o.batch_size >= 1 and o.lr > 0,
             "optim.epochs/batch_size/lr must be > 0",
         ),
@@ -228,6 +250,15 @@ def _validate(cfg: Config) -> None:
         (0.0 <= e.holdout_fraction < 1.0, "eval.holdout_fraction must be in [0, 1)"),
         (e.n_rank_negatives >= e.k >= 1, "eval.n_rank_negatives must be >= eval.k >= 1"),
         (e.n_click_negatives >= 1, "eval.n_click_negatives must be >= 1"),
+        (0.0 <= e.cold_item_fraction < 1.0, "eval.cold_item_fraction must be in [0, 1)"),
+        (
+            e.cold_item_min_interactions >= 1 and e.n_cold_rank_negatives >= e.k,
+            "eval.cold_item_min_interactions must be >= 1, n_cold_rank_negatives >= eval.k",
+        ),
+        (
+            len({f.column for f in cfg.features}) == len(cfg.features),
+            "feature columns must be unique",
+        ),
         (bool(cfg.tasks), "at least one task is needed"),
         (len({t.name for t in cfg.tasks}) == len(cfg.tasks), "task names must be unique"),
         (

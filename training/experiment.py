@@ -27,6 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from service.artifact import FeatureSpec
 from training.config import WEIGHTINGS, Config, load_config
 
 COLD_INTERACTIONS = 5  # a cold user: at most this many interactions seen
@@ -40,6 +41,29 @@ class Variant:
     name: str
     overrides: tuple[str, ...] = ()
     alone: str | None = None  # single-task: only this task's loss counts
+
+
+def content_grid(features: Sequence[FeatureSpec], quick: bool) -> list[Variant]:
+    """The item-content ablation over the base config's features: ids only, + the non-text
+    features (genres and year on MovieLens), + text (titles), all, and all with the text shuffled
+    across items (a control: text that says nothing about its item must not help)."""
+
+    def using(name: str, specs: Sequence[FeatureSpec]) -> Variant:
+        dumped = [f.model_dump(mode="json", exclude_defaults=True) for f in specs]
+        return Variant(name, (f"features={json.dumps(dumped)}",))
+
+    text = [f for f in features if f.kind == "text"]
+    other = [f for f in features if f.kind != "text"]
+    shuffled = [f.model_copy(update={"shuffled": True}) if f in text else f for f in features]
+    variants = [using("ids only", [])]
+    if other:
+        variants.append(using(f"+ {' and '.join(f.column for f in other)}", other))
+    if text and other:
+        variants.append(using(f"+ {' and '.join(f.column for f in text)}", text))
+    variants.append(using("all features", features))
+    if text:
+        variants.append(using("all, text shuffled across items", shuffled))
+    return variants[::2] if quick else variants
 
 
 def grid(tasks: Sequence[str], quick: bool) -> list[Variant]:

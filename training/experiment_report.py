@@ -123,7 +123,7 @@ def plot(
     for ax, m in zip(axes.flat, metrics, strict=False):
         variants = [v for v, f in first.items() if m in f]
         for j, (part, summary) in enumerate(summaries.items()):
-            figures = [summary[v][m] for v in variants]
+            figures = [summary[v].get(m, (float("nan"), 0.0)) for v in variants]
             ax.barh(
                 [i + j * height for i in range(len(variants))],
                 [mean for mean, _ in figures],
@@ -134,7 +134,7 @@ def plot(
         ax.set_yticks([i + height / 2 for i in range(len(variants))], variants, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(m)
-        low = min(s[v][m][0] for s in summaries.values() for v in variants)
+        low = min(s[v][m][0] for s in summaries.values() for v in variants if m in s[v])
         ax.set_xlim(left=max(0.0, low - 0.05))
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)

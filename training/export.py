@@ -24,8 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from service.artifact import (
+    CONTENT_FILE,
+    FIRST_ID,
     MODEL_FILE,
     SCHEMA_VERSION,
+    UNK,
+    CatalogueSpec,
     Manifest,
     RankingSpec,
     TensorSpec,
@@ -36,6 +40,8 @@ from service.artifact import (
     verify_folder,
     write_manifest,
 )
+from training.content_export import TABLES, check_tables, export_content
+from training.data.content import ItemContent
 from training.data.vocab import Vocab
 from training.network.heads import to_output
 from training.network.recommender import MultiTaskRecommender
@@ -54,22 +60,35 @@ class ExportError(RuntimeError):
 
 
 class ExportWrapper(nn.Module):
-    """Named int64 inputs in, one output per task (probabilities) out, in task order."""
+    """Named int64 inputs in, one output per task (probabilities) out, in task order.
 
-    def __init__(self, model: MultiTaskRecommender) -> None:
+    With `precomputed`, items are looked up in tables holding one row per item index (the
+    catalogue: `item_table`, `profile_table`), computed once here, so the graph runs no content
+    encoder and `catalogue` can append rows; without, the model computes them (the reference
+    the parity check compares the graph with).
+    """
+
+    def __init__(self, model: MultiTaskRecommender, precomputed: bool = True) -> None:
         super().__init__()
-        self.model = model
+        self.model = model.eval()
+        self.precomputed = precomputed
+        with torch.no_grad():
+            item, profile = model.item_tables()
+        self.register_buffer(TABLES["item"], item)  # [n_items, d]
+        self.register_buffer(TABLES["profile"], profile)  # [n_items, d] or None
+        self.eval()
 
     def forward(
         self, user_id: Tensor, history: Tensor, candidate: Tensor, candidate_row: Tensor
     ) -> tuple[Tensor, ...]:
-        logits = self.model(user_id, history, candidate, candidate_row)
+        tables = (self.item_table, self.profile_table) if self.precomputed else None
+        logits = self.model(user_id, history, candidate, candidate_row, tables=tables)
         return tuple(to_output(t, logits[t.name]) for t in self.model.tasks)
 
 
 def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tensor]) -> None:
     """Write the model as ONNX with dynamic B and N; raise ExportError if the checker fails."""
-    wrapper = ExportWrapper(model).eval()
+    wrapper = ExportWrapper(model)
     users, candidates = torch.export.Dim("B"), torch.export.Dim("N")
     dynamic = {
         "user_id": {0: users},
@@ -112,7 +131,7 @@ def quantize_int8(path: Path) -> None:
 def parity(model: MultiTaskRecommender, path: Path, inputs: Sequence[dict[str, Tensor]]) -> float:
     """Max abs difference between torch and onnxruntime over every output of every batch."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    wrapper = ExportWrapper(model).eval()
+    wrapper = ExportWrapper(model, precomputed=False)
     worst = 0.0
     with torch.no_grad():
         for batch in inputs:
@@ -128,6 +147,7 @@ def parity(model: MultiTaskRecommender, path: Path, inputs: Sequence[dict[str, T
 def export_artifact(
     model: MultiTaskRecommender,
     vocabs: dict[str, Vocab],
+    content: ItemContent,
     parity_inputs: Sequence[dict[str, Tensor]],
     repository: Path,
     name: str,
@@ -141,6 +161,7 @@ def export_artifact(
     Args:
         model: The trained network.
         vocabs: {"user_id": ..., "item_id": ...}.
+        content: The item content the model was trained with (features, token vocabularies).
         parity_inputs: Graph inputs to compare torch and onnxruntime on (the first is the example).
         repository: The model repository (`models/`).
         name: Model name (folder).
@@ -169,6 +190,8 @@ def export_artifact(
         elif quantize is not None:
             raise ExportError(f"unknown quantisation {quantize!r}; one of {QUANTIZATIONS}")
         diff = parity(model, staging / MODEL_FILE, parity_inputs)
+        catalogue, content_diff = _catalogue(model, content, staging, quantize)
+        diff = max(diff, content_diff)
         tolerance = PARITY_TOLERANCE if quantize is None else QUANTIZED_TOLERANCE
         if diff > tolerance:
             raise ExportError(
@@ -176,14 +199,44 @@ def export_artifact(
             )
         if describe is not None:
             details = details | describe(staging / MODEL_FILE)
+        vocabs = vocabs | content.fitted.tokens
         for key, vocab in vocabs.items():
             vocab.save(staging / "vocab" / f"{key}.txt")
+        details = details | {"catalogue": catalogue}
         write_manifest(staging, _manifest(model, vocabs, name, version, diff, details))
         target = publish(staging, model_dir / str(version))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     verify_folder(target)
     return target
+
+
+def _catalogue(
+    model: MultiTaskRecommender, content: ItemContent, staging: Path, quantize: str | None
+) -> tuple[CatalogueSpec, float]:
+    """Export the content graph (with item features) and describe the catalogue; the content
+    graph's parity with torch."""
+    n_trained = int((model.items.id_row[FIRST_ID:] != UNK).sum())
+    if not content.fitted.specs:
+        return CatalogueSpec(n_trained=n_trained), 0.0
+    try:
+        diff = export_content(model, content, staging / CONTENT_FILE)
+        tables = (
+            check_tables(
+                staging / MODEL_FILE, model.items.spec.n_items, model.profile_embedding is not None
+            )
+            if quantize is None
+            else {}  # quantised tables cannot be extended: `catalogue` refuses such a version
+        )
+    except (onnx.checker.ValidationError, RuntimeError) as e:
+        raise ExportError(f"content graph: {e}") from None
+    spec = CatalogueSpec(
+        features=content.fitted.specs,
+        content_graph=CONTENT_FILE,
+        tables=tables,
+        n_trained=n_trained,
+    )
+    return spec, diff
 
 
 def _manifest(

@@ -12,13 +12,18 @@ from pathlib import Path
 import torch
 
 from service.artifact import UNK, TaskSpec
+from training import cold
 from training.config import Config
+from training.data.content import ItemContent, item_content
+from training.data.raw import RawTable
 from training.data.samples import Events, make_batch
+from training.data.sources import load_tables
 from training.data.split import TEST, VALID, Log, build_log
-from training.data.tables import Tables, load_tables
+from training.data.tables import Tables
 from training.data.vocab import Vocab, resolve_tasks
 from training.evaluate import (
     EvalSets,
+    Predictor,
     baseline_predictor,
     eval_sets,
     model_predictor,
@@ -42,6 +47,8 @@ class Prepared:
     log: Log
     valid: EvalSets
     test: EvalSets
+    content: ItemContent
+    cold_items: EvalSets | None  # the cold-item events (None without cold items)
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,10 @@ class RunResult:
     history: History
 
 
-def prepare(cfg: Config, source: str) -> Prepared:
-    """Load and validate the source, build vocabularies, split, and fix the evaluation sets."""
-    tables = load_tables(source, cfg.tasks, cfg.synthetic)
+def prepare(cfg: Config, source: str, progress: bool = False) -> Prepared:
+    """Load and validate the source, build vocabularies and item content, split, and fix the
+    evaluation sets."""
+    tables = load_tables(source, cfg.tasks, cfg.synthetic, cfg.features)
     tasks = resolve_tasks(cfg.tasks, tables)
     vocabs = {
         "user_id": Vocab.build(tables.users["user_id"]),
@@ -70,36 +78,72 @@ def prepare(cfg: Config, source: str) -> Prepared:
         tasks,
         cfg.eval.holdout_fraction,
         cfg.eval.seed,
+        cfg.eval.cold_item_fraction,
+        cfg.eval.cold_item_min_interactions,
+    )
+    content = item_content(
+        RawTable(tables.items, "items"), cfg.features, vocabs["item_id"], cfg.eval.seed, progress
     )
     return Prepared(
-        tables, tasks, vocabs, log, eval_sets(log, VALID, cfg.eval), eval_sets(log, TEST, cfg.eval)
+        tables,
+        tasks,
+        vocabs,
+        log,
+        eval_sets(log, VALID, cfg.eval),
+        eval_sets(log, TEST, cfg.eval),
+        content,
+        cold.cold_item_sets(log, cfg.eval),
     )
 
 
 def new_model(cfg: Config, data: Prepared) -> MultiTaskRecommender:
     """A freshly initialised network for this data (seeded)."""
     torch.manual_seed(cfg.optim.seed)
-    return MultiTaskRecommender(
+    model = MultiTaskRecommender(
         ModelArgs(
             n_users=data.log.n_users,
             n_items=data.log.n_items,
             network=cfg.network,
             tasks=data.tasks,
+            features=data.content.inputs,
         )
     )
+    model.items.set_content({k: torch.from_numpy(v) for k, v in data.content.arrays.items()})
+    items, users = data.log.trained()
+    model.set_trained(torch.from_numpy(items), torch.from_numpy(users))
+    return model
 
 
 def evaluate_model(model: MultiTaskRecommender, data: Prepared, cfg: Config) -> dict[str, float]:
-    """Test metrics of the model under the protocol."""
+    """Test metrics of the model under the protocol, cold-item figures included."""
     predict = model_predictor(model, data.log, data.tasks, cfg.network.history_length)
-    return task_metrics(data.log, data.test, data.tasks, predict, cfg.eval.k)
+    return protocol_metrics(data, cfg, predict)
 
 
 def evaluate_baselines(data: Prepared, cfg: Config) -> dict[str, float]:
-    """The same metrics for popularity / item rate / majority-class predictors."""
-    return task_metrics(
+    """The same metrics for popularity / item rate / majority-class predictors; on cold items
+    the content popularity baseline (ridge on the non-text content)."""
+    metrics = task_metrics(
         data.log, data.test, data.tasks, baseline_predictor(data.log, data.tasks), cfg.eval.k
     )
+    if data.cold_items is None:
+        return metrics
+    predict = cold.content_baseline(data.log, data.tasks, data.content.arrays, data.content.inputs)
+    figures = task_metrics(data.log, data.cold_items, _item_tasks(data), predict, cfg.eval.k)
+    return metrics | {f"{cold.PREFIX}{k}": v for k, v in figures.items()}
+
+
+def protocol_metrics(data: Prepared, cfg: Config, predict: Predictor) -> dict[str, float]:
+    """The test metrics of a predictor, then its cold-item metrics (prefixed)."""
+    metrics = task_metrics(data.log, data.test, data.tasks, predict, cfg.eval.k)
+    if data.cold_items is None:
+        return metrics
+    figures = task_metrics(data.log, data.cold_items, data.tasks, predict, cfg.eval.k)
+    return metrics | {f"{cold.PREFIX}{k}": v for k, v in figures.items()}
+
+
+def _item_tasks(data: Prepared) -> tuple[TaskSpec, ...]:
+    return tuple(t for t in data.tasks if t.level == "item")
 
 
 def train_and_export(
@@ -114,7 +158,7 @@ def train_and_export(
 
     The checkpoint and report go to `reports/<name>/<version>/`.
     """
-    data = prepare(cfg, source)
+    data = prepare(cfg, source, progress)
     model = new_model(cfg, data)
     history = fit(model, data.log, data.valid, cfg, progress=progress)
     metrics, baselines = evaluate_model(model, data, cfg), evaluate_baselines(data, cfg)
@@ -122,6 +166,7 @@ def train_and_export(
     artifact = export_artifact(
         model,
         data.vocabs,
+        data.content,
         parity_inputs(data, cfg),
         repository,
         cfg.name,

@@ -25,22 +25,30 @@ def test_known_ids_map_to_their_vocabulary_index() -> None:
     )
 
 
-def test_unknown_ids_map_to_the_unknown_index_and_are_listed() -> None:
+def test_unknown_ids_are_listed_and_counted() -> None:
     encoded = encoder().encode("nobody", ["x", "a", "x"], ["y", "b"])
     assert encoded.inputs["user_id"].tolist() == [UNK]
-    assert encoded.inputs["history"].tolist() == [[UNK, FIRST_ID, UNK]]
     assert encoded.inputs["candidate"].tolist() == [UNK, FIRST_ID + 1]
     assert (encoded.unknown_user, encoded.unknown_history, encoded.unknown_candidates) == (
         True,
         ["x"],
         ["y"],
     )
+    assert encoded.counts == {"user": (1, 1), "history": (3, 2), "candidate": (2, 1)}
 
 
-def test_history_keeps_the_last_l_and_pads_on_the_left() -> None:
-    full = encoder().encode("u1", ["zzz", "a", "b", "c", "d"], ["a"])
+def test_unknown_history_ids_are_left_out_not_fed_as_unknown() -> None:
+    with_unknown = encoder().encode("u1", ["x", "a", "x", "b", "y"], ["a"])
+    without = encoder().encode("u1", ["a", "b"], ["a"])
+    assert with_unknown.inputs["history"].tolist() == [[PAD, FIRST_ID, FIRST_ID + 1]]
+    assert with_unknown.inputs["history"].tolist() == without.inputs["history"].tolist()
+    assert with_unknown.unknown_history == ["x", "y"]
+
+
+def test_history_keeps_the_last_l_known_and_pads_on_the_left() -> None:
+    full = encoder().encode("u1", ["a", "b", "c", "zzz", "d"], ["a"])
     assert full.inputs["history"].tolist() == [[FIRST_ID + 1, FIRST_ID + 2, FIRST_ID + 3]]
-    assert full.unknown_history == [], "ids beyond the last L are not used, so not reported"
+    assert full.unknown_history == ["zzz"]
     empty = encoder().encode("u1", [], ["a"])
     assert empty.inputs["history"].tolist() == [[PAD, PAD, PAD]]
 

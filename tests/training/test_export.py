@@ -23,7 +23,20 @@ def test_artifact_has_the_contract_files(trained) -> None:
     assert artifact.path == result.artifact
     assert m.schema_version == SCHEMA_VERSION
     assert (m.name, m.version) == ("synth", 1)
-    assert set(m.files) == {"model.onnx", "vocab/user_id.txt", "vocab/item_id.txt"}
+    assert set(m.files) == {
+        "model.onnx",
+        "content.onnx",
+        "vocab/user_id.txt",
+        "vocab/item_id.txt",
+        "vocab/genres.txt",
+    }
+    assert [(f.column, f.kind) for f in m.catalogue.features] == [
+        ("genres", "multi_categorical"),
+        ("year", "numeric"),
+    ]
+    assert m.catalogue.features[1].mean is not None
+    assert m.catalogue.features[1].std > 0
+    assert m.catalogue.tables == {"item": "item_table", "profile": "profile_table"}
     assert [t.name for t in m.tasks] == ["click", "like", "gender", "age", "occupation"]
     assert m.task("age").classes == ("<25", "25-34", "35-44", "45-54", "55+")
     assert m.metrics == result.metrics
@@ -100,6 +113,7 @@ def test_failed_parity_publishes_nothing(
         export_artifact(
             model,
             data.vocabs,
+            data.content,
             parity_inputs(data, cfg),
             tmp_path,
             "synth",

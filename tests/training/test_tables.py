@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from training.config import load_config
-from training.data.tables import DataError, load_tables
+from training.data.raw import DataError
+from training.data.sources import load_tables
 
 TASKS = load_config(None).tasks
 

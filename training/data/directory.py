@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from training.data.tables import DataError, RawTable
+from training.data.features import VECTOR_SEPARATOR
+from training.data.raw import DataError, RawTable
 
 TABLES = ("interactions", "users", "items")
 
@@ -30,7 +32,17 @@ def _read_one(folder: Path, name: str) -> RawTable:
         raise DataError(f"{folder}: no {name}.csv or {name}.parquet")
     if len(found) > 1:
         raise DataError(f"{folder}: both {name}.csv and {name}.parquet; keep one")
-    path = found[0]
+    return read_table(found[0])
+
+
+def read_table(path: Path) -> RawTable:
+    """One table from a `.csv` (header row) or `.parquet` file, every cell a string.
+
+    Raises:
+        DataError: the file is missing, of another type or unreadable.
+    """
+    if path.suffix not in (".csv", ".parquet") or not path.is_file():
+        raise DataError(f"{path}: not a .csv or .parquet file")
     try:
         if path.suffix == ".csv":
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
@@ -42,11 +54,18 @@ def _read_one(folder: Path, name: str) -> RawTable:
 
 
 def _strings(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as str, missing values as ''; ids read from Parquet ints become '42'."""
+    """Every cell as str, missing values as ''; ids read from Parquet ints become '42', a list
+    cell (a vector feature) '0.1|0.2|...'."""
     out = frame.copy()
     out.columns = [str(c).strip() for c in out.columns]
     for column in out.columns:
         values = out[column]
+        if values.map(lambda v: isinstance(v, list | np.ndarray)).any():  # a list column
+            out[column] = [
+                VECTOR_SEPARATOR.join(map(repr, map(float, v))) if v is not None else ""
+                for v in values
+            ]
+            continue
         if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
             values = values.astype("Int64")  # 42.0 (a float column with gaps) -> "42"
         out[column] = values.astype(object).where(values.notna(), "").astype(str)

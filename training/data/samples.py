@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from service.artifact import FIRST_ID, UNK, TaskSpec
+from service.artifact import UNK, TaskSpec
+from training.data.raw import DataError
 from training.data.split import Log
-from training.data.tables import DataError
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,15 @@ class Events:
     candidates: np.ndarray  # [E, C] item indices
     user_labelled: np.ndarray | None = None  # [E] bool: rows carrying user-task labels (all)
     cold: int = 0  # > 0: seen as a new user: id unknown, history = their first `cold` items
+    # [E] flat index whose history (strictly before it) each event is scored with, when not its
+    # own: a cold-item event is scored with its user's training + validation history
+    history_at: np.ndarray | None = None
 
     def take(self, rows: np.ndarray) -> Events:
         """The events at `rows`."""
         labelled = None if self.user_labelled is None else self.user_labelled[rows]
-        return Events(self.index[rows], self.candidates[rows], labelled, self.cold)
+        at = None if self.history_at is None else self.history_at[rows]
+        return Events(self.index[rows], self.candidates[rows], labelled, self.cold, at)
 
 
 @dataclass(frozen=True)
@@ -46,25 +50,37 @@ class Batch:
     masks: dict[str, Tensor]
 
 
-def sample_negatives(log: Log, index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """[E, n] items each event's user never interacted with (with replacement; training)."""
+def sample_negatives(
+    log: Log,
+    index: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    among: np.ndarray | None = None,
+) -> np.ndarray:
+    """[E, n] items each event's user never interacted with (with replacement), drawn from
+    `among` (default: the warm items; cold items are never a training negative)."""
+    pool = log.warm_items if among is None else among
     users = np.repeat(log.user[index][:, None], n, axis=1)  # [E, n]
-    items = rng.integers(FIRST_ID, log.n_items, size=users.shape)
+    items = pool[rng.integers(0, len(pool), size=users.shape)]
     bad = log.interacted(users, items)
     while bad.any():  # rejection: a user has interacted with a small share of the catalogue
-        items[bad] = rng.integers(FIRST_ID, log.n_items, size=int(bad.sum()))
+        items[bad] = pool[rng.integers(0, len(pool), size=int(bad.sum()))]
         bad = log.interacted(users, items)
     return items
+
+
+def untouched(log: Log, user: int, among: np.ndarray) -> np.ndarray:
+    """The items of `among` that `user` never interacted with."""
+    return among[~log.interacted(np.full(len(among), user), among)]
 
 
 def sample_distinct_negatives(
     log: Log, index: np.ndarray, n: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """[E, n] distinct never-interacted items per event (ranking evaluation)."""
-    all_items = np.arange(FIRST_ID, log.n_items)
+    """[E, n] distinct never-interacted warm items per event (ranking evaluation)."""
     out = np.empty((len(index), n), dtype=np.int64)
     for row, user in enumerate(log.user[index]):
-        pool = all_items[~log.interacted(np.full(len(all_items), user), all_items)]
+        pool = untouched(log, int(user), log.warm_items)
         if len(pool) < n:
             raise DataError(
                 f"a user has only {len(pool)} never-interacted items; "
@@ -133,7 +149,11 @@ def make_batch(
     users = log.user[events.index]  # [B]
     inputs = {
         "user_id": np.full_like(users, UNK) if events.cold else users,
-        "history": log.history(events.index, history_length, first=events.cold),  # [B, L]
+        "history": log.history(
+            events.index if events.history_at is None else events.history_at,
+            history_length,
+            first=events.cold,
+        ),  # [B, L]
         "candidate": events.candidates.reshape(-1),  # [N]
         "candidate_row": np.repeat(np.arange(n_events), n_candidates),  # [N]
     }

@@ -4,6 +4,11 @@ Interactions are sorted per user by timestamp, then item id. With n interactions
 max(1, n // 10) are test, the max(1, n // 10) before them validation, the rest train; a user with
 fewer than 3 interactions keeps them all in train. A fixed random fraction of users has its
 profile labels hidden in training; user-task metrics are computed on them.
+
+Cold items (DESIGN.md "Item content and new items"): a fixed random share of the items with at
+least `cold_item_min_interactions` interactions lose every interaction before the split. Those
+interactions are kept after all the others as part COLD, outside every user's sequence, so no
+history window ever contains them; the cold-item figures score them.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from service.artifact import FIRST_ID, PAD, TaskSpec
 from training.data.labels import Labels, item_labels, user_labels
 from training.data.tables import Tables
 from training.data.vocab import Vocab
 
-TRAIN, VALID, TEST = 0, 1, 2
+TRAIN, VALID, TEST, COLD = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,20 @@ class Log:
     n_users: int  # vocabulary sizes (PAD and UNK rows included)
     n_items: int
     pair_keys: np.ndarray  # sorted unique user * n_items + item, for `interacted`
+    cold_items: np.ndarray  # [n_items] bool: items whose interactions are all in COLD
+
+    @property
+    def warm_items(self) -> np.ndarray:
+        """Indices of the real items that are not cold (the usual protocol's catalogue)."""
+        return np.flatnonzero(~self.cold_items[FIRST_ID:]) + FIRST_ID
+
+    def trained(self) -> tuple[np.ndarray, np.ndarray]:
+        """([n_items], [n_users] bool): ids that have at least one training event."""
+        train = self.part == TRAIN
+        return (
+            np.bincount(self.item[train], minlength=self.n_items) > 0,
+            np.bincount(self.user[train], minlength=self.n_users) > 0,
+        )
 
     def events(self, part: int) -> np.ndarray:
         """Flat indices of the interactions in one part."""
@@ -76,17 +96,30 @@ def build_log(
     tasks: Sequence[TaskSpec],
     holdout_fraction: float,
     seed: int,
+    cold_fraction: float = 0.0,
+    cold_min_interactions: int = 5,
 ) -> Log:
-    """Sort, split and label every interaction; pick the profile-holdout users."""
-    inter = (
-        tables.interactions.assign(
-            _user=users.encode(tables.interactions["user_id"]),
-            _item=items.encode(tables.interactions["item_id"]),
-        )
-        .sort_values(["_user", "timestamp", "item_id"], kind="stable")
-        .reset_index(drop=True)
+    """Sort, split and label every interaction; pick the profile-holdout users and the cold
+    items."""
+    inter = tables.interactions.assign(
+        _user=users.encode(tables.interactions["user_id"]),
+        _item=items.encode(tables.interactions["item_id"]),
     )
-    user = inter["_user"].to_numpy()
+    counts = np.bincount(inter["_item"].to_numpy(), minlength=items.size)
+    eligible = np.flatnonzero(counts >= cold_min_interactions)
+    picked = np.random.default_rng([seed, 1]).permutation(eligible)
+    cold_items = np.zeros(items.size, dtype=bool)
+    cold_items[picked[: round(cold_fraction * len(eligible))]] = True
+    is_cold = cold_items[inter["_item"].to_numpy()]
+    inter = pd.concat(
+        [
+            part.sort_values(["_user", "timestamp", "item_id"], kind="stable")
+            for part in (inter[~is_cold], inter[is_cold])
+        ],
+        ignore_index=True,
+    )
+    n_warm = int((~is_cold).sum())
+    user = inter["_user"].to_numpy()[:n_warm]
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
     counts = np.diff(np.r_[starts, len(user)])
     position = np.arange(len(user)) - np.repeat(starts, counts)
@@ -96,6 +129,10 @@ def build_log(
         position >= n - n_eval, TEST, np.where(position >= n - 2 * n_eval, VALID, TRAIN)
     )
     part[n < 3] = TRAIN
+    n_cold = len(inter) - n_warm
+    position = np.r_[position, np.zeros(n_cold, dtype=position.dtype)]
+    part = np.r_[part, np.full(n_cold, COLD)]
+    user = inter["_user"].to_numpy()
 
     rows = users.encode(tables.users["user_id"])
     profile = {
@@ -121,6 +158,7 @@ def build_log(
         n_users=users.size,
         n_items=items.size,
         pair_keys=np.unique(user.astype(np.int64) * items.size + item),
+        cold_items=cold_items,
     )
 
 

@@ -6,6 +6,10 @@ of z . v_item, plus noise), gender (sign of z_0), age (linear in z_1) and occupa
 a fixed projection of z). A model that reads the history can therefore recover the profile and
 rank the held-out items; a broken or untrained one cannot. 5% of profile cells are left empty to
 exercise unknown labels.
+
+Items carry planted content: `genres` names the sign of each of the item's factors (`f0+|f1-|...`)
+and `year` follows its popularity, so content alone can score an item nobody has touched (the
+cold-item learning test); 5% of years are empty, to exercise missing values.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from training.config import SyntheticConfig
-from training.data.tables import RawTable
+from training.data.raw import RawTable
 
 OCCUPATIONS = ("artist", "engineer", "student", "teacher", "writer")
 EMPTY_FRACTION = 0.05
@@ -45,10 +49,13 @@ def generate(cfg: SyntheticConfig) -> dict[str, RawTable]:
     )
     for column in ("gender", "age", "occupation"):
         users.loc[rng.random(cfg.n_users) < EMPTY_FRACTION, column] = ""
+    year = (1990 + 8 * popularity + rng.standard_normal(cfg.n_items)).round().astype(int)
     items = pd.DataFrame(
         {
             "item_id": [f"i{i}" for i in range(cfg.n_items)],
             "title": [f"Item {i}" for i in range(cfg.n_items)],
+            "genres": ["|".join(f"f{f}{'+-'[int(x < 0)]}" for f, x in enumerate(row)) for row in v],
+            "year": np.where(rng.random(cfg.n_items) < EMPTY_FRACTION, "", year.astype(str)),
         }
     )
     return {

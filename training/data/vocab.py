@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from service.artifact import FIRST_ID, UNK, TaskSpec, write_vocab
-from training.data.tables import DataError, Tables
+from training.data.raw import DataError
+from training.data.tables import Tables
 
 
 @dataclass(frozen=True)

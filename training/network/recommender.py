@@ -23,14 +23,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from service.artifact import PAD, TaskSpec
 from training.config import NetworkConfig
+from training.data.content import ContentInput
+from training.network.content import EMBEDDING_STD, ItemEncoder, ItemSpec, drop_ids
 from training.network.encoders import MeanEncoder, build_encoder
 from training.network.heads import build_head
 from training.network.multitask import ARCHITECTURES, BlockSpec
-
-EMBEDDING_STD = 0.05
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ModelArgs:
     n_items: int
     network: NetworkConfig
     tasks: tuple[TaskSpec, ...]
+    features: tuple[ContentInput, ...] = ()  # item features the content encoder reads
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -49,6 +51,7 @@ class ModelArgs:
             "n_items": self.n_items,
             "network": asdict(self.network),
             "tasks": [t.model_dump(mode="json") for t in self.tasks],
+            "features": [asdict(f) for f in self.features],
         }
 
     @classmethod
@@ -59,6 +62,7 @@ class ModelArgs:
             raw["n_items"],
             NetworkConfig(**raw["network"]),
             tuple(TaskSpec.model_validate(t) for t in raw["tasks"]),
+            tuple(ContentInput(**f) for f in raw.get("features", ())),
         )
 
 
@@ -72,10 +76,23 @@ class MultiTaskRecommender(nn.Module):
         self.args = args
         self.tasks = args.tasks
         self.history_length = net.history_length
-        self.item_embedding = nn.Embedding(args.n_items, net.d_embedding, padding_idx=PAD)
+        self.items = ItemEncoder(
+            ItemSpec(
+                n_items=args.n_items,
+                d_model=net.d_embedding,
+                features=args.features,
+                id_dropout=net.id_dropout,
+                token_dropout=net.token_dropout,
+            )
+        )
         self.user_embedding = (
             nn.Embedding(args.n_users, net.d_embedding) if net.user_embedding else None
         )
+        # Like ItemEncoder.id_row: users without training events read the (trained) UNK row.
+        self.user_row: Tensor
+        self.register_buffer("user_row", torch.arange(args.n_users))
+        self.id_dropout = net.id_dropout
+        self.unknown_item_dropout = net.unknown_item_dropout
         # The sequence encoder reads the recent items only; the means read the whole window
         # (the profile is an aggregate of everything watched, the next item mostly a matter of
         # the last few), so L can be long at the cost of an embedding lookup and a mean.
@@ -115,13 +132,29 @@ class MultiTaskRecommender(nn.Module):
         self._init_embeddings()
 
     def _init_embeddings(self) -> None:
-        for embedding in (self.item_embedding, self.user_embedding, self.profile_embedding):
+        for embedding in (self.user_embedding, self.profile_embedding):
             if embedding is not None:
                 nn.init.normal_(embedding.weight, std=EMBEDDING_STD)
-        with torch.no_grad():
-            for table in (self.item_embedding, self.profile_embedding):
-                if table is not None:
-                    table.weight[PAD].zero_()
+        if self.profile_embedding is not None:
+            with torch.no_grad():
+                self.profile_embedding.weight[PAD].zero_()
+
+    def set_trained(self, items: Tensor, users: Tensor) -> None:
+        """Mark which ids have training events ([n_items], [n_users] bool); the others read the
+        unknown row, which id dropout trains, instead of a row nothing ever trained."""
+        unk = torch.full_like(self.user_row, 1)
+        self.user_row.copy_(torch.where(users, torch.arange(len(users)), unk))
+        rows = torch.arange(len(items))
+        self.items.id_row.copy_(torch.where(items | (rows == PAD), rows, torch.ones_like(rows)))
+
+    def item_tables(self) -> tuple[Tensor, Tensor | None]:
+        """[n_items, d] rows the exported graph looks items up in: the item representation and,
+        with user tasks, the profile table read through the same id rows."""
+        rows = torch.arange(self.items.spec.n_items)
+        profile = None
+        if self.profile_embedding is not None:
+            profile = self.profile_embedding(self.items.rows(rows))
+        return self.items.table(), profile
 
     def _behaviour(self, emb: Tensor, mask: Tensor) -> Tensor:
         recent = slice(emb.shape[1] - self.encoder_length, None)
@@ -137,29 +170,34 @@ class MultiTaskRecommender(nn.Module):
         candidate: Tensor,
         candidate_row: Tensor,
         user_rows: Tensor | None = None,
+        tables: tuple[Tensor, Tensor | None] | None = None,
     ) -> dict[str, Tensor]:
         """Logits per task. `user_rows` (training only) restricts the user tasks to those rows,
         the few that carry profile labels, so their outputs are [R, K]: the profile pass then
-        costs R rows instead of B (about a third of an epoch on MovieLens-100K)."""
+        costs R rows instead of B (about a third of an epoch on MovieLens-100K). `tables`
+        (export only): `item_tables()`, precomputed, looked up instead of computed."""
+        if self.training:
+            candidate = drop_ids(candidate, self.unknown_item_dropout)
+            user_id = drop_ids(user_id, self.id_dropout)
         mask = history != PAD  # [B, L]
-        emb = self.item_embedding(history)  # [B, L, d]
+        emb = self._items(history, tables)  # [B, L, d]
         for_users: list[Tensor] = []  # read only by user heads, so only built when there are some
         if self.profile_embedding is not None:
             rows = slice(None) if user_rows is None else user_rows
             seen = mask[rows]
             if self.training and self.profile_item_dropout > 0:
                 seen = seen & (torch.rand(seen.shape) >= self.profile_item_dropout)
-            profile = self.mean(self.profile_embedding(history[rows]), seen)  # [R, d]
+            profile = self.mean(self._profile(history[rows], tables), seen)  # [R, d]
             blind = self._behaviour(emb[rows].detach(), seen)  # reads, never trains, emb
             for_users = self.block(torch.cat([blind, profile], dim=-1))  # n_tasks x [R, D]
         behaviour = self._behaviour(emb, mask)  # [B, 2d]
         memo = (
             torch.zeros_like(behaviour[:, : emb.shape[-1]])
             if self.user_embedding is None
-            else self.user_embedding(user_id)
+            else self.user_embedding(self.user_row[user_id])
         )  # [B, d]
         for_items = self.block(torch.cat([behaviour, memo], dim=-1))  # n_tasks x [B, D]
-        item = self.item_embedding(candidate)  # [N, d]
+        item = self._items(candidate, tables)  # [N, d]
         out: dict[str, Tensor] = {}
         for i, task in enumerate(self.tasks):
             head = self.heads[task.name]
@@ -168,3 +206,12 @@ class MultiTaskRecommender(nn.Module):
             else:
                 out[task.name] = head(for_items[i].index_select(0, candidate_row), item)  # [N]
         return out
+
+    def _items(self, idx: Tensor, tables: tuple[Tensor, Tensor | None] | None) -> Tensor:
+        return self.items(idx) if tables is None else F.embedding(idx, tables[0])
+
+    def _profile(self, idx: Tensor, tables: tuple[Tensor, Tensor | None] | None) -> Tensor:
+        assert self.profile_embedding is not None
+        if tables is None or tables[1] is None:
+            return self.profile_embedding(self.items.rows(idx))
+        return F.embedding(idx, tables[1])

@@ -1,0 +1,37 @@
+"""The source dispatcher: `movielens`, `synthetic` or a folder, read and validated as Tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.artifact import FeatureSpec, TaskSpec
+from training.config import SyntheticConfig
+from training.data.tables import Tables, parse_tables
+
+
+def load_tables(
+    source: str,
+    tasks: Sequence[TaskSpec],
+    synthetic: SyntheticConfig | None = None,
+    features: Sequence[FeatureSpec] = (),
+) -> Tables:
+    """Read and validate the tables of a source: `movielens`, `synthetic` or a directory path.
+
+    Args:
+        source: `movielens`, `synthetic`, or a folder with interactions/users/items CSV or Parquet.
+        tasks: The task specs, whose label columns must exist.
+        synthetic: A `SyntheticConfig` for the synthetic source.
+        features: The item features, whose columns must exist and hold valid values.
+    """
+    if source == "movielens":
+        from training.data.movielens import read_movielens
+
+        return parse_tables(read_movielens(), tasks, features)
+    if source == "synthetic":
+        from training.data.synthetic import generate
+
+        return parse_tables(generate(synthetic or SyntheticConfig()), tasks, features)
+    from training.data.directory import read_directory
+
+    return parse_tables(read_directory(Path(source)), tasks, features)
