@@ -314,7 +314,8 @@ def main() -> int:
         type=Path,
         action="append",
         default=[],
-        help="another model repository (e.g. an int8 export) whose in-process limit to add",
+        help="another model repository (e.g. an int8 export) whose in-process limit and HTTP"
+        " figures (batching off) to add, measured in the same run",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -328,6 +329,13 @@ def main() -> int:
         mode: http(args.seconds, args.repeats, {"HYDRAREC_WORKERS": str(workers), **settings})
         for mode, settings in MODES.items()
     }
+    for path in args.compare:  # the same HTTP run for the other artifact, in the same run
+        served[f"dynamic batching off, `{path}`"] = http(
+            args.seconds,
+            args.repeats,
+            {"HYDRAREC_WORKERS": str(workers), "HYDRAREC_MODEL_DIR": str(path)}
+            | MODES["dynamic batching off"],
+        )
     text = report(limit, served, threads, compared)
     RESULTS.write_text(text)
     sys.stdout.write(text)

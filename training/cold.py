@@ -22,7 +22,7 @@ from training.config import EvalConfig
 from training.data.content import ContentInput
 from training.data.samples import Events, sample_negatives, untouched, with_negatives
 from training.data.split import COLD, TEST, TRAIN, Log
-from training.evaluate import LIKE_RATE_PRIOR, EvalSets, Predictor
+from training.evaluate import EvalSets, Predictor, smoothed_rate
 
 PREFIX = "cold_item_"
 RIDGE_ALPHA = 1.0
@@ -112,15 +112,8 @@ def content_baseline(
             continue
         if t.kind != "binary":
             tables[t.name] = np.zeros(log.n_items)  # no content baseline for regression
-        elif t.column is None:
-            target = count
-        else:
-            known = log.item_labels[t.name]
-            use = train & known.mask
-            mean = float(known.values[use].mean()) if use.any() else 0.0
-            total = np.bincount(log.item[use], weights=known.values[use], minlength=log.n_items)
-            n = np.bincount(log.item[use], minlength=log.n_items)
-            target = (total + LIKE_RATE_PRIOR * mean) / (n + LIKE_RATE_PRIOR)
+            continue
+        target = count if t.column is None else smoothed_rate(log, t)[0]
         tables[t.name] = x @ _ridge(x[fitted], target[fitted])
 
     def predict(events: Events) -> dict[str, np.ndarray]:

@@ -136,12 +136,7 @@ def baseline_predictor(log: Log, tasks: Sequence[TaskSpec]) -> Predictor:
     item_rate = {}
     for t in tasks:
         if t.level == "item" and t.column:
-            known = log.item_labels[t.name]
-            use = train & known.mask
-            mean = float(known.values[use].mean()) if use.any() else 0.0
-            total = np.bincount(log.item[use], weights=known.values[use], minlength=log.n_items)
-            count = np.bincount(log.item[use], minlength=log.n_items)
-            rate = (total + LIKE_RATE_PRIOR * mean) / (count + LIKE_RATE_PRIOR)
+            rate, mean = smoothed_rate(log, t)
             item_rate[t.name] = rate if t.kind == "binary" else np.full(log.n_items, mean)
     prior = {t.name: _training_prior(log, t) for t in tasks if t.level == "user"}
 
@@ -156,6 +151,17 @@ def baseline_predictor(log: Log, tasks: Sequence[TaskSpec]) -> Predictor:
         return out
 
     return predict
+
+
+def smoothed_rate(log: Log, task: TaskSpec) -> tuple[np.ndarray, float]:
+    """[n_items] each item's training label rate, shrunk to the global mean by LIKE_RATE_PRIOR
+    pseudo-counts, and that mean (an item task with a column)."""
+    known = log.item_labels[task.name]
+    use = (log.part == TRAIN) & known.mask
+    mean = float(known.values[use].mean()) if use.any() else 0.0
+    total = np.bincount(log.item[use], weights=known.values[use], minlength=log.n_items)
+    count = np.bincount(log.item[use], minlength=log.n_items)
+    return (total + LIKE_RATE_PRIOR * mean) / (count + LIKE_RATE_PRIOR), mean
 
 
 def _training_prior(log: Log, task: TaskSpec) -> np.ndarray:

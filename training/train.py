@@ -106,9 +106,13 @@ def train_epoch(
         if cfg.optim.user_task_events
         else None
     )
-    events = with_negatives(
-        log, idx, sample_negatives(log, idx, cfg.optim.n_negatives, rng), labelled
-    )
+    # Negatives only among items with training interactions: an item without any (its id reads
+    # the unknown row) would otherwise only ever be a negative, and the model would learn that
+    # content-only items, the new ones included, are never clicked. Content-only items are seen
+    # through id dropout instead, as positives and negatives alike.
+    trained_items = np.flatnonzero(log.trained()[0])
+    negatives = sample_negatives(log, idx, cfg.optim.n_negatives, rng, among=trained_items)
+    events = with_negatives(log, idx, negatives, labelled)
     sums: dict[str, float] = {}
     n_batches = -(-len(idx) // cfg.optim.batch_size)
     bar = tqdm(

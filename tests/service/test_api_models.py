@@ -15,7 +15,13 @@ def test_models_summarises_the_manifest(client: TestClient, artifact: Artifact) 
     assert [t["name"] for t in model["tasks"]] == [t.name for t in manifest.tasks]
     assert model["tasks"][2]["classes"] == list(manifest.tasks[2].classes)
     assert model["ranking_weights"] == manifest.ranking.weights
-    assert model["vocabulary_sizes"] == {"user_id": 943, "item_id": 1682}
+    assert model["vocabulary_sizes"] == {"user_id": 943, "item_id": 1684, "genres": 19}
+    assert model["catalogue"] == {
+        "items": 1684,
+        "trained_ids": manifest.catalogue.n_trained,
+        "features": {"genres": "multi_categorical", "year": "numeric", "title": "text"},
+    }
+    assert model["catalogue"]["trained_ids"] < 1682, "cold items and the two new ones: content"
     assert model["metrics"]["click_auc"] == manifest.metrics["click_auc"]
 
 

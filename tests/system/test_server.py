@@ -111,7 +111,7 @@ def test_sigterm_shuts_down_cleanly(server: Service) -> None:
 def copy_default(tmp_path: Path) -> Path:
     target = tmp_path / "models" / "movielens"
     shutil.copytree(REPOSITORY / "movielens", target)
-    return next(p for p in target.iterdir() if p.name.isdigit())
+    return max((p for p in target.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
 def tamper_hash(folder: Path) -> None:
@@ -121,7 +121,7 @@ def tamper_hash(folder: Path) -> None:
 
 def tamper_schema(folder: Path) -> None:
     path = folder / "manifest.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | {"schema_version": 2}))
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"schema_version": 1}))
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def tamper_schema(folder: Path) -> None:
     [
         (lambda folder: shutil.rmtree(folder.parent), "no model versions"),
         (tamper_hash, "sha256 of model.onnx does not match"),
-        (tamper_schema, "schema_version 2 is not supported"),
+        (tamper_schema, "schema_version 1 is not supported"),
     ],
     ids=["missing-folder", "hash-mismatch", "schema-version"],
 )

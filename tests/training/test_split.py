@@ -90,3 +90,38 @@ def test_history_holds_only_earlier_items_of_the_same_user(data) -> None:
 def test_first_event_has_an_empty_history(data) -> None:
     first = np.flatnonzero(data.log.position == 0)
     assert np.all(data.log.history(first, 10) == PAD)
+
+
+def test_cold_items_lose_every_interaction_from_training_and_validation(data) -> None:
+    from training.data.split import COLD
+
+    log = data.log
+    counts = np.bincount(log.item, minlength=log.n_items)
+    eligible = counts >= 5
+    assert log.cold_items.sum() == round(0.15 * eligible.sum())
+    assert not (log.cold_items & ~eligible).any(), "only items with >= 5 interactions"
+    is_cold = log.cold_items[log.item]
+    assert (log.part[is_cold] == COLD).all()
+    assert not (log.part[~is_cold] == COLD).any()
+    warm = np.flatnonzero(log.part != COLD)
+    windows = log.history(warm, 10)
+    assert not log.cold_items[windows[windows != PAD]].any(), "no window shows a cold item"
+    assert not log.trained()[0][log.cold_items].any(), "no cold item has a trained id"
+
+
+def test_cold_item_events_are_scored_with_the_training_and_validation_history(data) -> None:
+    from training.data.samples import make_batch
+
+    sets = data.cold_items
+    assert sets is not None
+    assert sets.ranking is not None
+    log = data.log
+    assert log.cold_items[sets.items.candidates].all(), "cold items against cold items"
+    assert not log.interacted(
+        np.repeat(log.user[sets.items.index][:, None], 4, 1), sets.items.candidates[:, 1:]
+    ).any(), "negatives the user never touched"
+    assert sets.ranking.candidates.shape[1] == 1 + 10  # tiny_config: 10 cold negatives
+    batch = make_batch(log, sets.items.take(np.arange(3)), data.tasks, 10, hide_holdout=False)
+    expected = log.history(sets.items.history_at[:3], 10)
+    np.testing.assert_array_equal(batch.inputs["history"].numpy(), expected)
+    assert (log.part[sets.items.history_at] == TEST).all(), "the first test event's window"

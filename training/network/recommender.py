@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from service.artifact import PAD, TaskSpec
+from service.artifact import PAD, UNK, TaskSpec
 from training.config import NetworkConfig
 from training.data.content import ContentInput
 from training.network.content import EMBEDDING_STD, ItemEncoder, ItemSpec, drop_ids
@@ -142,10 +142,11 @@ class MultiTaskRecommender(nn.Module):
     def set_trained(self, items: Tensor, users: Tensor) -> None:
         """Mark which ids have training events ([n_items], [n_users] bool); the others read the
         unknown row, which id dropout trains, instead of a row nothing ever trained."""
-        unk = torch.full_like(self.user_row, 1)
+        unk = torch.full_like(self.user_row, UNK)
         self.user_row.copy_(torch.where(users, torch.arange(len(users)), unk))
         rows = torch.arange(len(items))
-        self.items.id_row.copy_(torch.where(items | (rows == PAD), rows, torch.ones_like(rows)))
+        kept = items | (rows == PAD)
+        self.items.id_row.copy_(torch.where(kept, rows, torch.full_like(rows, UNK)))
 
     def item_tables(self) -> tuple[Tensor, Tensor | None]:
         """[n_items, d] rows the exported graph looks items up in: the item representation and,
