@@ -60,6 +60,9 @@ class NetworkConfig:
     id_dropout: float = 0.25
     unknown_item_dropout: float = 0.02  # share of candidates seen as wholly unknown (id, content)
     token_dropout: float = 0.05  # share of categorical tokens read as unknown
+    # share of items whose text and vector features are read as missing in training, so the
+    # content path cannot memorise the training items by a vector unique to each of them
+    content_dropout: float = 0.8
 
 
 @dataclass
@@ -231,8 +234,12 @@ def _validate(cfg: Config) -> None:
         (0.0 <= n.dropout < 1.0, "network.dropout must be in [0, 1)"),
         (0.0 <= n.profile_item_dropout < 1.0, "network.profile_item_dropout must be in [0, 1)"),
         (
-            all(0.0 <= r < 1.0 for r in (n.id_dropout, n.unknown_item_dropout, n.token_dropout)),
-            "network.id_dropout, unknown_item_dropout and token_dropout must be in [0, 1)",
+            all(
+                0.0 <= r < 1.0
+                for r in (n.id_dropout, n.unknown_item_dropout, n.token_dropout, n.content_dropout)
+            ),
+            "network.id_dropout, unknown_item_dropout, token_dropout, content_dropout must be in"
+            " [0, 1)",
         ),
         (
             o.epochs >= 1 and o.batch_size >= 1 and o.lr > 0,

@@ -110,3 +110,19 @@ def test_cold_items_are_scored_from_content_which_an_id_only_model_cannot(
     ids_only = train_and_export(cfg, "synthetic", tmp_path / "m", tmp_path / "r", progress=False)
     assert ids_only.metrics["cold_item_click_auc"] == pytest.approx(0.5, abs=0.02)
     assert ids_only.metrics["cold_item_hr@10"] == 0.0, "identical scores: ties count against"
+
+
+def test_content_dropout_reads_dense_features_as_missing_in_training_only() -> None:
+    title = ContentInput(column="title", kind="text", width=4)
+    torch.manual_seed(0)
+    enc = ContentEncoder((GENRES, title), d_model=8, token_dropout=0.0, content_dropout=0.999)
+    text = torch.tensor([[0.5, -0.2, 0.1, 0.0], [0.3, 0.3, -0.4, 0.0]])
+    missing = torch.tensor([[0.0, 0.0, 0.0, 1.0]] * 2)
+    tokens = torch.tensor([[2, 3], [4, 0]])
+    with torch.no_grad():
+        dropped = enc.train()({"genres": tokens, "title": text})
+        enc.eval()
+        as_missing = enc({"genres": tokens, "title": missing})
+        kept = enc({"genres": tokens, "title": text})
+    torch.testing.assert_close(dropped, as_missing)
+    assert not torch.allclose(kept, as_missing), "in evaluation and serving the text counts"

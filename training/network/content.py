@@ -48,15 +48,30 @@ def _feature_embedding(feature: ContentInput, d_model: int) -> nn.Module:
     return embedding
 
 
+DENSE_DROPPED = ("text", "vector")  # kinds whose values content dropout hides
+
+
+def _as_missing(x: Tensor, rows: Tensor) -> Tensor:
+    """[M, d + 1] values with a missing flag -> the same with `rows` [M] read as missing."""
+    missing = torch.zeros_like(x)
+    missing[:, -1] = 1.0
+    return torch.where(rows[:, None], missing, x)
+
+
 class ContentEncoder(nn.Module):
     """Raw feature arrays of M items -> [M, D]."""
 
     def __init__(
-        self, inputs: tuple[ContentInput, ...], d_model: int, token_dropout: float
+        self,
+        inputs: tuple[ContentInput, ...],
+        d_model: int,
+        token_dropout: float,
+        content_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.inputs = inputs
         self.token_dropout = token_dropout
+        self.content_dropout = content_dropout
         self.embed = nn.ModuleDict({f.column: _feature_embedding(f, d_model) for f in inputs})
         self.pool = MeanEncoder()
         self.mix = MLP(d_model * len(inputs), (d_model,), d_out=d_model)
@@ -65,6 +80,8 @@ class ContentEncoder(nn.Module):
         parts = []
         for f in self.inputs:
             x = features[f.column]
+            if f.kind in DENSE_DROPPED and self.training and self.content_dropout > 0:
+                x = _as_missing(x, torch.rand(x.shape[0]) < self.content_dropout)
             if f.kind in TOKEN_KINDS:
                 tokens = drop_ids(x, self.token_dropout if self.training else 0.0)
                 if f.kind == "categorical":
@@ -84,6 +101,7 @@ class ItemSpec:
     features: tuple[ContentInput, ...] = ()
     id_dropout: float = 0.0
     token_dropout: float = 0.0
+    content_dropout: float = 0.0
 
 
 class ItemEncoder(nn.Module):
@@ -100,7 +118,7 @@ class ItemEncoder(nn.Module):
         self.id_row: Tensor
         self.register_buffer("id_row", torch.arange(spec.n_items))
         self.content = (
-            ContentEncoder(spec.features, spec.d_model, spec.token_dropout)
+            ContentEncoder(spec.features, spec.d_model, spec.token_dropout, spec.content_dropout)
             if spec.features
             else None
         )

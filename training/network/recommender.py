@@ -83,6 +83,7 @@ class MultiTaskRecommender(nn.Module):
                 features=args.features,
                 id_dropout=net.id_dropout,
                 token_dropout=net.token_dropout,
+                content_dropout=net.content_dropout,
             )
         )
         self.user_embedding = (
