@@ -104,3 +104,38 @@ def test_every_variant_names_its_weighting() -> None:
     for variant in grid(TASKS, quick=False):
         cfg = variant_config(Base(None), variant, seed=0)
         assert f"optim.weighting={cfg.optim.weighting}" in variant.overrides, variant.name
+
+
+def test_the_content_grid_ablates_the_configs_features() -> None:
+    import json
+
+    from service.artifact import FeatureSpec
+    from training.experiment import content_grid
+
+    genres = FeatureSpec(column="genres", kind="multi_categorical")
+    year = FeatureSpec(column="year", kind="numeric")
+    title = FeatureSpec(column="title", kind="text")
+    variants = content_grid([genres, year, title], quick=False)
+
+    names = [v.name for v in variants]
+    assert names == [
+        "ids only",
+        "+ genres and year",
+        "+ title",
+        "all features",
+        "all, text shuffled across items",
+    ]
+    used = [json.loads(v.overrides[0].removeprefix("features=")) for v in variants]
+    assert [[f["column"] for f in u] for u in used] == [
+        [],
+        ["genres", "year"],
+        ["title"],
+        ["genres", "year", "title"],
+        ["genres", "year", "title"],
+    ]
+    assert [f.get("shuffled", False) for f in used[-1]] == [False, False, True]
+    assert [v.name for v in content_grid([genres, year], quick=False)] == [
+        "ids only",
+        "+ genres and year",
+        "all features",
+    ]
