@@ -59,7 +59,9 @@ class RequestEncoder:
                 "candidate_row": np.zeros(len(candidates), dtype=np.int64),
             },
             unknown_user=user == UNK,
-            unknown_history=list(dict.fromkeys(i for i in history if i not in self.items)),
+            unknown_history=list(
+                dict.fromkeys(i for i, ok in zip(history, found.tolist(), strict=True) if not ok)
+            ),
             unknown_candidates=unknown_candidates,
             counts={
                 "user": (1, int(user == UNK)),

@@ -81,7 +81,7 @@ def add_items(model: Path, items: Path, progress: bool = False) -> tuple[Path, l
     rows = dict(
         zip([o.name for o in content.get_outputs()], content.run(None, arrays), strict=True)
     )
-    return _publish(artifact, ids, rows), _ignored(table, artifact)
+    return _publish(artifact, known + ids, rows), _ignored(table, artifact)
 
 
 def _check(table: RawTable, artifact: Artifact, known: set[str]) -> list[str]:
@@ -132,7 +132,8 @@ def _extended_graph(artifact: Artifact, rows: dict[str, np.ndarray]) -> onnx.Mod
     return graph
 
 
-def _publish(artifact: Artifact, ids: list[str], rows: dict[str, np.ndarray]) -> Path:
+def _publish(artifact: Artifact, catalogue: list[str], rows: dict[str, np.ndarray]) -> Path:
+    """The next version with `catalogue` (old ids, then the new) and the extended tables."""
     model_dir = artifact.path.parent
     version = max(list_versions(model_dir), default=0) + 1
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
@@ -140,8 +141,8 @@ def _publish(artifact: Artifact, ids: list[str], rows: dict[str, np.ndarray]) ->
     try:
         (staging / "manifest.json").unlink()
         onnx.save(_extended_graph(artifact, rows), str(staging / MODEL_FILE))
-        catalogue = artifact.read_vocab("item_id") + ids
-        _check_unchanged(artifact.path / MODEL_FILE, staging / MODEL_FILE, artifact, len(ids))
+        n_new = len(catalogue) - artifact.manifest.vocabularies["item_id"].size
+        _check_unchanged(artifact.path / MODEL_FILE, staging / MODEL_FILE, artifact, n_new)
         manifest = artifact.manifest
         vocabularies = dict(manifest.vocabularies)
         vocabularies["item_id"] = VocabSpec(file=vocabularies["item_id"].file, size=len(catalogue))
