@@ -25,9 +25,10 @@ import httpx2 as httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.artifact import FIRST_ID, load_artifact
+from service.artifact import FIRST_ID
 from service.config import Settings, cores
 from service.engine import InferenceEngine
+from service.repository import load_artifact
 from tests.system.processes import REPOSITORY, running_service
 
 RESULTS = Path(__file__).with_name("results.md")

@@ -1,7 +1,8 @@
 """`python -m service`: check the settings and the model, then run uvicorn with N workers.
 
-Bad settings, a missing, tampered or incompatible artifact, or a port already in use end here,
-with one `error:` line and exit status 2, before any port is opened.
+Bad settings, no version that can be served (or a pinned one that cannot), or a port already in
+use end here, with one `error:` line and exit status 2, before any port is opened. A worker that
+fails to start afterwards ends the server with status 3.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from types import FrameType
 
 from service.artifact import ArtifactError
 from service.config import SettingsError, get_settings
+from service.lifecycle import first_servable
 from service.metrics import MULTIPROC_ENV
-from service.predictor import Predictor
 from service.server import PortUnavailable, serve
 
 EXIT_CONFIG = 2
@@ -27,16 +28,16 @@ def main() -> int:
     """Run the service until SIGINT/SIGTERM; the exit status says how it ended."""
     try:
         settings = get_settings()
-        Predictor.load(settings)
+        first_servable(settings)  # a bad newest version is skipped (the workers log it)
     except (SettingsError, ArtifactError) as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_CONFIG
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
-    # there before it; this one turns that into exit status 0 (a requested, clean stop).
-    signal.signal(signal.SIGTERM, _stopped)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
+    # there before it; this one turns that into exit status 0 (a requested, clean stop).
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         if MULTIPROC_ENV in os.environ:
             prepare_multiprocess_metrics(Path(os.environ[MULTIPROC_ENV]))

@@ -8,9 +8,7 @@ the model it serves. Stdlib and pydantic only, so the service never pulls in tor
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -41,6 +38,7 @@ TOKEN_KINDS = ("categorical", "multi_categorical")  # token ids through a token 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+RESERVED_TASK_NAMES = ("item_id", "score")  # keys of a ranked item beside its task outputs
 
 
 class ArtifactError(Exception):
@@ -84,6 +82,11 @@ class TaskSpec(_Frozen):
     def _check(self) -> Self:
         if not _NAME.match(self.name):
             raise ValueError(f"task name {self.name!r} must match {_NAME.pattern}")
+        if self.name in RESERVED_TASK_NAMES:
+            raise ValueError(
+                f"task name {self.name!r} is reserved (a ranked item's "
+                f"{' and '.join(RESERVED_TASK_NAMES)} sit beside its task outputs)"
+            )
         if self.level == "item" and self.kind not in ("binary", "regression"):
             raise ValueError(f"task {self.name!r}: item tasks are binary or regression")
         if self.level == "user" and self.kind not in ("multiclass", "multilabel"):
@@ -285,16 +288,19 @@ def sha256_file(path: Path) -> str:
 
 
 def write_vocab(path: Path, ids: list[str]) -> None:
-    """Write ids one per line; ids may not contain line breaks."""
-    if any("\n" in i or "\r" in i for i in ids):
-        raise ValueError(f"{path.name}: ids must not contain line breaks")
+    """Write ids one per line ("\\n"); an id may hold any other character (\\r, \\x85, \\u2028
+    and the rest of what `str.splitlines` would split on are kept as they are)."""
+    if any("\n" in i for i in ids):
+        raise ValueError(f"{path.name}: ids must not contain a newline")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    path.write_bytes("".join(f"{i}\n" for i in ids).encode("utf-8"))
 
 
 def read_vocab(path: Path) -> list[str]:
-    """Read a vocabulary file written by `write_vocab`."""
-    return path.read_text(encoding="utf-8").splitlines()
+    """Read a vocabulary file written by `write_vocab`: bytes split on "\\n" only (no newline
+    translation, unlike `read_text`, and none of `splitlines`'s other separators)."""
+    text = path.read_bytes().decode("utf-8")
+    return text.removesuffix("\n").split("\n") if text else []
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
@@ -317,87 +323,3 @@ def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
     final = manifest.model_copy(update={"files": files})
     (folder / MANIFEST_FILE).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return final
-
-
-def publish(staging: Path, target: Path) -> Path:
-    """Move a complete staging folder to `target` in one rename (same filesystem).
-
-    A crash before the rename leaves only the staging folder, never a half artifact.
-    """
-    if target.exists():
-        raise ArtifactError(f"{target} already exists; versions are never overwritten")
-    os.replace(staging, target)
-    return target
-
-
-def list_versions(model_dir: Path) -> list[int]:
-    """Numeric version folders of one model, ascending (Triton rules: '01', 'tmp' ignored)."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isdigit() and not p.name.startswith("0")
-    )
-
-
-def load_artifact(repository: Path, name: str, version: int | None = None) -> Artifact:
-    """Find and verify `repository/<name>/<version>/` (the highest version if None).
-
-    Raises:
-        ArtifactError: naming exactly what is missing, unreadable, of another schema or tampered.
-    """
-    model_dir = repository / name
-    versions = list_versions(model_dir)
-    if not versions:
-        raise ArtifactError(f"no model versions in {model_dir} (expected numeric folders)")
-    if version is None:
-        version = versions[-1]
-    elif version not in versions:
-        raise ArtifactError(f"version {version} not found in {model_dir}; have {versions}")
-    return verify_folder(model_dir / str(version))
-
-
-def verify_folder(folder: Path) -> Artifact:
-    """Parse and verify one artifact folder: schema version, name/version vs path, hashes."""
-    manifest = _read_manifest(folder)
-    if manifest.name != folder.parent.name or str(manifest.version) != folder.name:
-        raise ArtifactError(
-            f"{folder}: manifest says {manifest.name}/{manifest.version}, "
-            f"folder is {folder.parent.name}/{folder.name}"
-        )
-    if MODEL_FILE not in manifest.files:
-        raise ArtifactError(f"{folder}: manifest lists no {MODEL_FILE}")
-    graph = manifest.catalogue.content_graph
-    if graph is not None and graph not in manifest.files:
-        raise ArtifactError(f"{folder}: content graph {graph} is not hashed in the manifest")
-    for vocab in manifest.vocabularies.values():
-        if vocab.file not in manifest.files:
-            raise ArtifactError(f"{folder}: vocabulary {vocab.file} is not hashed in the manifest")
-    for rel, expected in manifest.files.items():
-        path = folder / rel
-        if not path.is_file():
-            raise ArtifactError(f"{folder}: {rel} is listed in the manifest but missing")
-        if sha256_file(path) != expected:
-            raise ArtifactError(f"{folder}: sha256 of {rel} does not match the manifest")
-    return Artifact(path=folder, manifest=manifest)
-
-
-def _read_manifest(folder: Path) -> Manifest:
-    path = folder / MANIFEST_FILE
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{folder}: no {MANIFEST_FILE}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path}: unreadable ({e})") from None
-    found = raw.get("schema_version") if isinstance(raw, dict) else None
-    if found != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{path}: schema_version {found!r} is not supported (this build reads "
-            f"{SCHEMA_VERSION}); export the model again with this version of hydrarec"
-        )
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as e:
-        raise ArtifactError(f"{path}: invalid manifest: {e}") from None

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -23,9 +25,38 @@ class SettingsError(Exception):
     """An environment variable has a value the service cannot run with."""
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+logger = logging.getLogger("hydrarec")
+
+
 def cores() -> int:
-    """CPU cores this process may use (the affinity mask, as a container's cpuset sets it)."""
-    return max(1, len(os.sched_getaffinity(0)))
+    """CPU cores this process may use: the affinity mask (a container's cpuset; macOS has none,
+    so every core there), capped by a cgroup CPU quota rounded up (a container limited to 2
+    CPUs on a 64-core host gets 2, `docker run --cpus` and Kubernetes limits set it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    available = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota(CGROUP_ROOT)
+    return max(1, min(available, math.ceil(quota)) if quota is not None else available)
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """The CPU quota in cores (`cpu.max` under cgroup v2, `cpu.cfs_quota_us` / `cpu.cfs_period_us`
+    under v1), or None when there is none or it cannot be read (not Linux, no cgroup mounted)."""
+    v2 = root / "cpu.max"
+    v1 = [root / "cpu" / name for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us")]
+    try:
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+        elif all(p.is_file() for p in v1):
+            quota, period = (p.read_text().strip() for p in v1)
+        else:
+            return None
+        if quota == "max" or int(quota) <= 0:  # v2 "max", v1 "-1": no limit
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError) as e:
+        logger.warning("cannot read the cgroup CPU quota under %s (%s); using every core", root, e)
+        return None
 
 
 class Settings(BaseSettings):
@@ -80,7 +111,8 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=600,
-        description="a client that stops sending its body this long gets 408",
+        description="a request whose whole body has not arrived this long after it began "
+        "gets 408 (the body is read before an admission slot is taken)",
     )
     max_in_flight: int = Field(
         default=64,

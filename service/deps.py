@@ -15,6 +15,7 @@ from service.config import Settings
 from service.errors import AdminDisabled, NotJson, NotReady, Unauthorized
 from service.lifecycle import ModelHolder
 from service.metrics import Metrics
+from service.middleware import MODEL
 from service.predictor import Predictor
 
 
@@ -40,6 +41,7 @@ async def get_predictor(request: Request) -> Predictor:
     if predictor is None:
         settings: Settings = request.app.state.settings
         raise NotReady("the model is not loaded yet", settings.retry_after_seconds)
+    request.scope[MODEL] = predictor.ref  # the request's metrics name the model that answered
     return predictor
 
 

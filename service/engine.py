@@ -63,6 +63,19 @@ class InferenceEngine:
                 raise ArtifactError(
                     f"{where}: graph {kind} {found} do not match the manifest's {expected}"
                 )
+            shapes = {a.name: tuple(a.shape) for a in actual}
+            for d in declared:
+                if not _same_shape(d.shape, shapes[d.name]):
+                    raise ArtifactError(
+                        f"{where}: graph {kind[:-1]} {d.name} has shape {list(shapes[d.name])}, "
+                        f"the manifest says {list(d.shape)}"
+                    )
+        history = next(i for i in self.manifest.inputs if i.name == "history")
+        if history.shape[-1] != self.manifest.history_length:
+            raise ArtifactError(
+                f"{where}: history is {list(history.shape)} wide, the manifest's history_length "
+                f"is {self.manifest.history_length}"
+            )
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One session run: graph inputs by name -> every task's output by name."""
@@ -97,3 +110,14 @@ class InferenceEngine:
                 raise ArtifactError(f"{where}: warm-up: {task.name} is not a probability")
             if task.kind == "multiclass" and abs(float(out.sum()) - 1) > PROBABILITY_TOLERANCE:
                 raise ArtifactError(f"{where}: warm-up: {task.name} classes do not sum to 1")
+
+
+def _same_shape(declared: tuple[int | str, ...], actual: tuple[object, ...]) -> bool:
+    """A fixed dimension must be equal; a symbolic one (B, N) must not be fixed in the graph
+    (its name may differ)."""
+    if len(declared) != len(actual):
+        return False
+    return all(
+        a == d if isinstance(d, int) else not isinstance(a, int)
+        for d, a in zip(declared, actual, strict=True)
+    )

@@ -93,6 +93,13 @@ class ReloadFailed(ServiceError):
     reason = "reload_failed"
 
 
+class ModelFault(ServiceError):
+    """The model answered something no response may carry (a non-finite output) (500)."""
+
+    status = 500
+    reason = "internal"
+
+
 class RetryLater(ServiceError):
     """A 503 that tells the client when to try again (Retry-After, seconds)."""
 

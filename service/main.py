@@ -22,7 +22,7 @@ from service.artifact import ArtifactError
 from service.config import Settings, get_settings
 from service.errors import ServiceError
 from service.lifecycle import ModelHolder
-from service.metrics import Metrics
+from service.metrics import NO_MODEL, Metrics
 from service.middleware import AdmissionLimit, BodyLimit, HttpMetrics
 from service.routes import router
 from service.schemas import ErrorBody
@@ -37,7 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     models: ModelHolder = app.state.models
     try:
-        await models.load()
+        await models.start()
     except ArtifactError as e:
         logger.error("cannot serve model %r: %s", settings.model_name, e)
         raise
@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
+        if exc.status >= 500 and exc.reason == "internal":
+            logger.error("internal error on %s: %s", request.scope["path"], exc.message)
         count_failure(request.scope, exc.reason)
         return _error(exc.status, exc.body(), exc.headers)
 
@@ -87,12 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_crash)
-    app.add_middleware(
-        BodyLimit,
-        max_bytes=settings.max_body_bytes,
-        timeout_s=settings.body_timeout_seconds,
-        on_reject=count_failure,
-    )
+    # The last added is the outermost: metrics, then the whole body, then an admission slot.
     app.add_middleware(
         AdmissionLimit,
         max_in_flight=settings.max_in_flight,
@@ -100,9 +97,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         retry_after=settings.retry_after_seconds,
         on_reject=lambda scope: count_failure(scope, "overloaded"),
     )
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_seconds,
+        on_reject=count_failure,
+    )
     # FastAPI wraps included routers; the templates are those of the router and the docs.
     routes = [r for r in [*app.routes, *router.routes] if isinstance(r, Route)]
-    app.add_middleware(HttpMetrics, metrics=metrics, routes=routes)
+    models: ModelHolder = app.state.models
+
+    def serving() -> tuple[str, str]:
+        current = models.current
+        return NO_MODEL if current is None else (current.ref["name"], current.ref["version"])
+
+    app.add_middleware(HttpMetrics, metrics=metrics, routes=routes, serving=serving)
     for route in routes:
         for method in sorted(route.methods or ()):
             metrics.start_handler(route.path, method)

@@ -1,10 +1,13 @@
 """Every Prometheus metric of the service, on one registry per app (namespace `hydrarec`).
 
 Conventions (STYLE.md, Prometheus naming): base units (seconds), `_total` counters, bounded
-labels only (route templates, stages, reasons, id kinds, task names; never an id or a raw path).
-Every known label set is created at start-up, so each series exists at 0 before the first
-request. With several worker processes, PROMETHEUS_MULTIPROC_DIR is set before they start
-(service/__main__.py) and every scrape sums the workers' files.
+labels only (route templates, stages, reasons, id kinds, task names, model name and version;
+never an id or a raw path). Every known label set is created at start-up (and a model's series
+when it is loaded), so each series exists at 0 before the first request. The request and
+prediction series carry `model` and `version` (as Triton's do), so what a new version changes
+can be told from drift in the data. With several worker processes, PROMETHEUS_MULTIPROC_DIR is
+set before they start (service/__main__.py), every scrape sums the workers' files, and the
+supervisor drops a dead worker's live gauges (`forget_worker`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ REASONS = (
     "internal",
 )
 ID_KINDS = ("user", "history", "candidate")
+STATUS_CLASSES = ("2xx", "4xx", "5xx", "499")  # 499: the client went away first (nginx's code)
+NO_MODEL = ("", "")  # model and version labels of a request answered before any model loaded
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 5000, 10_000)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -55,14 +60,16 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "hydrarec_http_requests",
-            "HTTP requests answered, by route template, method and status class (2xx, 4xx, 5xx).",
-            ["handler", "method", "status"],
+            "HTTP requests answered, by route template, method, status class (2xx, 4xx, 5xx; "
+            "499: the client closed the connection first) and the model that answered.",
+            ["handler", "method", "status", "model", "version"],
             registry=r,
         )
         self.request_duration = Histogram(
             "hydrarec_http_request_duration_seconds",
-            "Time from the first byte of a request to the end of its response.",
-            ["handler", "method"],
+            "Time from the complete request body to the end of the response (the upload is "
+            "not counted: a slow client is not a slow model).",
+            ["handler", "method", "model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -113,7 +120,7 @@ class Metrics:
             "hydrarec_prediction_probability",
             "Per task: an item task's probability for one random candidate of each request, "
             "a user task's top-class probability (drift shows as a moving distribution).",
-            ["task"],
+            ["task", "model", "version"],
             buckets=PROBABILITY_BUCKETS,
             registry=r,
         )
@@ -143,7 +150,9 @@ class Metrics:
         self.stage = {stage: self.stage_duration.labels(stage) for stage in STAGES}
         self.ids_by_kind = {kind: self.ids.labels(kind) for kind in ID_KINDS}
         self.unknown_by_kind = {kind: self.unknown_ids.labels(kind) for kind in ID_KINDS}
-        self.prediction: dict[str, Histogram] = {}  # task -> child, filled by start_tasks
+        # (model, version) -> task -> child, filled by start_model
+        self.prediction: dict[tuple[str, str], dict[str, Histogram]] = {}
+        self.handlers: list[tuple[str, str]] = []  # (route template, method), by start_handler
         for reason in REASONS:
             self.failures.labels(reason)
         for result in ("success", "failure"):
@@ -151,18 +160,25 @@ class Metrics:
 
     def start_handler(self, handler: str, method: str) -> None:
         """Create the series of a route at 0 (called for every route at start-up)."""
-        for status in ("2xx", "4xx", "5xx"):
-            self.requests.labels(handler, method, status)
-        self.request_duration.labels(handler, method)
+        self.handlers.append((handler, method))
+        self._start_requests(handler, method, NO_MODEL)
         self.in_progress.labels(handler)
 
-    def start_tasks(self, tasks: Sequence[str]) -> None:
-        """Create the prediction series of a model's tasks at 0 (called before it serves)."""
-        for task in tasks:
-            self.prediction[task] = self.predictions.labels(task)
+    def start_model(self, ref: Mapping[str, str], tasks: Sequence[str]) -> None:
+        """Create a model's request and prediction series at 0 (called before it serves)."""
+        model = (ref["name"], ref["version"])
+        for handler, method in self.handlers:
+            self._start_requests(handler, method, model)
+        self.prediction[model] = {task: self.predictions.labels(task, *model) for task in tasks}
+
+    def _start_requests(self, handler: str, method: str, model: tuple[str, str]) -> None:
+        for status in STATUS_CLASSES:
+            self.requests.labels(handler, method, status, *model)
+        self.request_duration.labels(handler, method, *model)
 
     def observe_predictions(
         self,
+        model: Mapping[str, str],
         outputs: Mapping[str, np.ndarray],
         item_tasks: Sequence[str],
         user_tasks: Sequence[str],
@@ -170,18 +186,27 @@ class Metrics:
         """One observation per task and request: a random candidate's probability for item
         tasks (an unbiased sample of the candidates at constant cost), the top-class probability
         for user tasks."""
+        children = self.prediction[(model["name"], model["version"])]
         for task in item_tasks:
             values = outputs[task]
-            self.prediction[task].observe(float(values[random.randrange(len(values))]))
+            children[task].observe(float(values[random.randrange(len(values))]))
         for task in user_tasks:
-            self.prediction[task].observe(float(outputs[task][0].max()))
+            children[task].observe(float(outputs[task][0].max()))
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition format and its content type: this process's registry, or with
-        several workers the sum over all of them (plus this worker's process figures)."""
+        several workers the sum over all of them. `process_*` figures are left out then: they
+        would be those of whichever worker answered the scrape, jumping from scrape to scrape
+        (client_python's multiprocess notes)."""
         if MULTIPROC_ENV not in os.environ:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        ProcessCollector(registry=registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def forget_worker(pid: int) -> None:
+    """A worker is gone: drop its live gauges (in-flight requests, the model it served) from
+    the sums, so a dead or replaced worker leaves no ghost series (called by the supervisor)."""
+    if MULTIPROC_ENV in os.environ:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -1,7 +1,9 @@
-"""Pure ASGI middleware: the body-size limit and the HTTP request metrics.
+"""Pure ASGI middleware: the HTTP request metrics, the body limits and the admission limit.
 
-Both are plain ASGI (not BaseHTTPMiddleware) so they see every request, including the ones they
-or the framework reject, and cost one function call when nothing is wrong.
+All are plain ASGI (not BaseHTTPMiddleware) so they see every request, including the ones they
+or the framework reject, and cost one function call when nothing is wrong. Their order
+(`create_app`): metrics outermost, then the body is read whole (size and deadline), and only
+then is an admission slot taken, so a client that uploads slowly never holds a slot.
 """
 
 from __future__ import annotations
@@ -19,13 +21,18 @@ from service.metrics import Metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"  # label of paths and methods the app does not route (bounded cardinality)
+BODY_DONE = "hydrarec.body_done"  # scope key: perf_counter() when the whole body had arrived
+CLIENT_GONE = "hydrarec.client_gone"  # scope key: the client disconnected before an answer
+MODEL = "hydrarec.model"  # scope key: the model reference that answered the request
+CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
 
 
 class BodyLimit:
     """Answers 413 as soon as a body is known to exceed `max_bytes`, by Content-Length or by
-    counting a chunked body, without reading the rest, and 408 when the client stops sending
-    for `timeout_s` (a trickling client would otherwise hold a slot for ever); smaller bodies
-    are replayed to the app."""
+    counting a chunked body, without reading the rest, and 408 when the whole body has not
+    arrived `timeout_s` after the request began (a deadline, not a per-chunk timer: a client
+    sending one byte every few seconds is cut off too); complete bodies are replayed to the
+    app. A client that disconnects mid-body gets nothing and is counted as 499."""
 
     def __init__(
         self,
@@ -49,13 +56,15 @@ class BodyLimit:
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = time.perf_counter() + self.timeout_s
         while True:
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                message = await asyncio.wait_for(receive(), deadline - time.perf_counter())
             except TimeoutError:
                 await self._reject(scope, send, self._timeout())
                 return
             if message["type"] != "http.request":  # the client went away
+                scope[CLIENT_GONE] = True
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
@@ -64,6 +73,7 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
+        scope[BODY_DONE] = time.perf_counter()
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
     def _too_large(self) -> ServiceError:
@@ -71,7 +81,7 @@ class BodyLimit:
 
     def _timeout(self) -> ServiceError:
         return BodyTimeout(
-            f"body: nothing received for HYDRAREC_BODY_TIMEOUT_SECONDS={self.timeout_s:g} s"
+            f"body: not complete within HYDRAREC_BODY_TIMEOUT_SECONDS={self.timeout_s:g} s"
         )
 
     async def _reject(self, scope: Scope, send: Send, error: ServiceError) -> None:
@@ -142,12 +152,20 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 class HttpMetrics:
-    """Counts, times and tracks in-flight requests by route template, method and status class."""
+    """Counts, times and tracks in-flight requests by route template, method, status class and
+    the model that answered (the one a /predict ran on, else the one being served)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        routes: Sequence[BaseRoute],
+        serving: Callable[[], tuple[str, str]],
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.serving = serving
         # Paths without parameters are their own template: one dict lookup per request.
         self.static = {p: p for r in routes if "{" not in (p := str(getattr(r, "path", "{")))}
         # Labelled children resolved once per label set (`labels()` takes a lock and a lookup,
@@ -172,7 +190,7 @@ class HttpMetrics:
             return
         handler = self.handler(scope)
         method = scope["method"] if scope["method"] in METHODS else OTHER
-        status = 500  # what the client gets if the app raises before answering
+        status = 0  # none sent yet
 
         async def record(message: Message) -> None:
             nonlocal status
@@ -187,5 +205,11 @@ class HttpMetrics:
             await self.app(scope, receive, record)
         finally:
             in_progress.dec()
-            self._duration(handler, method).observe(time.perf_counter() - start)
-            self._requests(handler, method, f"{status // 100}xx").inc()
+            if not status:  # no answer: the client left, or the app raised before answering
+                status = CLIENT_CLOSED if scope.get(CLIENT_GONE) else 500
+            ref = scope.get(MODEL)
+            model = (ref["name"], ref["version"]) if ref is not None else self.serving()
+            end = time.perf_counter()
+            self._duration(handler, method, *model).observe(end - scope.get(BODY_DONE, start))
+            label = "499" if status == CLIENT_CLOSED else f"{status // 100}xx"
+            self._requests(handler, method, label, *model).inc()

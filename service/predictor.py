@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from service import ranking
-from service.artifact import Artifact, ArtifactError, load_artifact
+from service.artifact import Artifact, ArtifactError
 from service.batching import Batcher
 from service.config import Settings
 from service.encoding import Encoded, RequestEncoder
 from service.engine import InferenceEngine
-from service.errors import InvalidInput
+from service.errors import InvalidInput, ModelFault
 from service.metrics import Metrics
+from service.repository import load_artifact
 from service.schemas import PredictRequest
 
 VOCABULARIES = ("user_id", "item_id")
@@ -145,9 +146,14 @@ class Predictor:
         metrics: Metrics,
     ) -> dict[str, Any]:
         k = request.top_k or self.artifact.manifest.ranking.top_k
+        broken = [name for name, values in outputs.items() if not np.isfinite(values).all()]
+        if broken:  # a 200 never carries null where its schema says number
+            raise ModelFault(f"the model's {', '.join(broken)} output is not finite")
         with metrics.stage["rank"].time():
             n = len(request.candidates)
             scores = ranking.score(outputs, weights, n)
+            if not np.isfinite(scores).all():  # a regression output times a large weight
+                raise InvalidInput.at("weights", "the ranking score is not finite; lower them")
             order = ranking.top_k(scores, k)
             columns = {"score": scores[order].tolist()} | {
                 t: outputs[t][order].tolist() for t in self.item_tasks
@@ -162,7 +168,7 @@ class Predictor:
             }
         _count_ids(metrics, encoded)
         metrics.candidates.observe(n)
-        metrics.observe_predictions(outputs, self.item_tasks, list(self.user_classes))
+        metrics.observe_predictions(self.ref, outputs, self.item_tasks, list(self.user_classes))
         return {
             "model": self.ref,
             "user": user,

@@ -29,6 +29,7 @@ from service.schemas import (
     ModelSummary,
     PredictRequest,
     PredictResponse,
+    RejectedVersion,
     TaskSummary,
 )
 
@@ -97,8 +98,8 @@ async def read_ready(predictor: PredictorDep) -> dict[str, str]:
     responses=ERRORS_MODELS,
     dependencies=[Depends(require_api_key)],
 )
-async def read_models(predictor: PredictorDep) -> ModelsResponse:
-    """What is loaded: a summary of the manifest."""
+async def read_models(predictor: PredictorDep, models: ModelsDep) -> ModelsResponse:
+    """What is loaded: a summary of the manifest, and the versions that were rejected."""
     manifest = predictor.artifact.manifest
     summary = ModelSummary(
         name=manifest.name,
@@ -118,6 +119,10 @@ async def read_models(predictor: PredictorDep) -> ModelsResponse:
             features={f.column: f.kind for f in manifest.catalogue.features},
         ),
         metrics=dict(manifest.metrics),
+        rejected=[
+            RejectedVersion(version=str(v), reason=r.reason)
+            for v, r in sorted(models.rejected.items())
+        ],
     )
     return ModelsResponse(models=[summary])
 
@@ -143,5 +148,5 @@ async def reload_model(models: ModelsDep) -> dict[str, object]:
     try:
         result = await models.refresh()
     except ArtifactError as e:
-        raise ReloadFailed(f"{e}; still serving the current version") from None
+        raise ReloadFailed(str(e)) from None
     return {"version": str(result.version), "reloaded": result.reloaded}

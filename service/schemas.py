@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.config import JsonDict
 
 MAX_ID_LENGTH = 256  # characters; vocabulary ids are short, anything longer is a client bug
+MAX_WEIGHT = 1e6  # |ranking weight|: a score (weights x probabilities) stays finite
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -49,10 +50,13 @@ class PredictRequest(BaseModel):
     top_k: int | None = Field(
         default=None, ge=1, description="how many ranked items to return (manifest default)"
     )
-    weights: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+    weights: (
+        dict[str, Annotated[float, Field(allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)]]
+        | None
+    ) = Field(
         default=None,
         description="ranking score = sum of weight x probability over these item tasks "
-        "(replaces the manifest default)",
+        "(replaces the manifest default); each weight within +-1e6",
     )
 
     @field_validator("candidates")
@@ -135,6 +139,13 @@ class CatalogueSummary(BaseModel):
     features: dict[str, str] = Field(description="item feature column -> kind")
 
 
+class RejectedVersion(BaseModel):
+    """A version this worker found and could not serve (tried again when its content changes)."""
+
+    version: str
+    reason: str
+
+
 class ModelSummary(BaseModel):
     """What `/v1/models` says about the loaded model."""
 
@@ -148,6 +159,9 @@ class ModelSummary(BaseModel):
     vocabulary_sizes: dict[str, int]
     catalogue: CatalogueSummary
     metrics: dict[str, float | None]
+    rejected: list[RejectedVersion] = Field(
+        default_factory=list, description="versions that could not be served, and why"
+    )
 
 
 class ModelsResponse(BaseModel):

@@ -9,7 +9,14 @@ One socket per worker: workers sharing one listening socket race to accept, and 
 often takes most new connections; with 8 keep-alive connections half of the benchmark runs had
 one worker doing nearly all the work (~1,150 against ~2,200 requests/s). Each worker gets its
 own socket bound with SO_REUSEPORT, and the kernel spreads connections over them. A port that
-another program holds is still refused: it is probed without SO_REUSEPORT first.
+another program holds is still refused: it is probed without SO_REUSEPORT first. Only Linux
+balances SO_REUSEPORT sockets (macOS and the BSDs hand every connection to one of them), so
+elsewhere the workers share one socket, and say so in the log.
+
+The supervisor is uvicorn's own, with three changes (`OwnSocketMultiprocess`): worker i keeps
+socket i when it is replaced; a worker that exits before it ever served stops the server with
+a non-zero status instead of being restarted for ever (or ending it with 0); and a worker that
+dies or is replaced is marked dead for the metrics, so its in-flight gauge and model series go.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 
 import uvicorn
 from fastapi import FastAPI
@@ -27,6 +35,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from service.config import SUPERVISOR_PID, Settings
 from service.main import create_app
+from service.metrics import forget_worker
 
 APP = "service.main:create_app"
 WORKER_APP = "service.server:create_worker_app"
@@ -35,15 +44,36 @@ EXIT_STARTUP_FAILED = STARTUP_FAILURE  # uvicorn's own status when the app's sta
 logger = logging.getLogger("uvicorn.error")
 
 
+def balanced_reuse_port() -> bool:
+    """Whether the kernel spreads connections over SO_REUSEPORT sockets (Linux only)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
 class NoDelayConfig(uvicorn.Config):
-    """uvicorn's config, whose listening sockets have Nagle's algorithm off and SO_REUSEPORT
-    on (several of them share the port, one per worker)."""
+    """uvicorn's config, whose listening sockets have Nagle's algorithm off and, where the
+    kernel balances them, SO_REUSEPORT on (several of them share the port, one per worker)."""
 
     def bind_socket(self) -> socket.socket:
-        sock = self._bound(reuse_port=True)
+        sock = self._bound(reuse_port=balanced_reuse_port())
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.set_inheritable(True)
         return sock
+
+    def listening_sockets(self) -> list[socket.socket]:
+        """One listening socket per worker (Linux), or one shared by all of them."""
+        if self.workers > 1 and not balanced_reuse_port():
+            logger.info(
+                "%s does not balance SO_REUSEPORT sockets: the %d workers share one socket",
+                sys.platform,
+                self.workers,
+            )
+            shared = self.bind_socket()
+            sockets = [shared] * self.workers
+        else:
+            sockets = [self.bind_socket() for _ in range(self.workers)]
+        for sock in set(sockets):
+            sock.listen(self.backlog)
+        return sockets
 
     def probe_port(self) -> None:
         """Refuse a port some other socket holds (SO_REUSEPORT alone would share it with
@@ -75,31 +105,53 @@ class PortUnavailable(Exception):
 class OwnSocketMultiprocess(Multiprocess):
     """uvicorn's supervisor, with worker i serving socket i, also when it is replaced."""
 
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.started: list[bool] = []  # per worker: has it ever reported its start-up done
+        self.startup_failed = False
+
     def init_processes(self) -> None:
         for sock in self.sockets:
             process = Process(self.config, [sock])
             process.start()
             self.processes.append(process)
+            self.started.append(False)
 
     def keep_subprocess_alive(self) -> None:
-        """uvicorn's own, except that a replacement gets its predecessor's socket."""
+        """uvicorn's own, except that a replacement gets its predecessor's socket, a worker
+        that dies before it ever started stops the server (it would fail the same way again:
+        a model or setting it cannot load), and the dead are forgotten by the metrics."""
         if self.should_exit.is_set():
             return
         for idx, process in enumerate(self.processes):
-            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+            # None: dead or hung; False: still starting; True: serving
+            health = (
+                process._healthcheck(self.config.timeout_worker_healthcheck)
+                if process.process.is_alive()
+                else None
+            )
+            if health is not None:
+                self.started[idx] = self.started[idx] or health
                 continue
             process.kill()
             process.join()
-            if process.exitcode == STARTUP_FAILURE:  # the app cannot start: it never will
-                logger.error("worker %s failed to start, stopping", process.pid)
-                self.should_exit.set()
-                return
+            _forget(process)
             if self.should_exit.is_set():
+                return
+            if process.exitcode == STARTUP_FAILURE or not self.started[idx]:
+                logger.error(
+                    "worker %s failed to start (exit status %s); stopping the server",
+                    process.pid,
+                    process.exitcode,
+                )
+                self.startup_failed = True
+                self.should_exit.set()
                 return
             logger.info("worker %s died, starting another", process.pid)
             replacement = Process(self.config, [self.sockets[idx]])
             replacement.start()
             self.processes[idx] = replacement
+            self.started[idx] = False
 
     def restart_all(self) -> None:
         """SIGHUP: replace the workers one by one, each on its own socket."""
@@ -115,24 +167,40 @@ class OwnSocketMultiprocess(Multiprocess):
                 return
             old.terminate()
             old.join()
+            _forget(old)
             self.processes[idx] = new
+            self.started[idx] = True
+
+
+def _forget(process: Process) -> None:
+    if process.pid is not None:
+        forget_worker(process.pid)
 
 
 def create_worker_app() -> FastAPI:
-    """The app of one worker process, which ends when its supervisor does.
-
-    uvicorn stops its workers when it is stopped, but a supervisor killed outright (SIGKILL,
-    the OOM killer) cannot, and its workers would serve on as orphans; Linux sends them SIGTERM
-    when their parent dies instead."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != int(os.environ[SUPERVISOR_PID]):  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    """The app of one worker process, which ends when its supervisor does."""
+    end_with_supervisor()
     return create_app()
 
 
+def end_with_supervisor() -> None:
+    """uvicorn stops its workers when it is stopped, but a supervisor killed outright (SIGKILL,
+    the OOM killer) cannot, and its workers would serve on as orphans; Linux sends them SIGTERM
+    when their parent dies instead. Elsewhere there is no such call, and the log says so."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    else:
+        logger.info(
+            "no PR_SET_PDEATHSIG on %s: a worker outlives a supervisor killed with SIGKILL",
+            sys.platform,
+        )
+    if os.getppid() != int(os.environ[SUPERVISOR_PID]):  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM; the exit status (0, or 3 when start-up failed)."""
+    """Serve until SIGINT/SIGTERM; the exit status (0, or 3 when a worker's start-up failed)."""
     config = NoDelayConfig(
         WORKER_APP if settings.workers > 1 else APP,
         factory=True,
@@ -144,12 +212,11 @@ def serve(settings: Settings) -> int:
     )
     server = uvicorn.Server(config)
     config.probe_port()
-    sockets = [config.bind_socket() for _ in range(settings.workers)]
-    for sock in sockets:
-        sock.listen(config.backlog)
+    sockets = config.listening_sockets()
     if settings.workers > 1:
         os.environ[SUPERVISOR_PID] = str(os.getpid())  # inherited by the workers
-        OwnSocketMultiprocess(config, sockets=sockets).run()
-        return 0
+        supervisor = OwnSocketMultiprocess(config, sockets=sockets)
+        supervisor.run()
+        return EXIT_STARTUP_FAILED if supervisor.startup_failed else 0
     server.run(sockets=sockets)
     return 0 if server.started else EXIT_STARTUP_FAILED

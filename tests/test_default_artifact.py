@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.artifact import FIRST_ID, load_artifact
+from service.artifact import FIRST_ID
+from service.repository import load_artifact
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "models"
 

@@ -29,13 +29,11 @@ from service.artifact import (
     Artifact,
     ArtifactError,
     VocabSpec,
-    list_versions,
     now_iso,
-    publish,
-    verify_folder,
     write_manifest,
     write_vocab,
 )
+from service.repository import list_versions, publish, verify_folder
 from training.data.content import FittedFeatures, encode_features
 from training.data.directory import read_table
 from training.data.features import check_features, vector_columns

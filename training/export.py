@@ -34,12 +34,10 @@ from service.artifact import (
     RankingSpec,
     TensorSpec,
     VocabSpec,
-    list_versions,
     now_iso,
-    publish,
-    verify_folder,
     write_manifest,
 )
+from service.repository import list_versions, publish, verify_folder
 from training.content_export import TABLES, check_tables, export_content
 from training.data.content import ItemContent
 from training.data.vocab import Vocab

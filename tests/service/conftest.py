@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.artifact import Artifact, load_artifact
+from service.artifact import Artifact
 from service.config import Settings
 from service.main import create_app
+from service.repository import load_artifact
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = "movielens"
@@ -47,7 +48,8 @@ def publish_copy(repository: Path, source: Path, version: int, damaged: bool = F
     """A copy of the artifact at `source` as `version`, renamed into place only when complete
     (as training publishes), so a polling service never sees half of it; `damaged`: its model
     file no longer matches the manifest."""
-    from service.artifact import Manifest, publish, write_manifest
+    from service.artifact import Manifest, write_manifest
+    from service.repository import publish
 
     staging = repository / DEFAULT_MODEL / f".staging-{version}"
     shutil.copytree(source, staging)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.artifact import Artifact
@@ -53,3 +56,28 @@ def test_reload_swaps_in_newer_versions_and_rejects_bad_ones(
     assert 'hydrarec_model_loads_total{result="failure"} 1.0' in metrics
     assert 'hydrarec_model_loads_total{result="success"} 2.0' in metrics
     assert f'hydrarec_model_info{{model="movielens",version="{served}"}} 0.0' in metrics
+
+
+def test_the_poller_logs_a_rejected_version_once_and_retries_it_when_it_changes(
+    repository_copy: Path, artifact: Artifact, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = artifact.manifest.version
+    settings = settings_for(repository_copy, api_key=KEY, model_poll_seconds=0.05)
+    with TestClient(create_app(settings)) as client:
+        # Given: a newer version whose model file has not arrived yet (a copy under way)
+        newer = publish_copy(repository_copy, artifact.path, served + 1)
+        model = (newer / "model.onnx").read_bytes()
+        (newer / "model.onnx").unlink()
+        with caplog.at_level(logging.INFO, logger="hydrarec"):
+            time.sleep(1.0)  # some twenty polls
+            rejections = [r for r in caplog.records if "rejected version" in r.getMessage()]
+            assert len(rejections) == 1, [r.getMessage() for r in caplog.records]
+            assert rejections[0].exc_info is None  # one line, no traceback
+            assert client.get("/readyz").json()["version"] == str(served)
+            # When: the copy completes (its manifest unchanged, only the content is new)
+            (newer / "model.onnx").write_bytes(model)
+            deadline = time.monotonic() + 10
+            while client.get("/readyz").json()["version"] != str(served + 1):
+                assert time.monotonic() < deadline, "the completed version was never served"
+                time.sleep(0.05)
+        assert client.get("/v1/models", headers=ADMIN).json()["models"][0]["rejected"] == []

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from service.artifact import (
-    ArtifactError,
-    Manifest,
-    list_versions,
-    load_artifact,
-    read_vocab,
-    write_vocab,
-)
+from service.artifact import ArtifactError, Manifest, TaskSpec, read_vocab, write_vocab
+from service.repository import fingerprint, list_versions, load_artifact
 
 
 @pytest.fixture
@@ -36,7 +31,7 @@ def test_highest_numeric_version_wins(repository: Path) -> None:
     raw = json.loads(_manifest(repository, "3").read_text())
     raw["version"] = 3
     _manifest(repository, "3").write_text(json.dumps(raw))
-    for ignored in ("01", "tmp", ".staging-x"):
+    for ignored in ("01", "tmp", ".staging-x", "²", "٣"):  # not ASCII digits: int() fails
         (model / ignored).mkdir()
 
     assert list_versions(model) == [1, 3]
@@ -98,8 +93,34 @@ def test_manifest_round_trips(trained) -> None:
 
 
 def test_vocab_files_round_trip(tmp_path: Path) -> None:
-    ids = ["1", "a b", "ünï"]
+    # every separator str.splitlines() splits on, but "\n", may sit inside an id
+    odd = ["a\rb", "a\x0bb", "a\x0cb", "a\x1cb", "a\x1db", "a\x1eb", "a\x85b", "a\u2028b", "\r"]
+    ids = ["1", "a b", "ünï", *odd]
     write_vocab(tmp_path / "v.txt", ids)
     assert read_vocab(tmp_path / "v.txt") == ids
-    with pytest.raises(ValueError, match="line breaks"):
+    write_vocab(tmp_path / "empty.txt", [])
+    assert read_vocab(tmp_path / "empty.txt") == []
+    with pytest.raises(ValueError, match="newline"):
         write_vocab(tmp_path / "w.txt", ["a\nb"])
+
+
+@pytest.mark.parametrize("name", ["item_id", "score"])
+def test_response_keys_are_not_task_names(name: str) -> None:
+    with pytest.raises(ValueError, match=f"task name '{name}' is reserved"):
+        TaskSpec(name=name, level="item", kind="binary")
+
+
+def test_the_fingerprint_follows_content_not_modification_times(repository: Path) -> None:
+    folder = repository / "synth" / "1"
+    before = fingerprint(folder)
+    model = folder / "model.onnx"
+    stat = model.stat()
+    with model.open("ab") as f:  # a file still growing, its times then put back (cp -p)
+        f.write(b"\0")
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fingerprint(folder) != before
+    (folder / "model.onnx").write_bytes(model.read_bytes()[:-1])
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fingerprint(folder) == before
+    (folder / "vocab" / "late.txt").write_text("")  # a file that arrived later
+    assert fingerprint(folder) != before

@@ -75,3 +75,46 @@ def test_workers_share_the_cores_between_their_onnxruntime_threads() -> None:
     assert Settings(workers=2, ort_threads=None).threads == max(1, n_cores // 2)
     assert Settings(workers=64).threads == 1
     assert Settings(workers=4, ort_threads=3).threads == 3
+
+
+@pytest.fixture
+def host_of_64_cores(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A 64-core affinity mask and an empty fake cgroup folder to write quota files into."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(64)), raising=False)
+    monkeypatch.setattr("service.config.CGROUP_ROOT", tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("files", "workers"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),  # cgroup v2, docker run --cpus=2
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "max 100000\n"}, 64),  # no limit
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 64),
+        ({}, 64),  # no cgroup at all
+    ],
+)
+def test_the_default_worker_count_respects_the_cgroup_cpu_quota(
+    host_of_64_cores: Path, files: dict[str, str], workers: int
+) -> None:
+    for name, text in files.items():
+        (host_of_64_cores / name).parent.mkdir(parents=True, exist_ok=True)
+        (host_of_64_cores / name).write_text(text)
+    assert Settings().workers == workers
+
+
+def test_an_unreadable_quota_is_logged_and_ignored(
+    host_of_64_cores: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (host_of_64_cores / "cpu.max").write_text("lots\n")
+    assert Settings().workers == 64
+    assert "cannot read the cgroup CPU quota" in caplog.text
+
+
+def test_without_an_affinity_mask_every_core_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # as on macOS
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    monkeypatch.setattr("service.config.CGROUP_ROOT", Path("/nonexistent"))
+    assert Settings().workers == 6

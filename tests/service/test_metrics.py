@@ -36,6 +36,7 @@ def value(found: dict, name: str, **labels: str) -> float:
 
 def test_every_series_exists_at_zero_from_start_up(fresh: TestClient, artifact: Artifact) -> None:
     found = samples(fresh)
+    model = {"model": "movielens", "version": str(artifact.manifest.version)}
     for reason in ("invalid_input", "too_large", "not_ready", "internal"):
         assert value(found, "hydrarec_predict_failures_total", reason=reason) == 0
     for kind in ("user", "history", "candidate"):
@@ -43,11 +44,12 @@ def test_every_series_exists_at_zero_from_start_up(fresh: TestClient, artifact: 
     for stage in ("encode", "infer", "rank"):
         assert value(found, "hydrarec_predict_stage_duration_seconds_count", stage=stage) == 0
     assert value(found, "hydrarec_predict_candidates_count") == 0
-    for status in ("2xx", "4xx", "5xx"):
+    for status in ("2xx", "4xx", "5xx", "499"):
         labels = {"handler": "/predict", "method": "POST", "status": status}
-        assert value(found, "hydrarec_http_requests_total", **labels) == 0
-    version = str(artifact.manifest.version)
-    assert value(found, "hydrarec_model_info", model="movielens", version=version) == 1
+        assert value(found, "hydrarec_http_requests_total", **labels, **model) == 0
+    for task in ("click", "like", "gender"):
+        assert value(found, "hydrarec_prediction_probability_count", task=task, **model) == 0
+    assert value(found, "hydrarec_model_info", **model) == 1
 
 
 def test_names_follow_prometheus_conventions(fresh: TestClient) -> None:
@@ -62,11 +64,12 @@ def test_names_follow_prometheus_conventions(fresh: TestClient) -> None:
         assert not family.name.endswith(("_ms", "_us", "_milliseconds"))
 
 
-def test_a_prediction_is_counted(fresh: TestClient) -> None:
+def test_a_prediction_is_counted(fresh: TestClient, artifact: Artifact) -> None:
     body = {"user_id": "ghost", "history": ["1", "x"], "candidates": ["1", "50", "y"]}
     assert fresh.post("/predict", json=body).status_code == 200
     found = samples(fresh)
-    labels = {"handler": "/predict", "method": "POST"}
+    model = {"model": "movielens", "version": str(artifact.manifest.version)}
+    labels = {"handler": "/predict", "method": "POST", **model}
     assert value(found, "hydrarec_http_requests_total", status="2xx", **labels) == 1
     assert value(found, "hydrarec_http_request_duration_seconds_count", **labels) == 1
     assert value(found, "hydrarec_predict_candidates_sum") == 3
@@ -77,16 +80,15 @@ def test_a_prediction_is_counted(fresh: TestClient) -> None:
     assert value(found, "hydrarec_unknown_ids_total", kind="history") == 1
     assert value(found, "hydrarec_unknown_ids_total", kind="user") == 1
     assert value(found, "hydrarec_http_requests_in_progress", handler="/predict") == 0
+    assert value(found, "hydrarec_prediction_probability_count", task="click", **model) == 1
 
 
-def test_paths_are_labelled_by_route_never_raw(fresh: TestClient) -> None:
+def test_paths_are_labelled_by_route_never_raw(fresh: TestClient, artifact: Artifact) -> None:
     fresh.get("/v1/models/some-id-12345")
     fresh.get("/readyz")
     found = samples(fresh)
-    labels = {"method": "GET", "status": "4xx"}
-    assert value(found, "hydrarec_http_requests_total", handler="other", **labels) == 1
-    assert (
-        value(found, "hydrarec_http_requests_total", handler="/readyz", method="GET", status="2xx")
-        == 1
-    )
+    labels = {"method": "GET", "model": "movielens", "version": str(artifact.manifest.version)}
+    requests = "hydrarec_http_requests_total"
+    assert value(found, requests, handler="other", status="4xx", **labels) == 1
+    assert value(found, requests, handler="/readyz", status="2xx", **labels) == 1
     assert not any("some-id" in str(key) for key in found)

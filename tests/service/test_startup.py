@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import onnx
@@ -93,26 +94,20 @@ def test_a_file_that_is_not_onnx(repository_copy: Path) -> None:
         start(repository_copy)
 
 
-def test_warm_up_refuses_outputs_that_are_not_probabilities(repository_copy: Path) -> None:
-    # Given: a graph with the right signature whose `click` is twice the candidate index
-    folder = version_dir(repository_copy)
+def click_only_graph(folder: Path, nodes: list, history_length: int | None = None) -> None:
+    """Replace the model with a graph of the right inputs whose only task is `click`, computed
+    by `nodes` from `candidate` (history `history_length` wide, the manifest's by default)."""
     manifest = manifest_of(folder)
     click = manifest.task("click")
+    width = history_length or manifest.history_length
     inputs = [
         helper.make_tensor_value_info("user_id", TensorProto.INT64, ["B"]),
-        helper.make_tensor_value_info("history", TensorProto.INT64, ["B", manifest.history_length]),
+        helper.make_tensor_value_info("history", TensorProto.INT64, ["B", width]),
         helper.make_tensor_value_info("candidate", TensorProto.INT64, ["N"]),
         helper.make_tensor_value_info("candidate_row", TensorProto.INT64, ["N"]),
     ]
     graph = helper.make_graph(
-        [
-            helper.make_node("Cast", ["candidate"], ["index"], to=TensorProto.FLOAT),
-            helper.make_node("Constant", [], ["two"], value_float=2.0),
-            helper.make_node("Mul", ["index", "two"], ["click"]),
-        ],
-        "raw",
-        inputs,
-        [helper.make_tensor_value_info("click", TensorProto.FLOAT, ["N"])],
+        nodes, "raw", inputs, [helper.make_tensor_value_info("click", TensorProto.FLOAT, ["N"])]
     )
     onnx.save(
         helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), folder / "model.onnx"
@@ -127,8 +122,42 @@ def test_warm_up_refuses_outputs_that_are_not_probabilities(repository_copy: Pat
             }
         ),
     )
+
+
+TWICE_THE_INDEX = [
+    helper.make_node("Cast", ["candidate"], ["index"], to=TensorProto.FLOAT),
+    helper.make_node("Constant", [], ["two"], value_float=2.0),
+    helper.make_node("Mul", ["index", "two"], ["click"]),
+]
+
+
+def test_warm_up_refuses_outputs_that_are_not_probabilities(repository_copy: Path) -> None:
+    # Given: a graph with the right signature whose `click` is twice the candidate index
+    click_only_graph(version_dir(repository_copy), TWICE_THE_INDEX)
     # When / Then
     with pytest.raises(ArtifactError, match="warm-up: click is not a probability"):
+        start(repository_copy)
+
+
+def test_a_history_length_other_than_the_manifests_is_refused(repository_copy: Path) -> None:
+    folder = version_dir(repository_copy)
+    click_only_graph(folder, TWICE_THE_INDEX, history_length=50)
+    with pytest.raises(ArtifactError, match=r"history has shape \['B', 50\], the manifest says"):
+        start(repository_copy)
+
+
+def test_an_onnxruntime_error_in_warm_up_is_a_rejected_version(repository_copy: Path) -> None:
+    # Given: a graph that loads, and fails when run (one candidate cannot be reshaped to [-1, 3])
+    reshape = [
+        helper.make_node("Cast", ["candidate"], ["index"], to=TensorProto.FLOAT),
+        helper.make_node("Constant", [], ["rows"], value_ints=[-1, 3]),
+        helper.make_node("Reshape", ["index", "rows"], ["grid"]),
+        helper.make_node("Constant", [], ["flat"], value_ints=[-1]),
+        helper.make_node("Reshape", ["grid", "flat"], ["click"]),
+    ]
+    click_only_graph(version_dir(repository_copy), reshape)
+    # When / Then: an ArtifactError naming it, as for every other load failure
+    with pytest.raises(ArtifactError, match="cannot be loaded: .*Reshape"):
         start(repository_copy)
 
 
@@ -155,3 +184,24 @@ def test_highest_version_is_served_unless_one_is_configured(repository_copy: Pat
     pinned = settings_for(repository_copy, model_version=int(folder.name))
     with TestClient(create_app(pinned)) as client:
         assert client.get("/readyz").json()["version"] == folder.name
+
+
+def test_a_bad_newest_version_is_skipped_unless_pinned(repository_copy: Path) -> None:
+    folder = version_dir(repository_copy)
+    newer = folder.parent / str(int(folder.name) + 1)
+    shutil.copytree(folder, newer)
+    edit_manifest(newer, version=int(newer.name))  # its manifest no longer hashes... itself
+    (newer / "model.onnx").write_bytes(b"half a file")
+    with TestClient(create_app(settings_for(repository_copy))) as client:
+        assert client.get("/readyz").json()["version"] == folder.name
+        (listed,) = client.get("/v1/models").json()["models"][0]["rejected"]
+        assert listed["version"] == newer.name
+        assert "sha256 of model.onnx" in listed["reason"]
+        assert 'hydrarec_model_loads_total{result="failure"} 1.0' in client.get("/metrics").text
+    with pytest.raises(ArtifactError, match="sha256 of model.onnx"):
+        start_pinned(repository_copy, int(newer.name))
+
+
+def start_pinned(repository: Path, version: int) -> None:
+    with TestClient(create_app(settings_for(repository, model_version=version))):
+        pass

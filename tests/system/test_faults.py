@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from service.artifact import load_artifact
+from service.repository import load_artifact
 from tests.service.conftest import publish_copy
 from tests.system.processes import REPOSITORY, Service, running_service
 
@@ -39,7 +39,10 @@ def rss_kib(pid: int) -> int:
 
 
 def test_beyond_the_in_flight_bound_requests_get_an_immediate_503(tmp_path: Path) -> None:
-    with running_service(tmp_path, HYDRAREC_WORKERS="1", HYDRAREC_MAX_IN_FLIGHT="2") as service:
+    # With batching, admitted requests wait for the inference thread, so more than 2 can be in
+    # flight (without it a worker computes one request at a time: the bound is never reached).
+    settings = {"HYDRAREC_MAX_IN_FLIGHT": "2", "HYDRAREC_BATCH_MAX_CANDIDATES": "1000"}
+    with running_service(tmp_path, HYDRAREC_WORKERS="1", **settings) as service:
 
         def client(_: int) -> list[httpx.Response]:
             with httpx.Client(base_url=service.url, timeout=30) as c:

@@ -18,7 +18,7 @@ import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.artifact import load_artifact
+from service.repository import load_artifact
 from tests.system.processes import (
     REPOSITORY,
     START_TIMEOUT_S,
@@ -39,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     metrics_dir = tmp_path_factory.mktemp("metrics")
     stale_run = (  # a previous run's counts, which the server must wipe before its workers start
         "from service.metrics import Metrics; "
-        "Metrics().requests.labels('/predict', 'POST', '2xx').inc(5)"
+        "Metrics().requests.labels('/predict', 'POST', '2xx', 'movielens', '1').inc(5)"
     )
     subprocess.run(
         [sys.executable, "-c", stale_run],
@@ -59,10 +59,12 @@ N_GOOD, N_BAD = 40, 7
 
 
 def scraped(url: str, family: str, **labels: str) -> float:
+    """The sum of the family's samples that carry these labels (and any others)."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    (value,) = [s.value for s in families[family].samples if s.labels == labels]
-    return value
+    found = [s.value for s in families[family].samples if labels.items() <= s.labels.items()]
+    assert found, (family, labels)
+    return sum(found)
 
 
 def predict_count(url: str, status: str) -> float:
@@ -109,9 +111,11 @@ def test_sigterm_shuts_down_cleanly(server: Service) -> None:
 
 
 def copy_default(tmp_path: Path) -> Path:
-    target = tmp_path / "models" / "movielens"
-    shutil.copytree(REPOSITORY / "movielens", target)
-    return max((p for p in target.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    """The default model's highest version alone, in a repository of its own."""
+    source = load_artifact(REPOSITORY, "movielens").path
+    target = tmp_path / "models" / "movielens" / source.name
+    shutil.copytree(source, target)
+    return target
 
 
 def tamper_hash(folder: Path) -> None:

@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from service.artifact import FIRST_ID, PAD, list_versions, load_artifact
+from service.artifact import FIRST_ID, PAD
+from service.repository import list_versions, load_artifact
 from training.__main__ import main
 
 

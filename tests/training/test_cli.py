@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.artifact import load_artifact
+from service.repository import load_artifact
 from tests.conftest import TINY
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.artifact import SCHEMA_VERSION, ArtifactError, list_versions, load_artifact
+from service.artifact import SCHEMA_VERSION, ArtifactError
+from service.repository import list_versions, load_artifact
 from training import export
 from training.export import ExportError, export_artifact
 from training.pipeline import parity_inputs, prepare
