@@ -48,6 +48,7 @@ class BodyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            scope[BODY_DONE] = time.perf_counter()
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
@@ -198,7 +199,6 @@ class HttpMetrics:
                 status = message["status"]
             await send(message)
 
-        start = time.perf_counter()
         in_progress = self._in_progress(handler)
         in_progress.inc()
         try:
@@ -209,7 +209,8 @@ class HttpMetrics:
                 status = CLIENT_CLOSED if scope.get(CLIENT_GONE) else 500
             ref = scope.get(MODEL)
             model = (ref["name"], ref["version"]) if ref is not None else self.serving()
-            end = time.perf_counter()
-            self._duration(handler, method, *model).observe(end - scope.get(BODY_DONE, start))
+            if BODY_DONE in scope:  # a body that never arrived whole (408, 413, 499) is not timed
+                elapsed = time.perf_counter() - scope[BODY_DONE]
+                self._duration(handler, method, *model).observe(elapsed)
             label = "499" if status == CLIENT_CLOSED else f"{status // 100}xx"
             self._requests(handler, method, label, *model).inc()

@@ -119,8 +119,8 @@ class OwnSocketMultiprocess(Multiprocess):
 
     def keep_subprocess_alive(self) -> None:
         """uvicorn's own, except that a replacement gets its predecessor's socket, a worker
-        that dies before it ever started stops the server (it would fail the same way again:
-        a model or setting it cannot load), and the dead are forgotten by the metrics."""
+        that failed to start stops the server (it would fail the same way again: a model or
+        setting it cannot load), and the dead are forgotten by the metrics."""
         if self.should_exit.is_set():
             return
         for idx, process in enumerate(self.processes):
@@ -138,7 +138,7 @@ class OwnSocketMultiprocess(Multiprocess):
             _forget(process)
             if self.should_exit.is_set():
                 return
-            if process.exitcode == STARTUP_FAILURE or not self.started[idx]:
+            if _failed_to_start(process, self.started[idx]):
                 logger.error(
                     "worker %s failed to start (exit status %s); stopping the server",
                     process.pid,
@@ -170,6 +170,14 @@ class OwnSocketMultiprocess(Multiprocess):
             _forget(old)
             self.processes[idx] = new
             self.started[idx] = True
+
+
+def _failed_to_start(process: Process, seen_started: bool) -> bool:
+    """uvicorn's start-up failure status (the lifespan failed), or an exit of its own with an
+    error before the worker was seen serving (the app factory raised). A worker killed by a
+    signal (the OOM killer, an operator) is replaced, whenever it died."""
+    code = process.exitcode
+    return code == STARTUP_FAILURE or (not seen_started and code is not None and code > 0)
 
 
 def _forget(process: Process) -> None:

@@ -28,7 +28,8 @@ def test_without_balanced_reuseport_the_workers_share_one_socket(
     assert not balanced_reuse_port()
     sockets = config(workers=3).listening_sockets()  # uvicorn's logger writes to stderr
     try:
-        assert len(sockets) == 3 and len(set(sockets)) == 1
+        assert len(sockets) == 3
+        assert len(set(sockets)) == 1
         assert not sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
         assert "does not balance SO_REUSEPORT sockets" in capfd.readouterr().err
     finally:
