@@ -4,6 +4,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
+# Where pip takes torch from. Default: PyTorch's CPU-only index, so an ordinary Linux machine
+# does not download the multi-GB CUDA build (macOS wheels are CPU builds anyway); left empty,
+# and pip's own configuration used unchanged, when pip already has a local wheel folder
+# (PIP_FIND_LINKS or find-links in pip's config), as on the machines this project is built on.
+# `make install TORCH_INDEX=` (empty) takes torch from PyPI; any other index URL works too.
+TORCH_INDEX ?= $(if $(PIP_FIND_LINKS)$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null),,https://download.pytorch.org/whl/cpu)
+TORCH_PIN := $(shell sed -n 's/.*"\(torch==[^"]*\)".*/\1/p' pyproject.toml)
 CONFIG ?= configs/movielens.toml
 DATA ?= movielens
 ARGS ?=
@@ -27,10 +35,21 @@ GRID ?= multitask content  # `make experiment GRID=content`: the item-content ab
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX)" ]; then \
+		echo "torch from $(TORCH_INDEX)"; \
+		$(BIN)/python -m pip install --quiet '$(TORCH_PIN)' --index-url '$(TORCH_INDEX)' \
+		|| echo "warning: no torch from $(TORCH_INDEX); PyPI's follows (a CUDA build on Linux x86-64)" >&2; \
+	fi
 	$(BIN)/python -m pip install --quiet -e '.[serve,train,dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
 
-install: $(STAMP)  ## editable install of the package with every extra
+$(SERVE_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[serve]'
+	touch $(SERVE_STAMP)
+
+install: $(STAMP)  ## editable install of the package with every extra (torch: see TORCH_INDEX)
 
 system-deps:  ## the Debian packages the tests run for real (installed when missing, as root)
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null \
@@ -69,7 +88,7 @@ experiment: $(STAMP)  ## multi-task grid and item-content ablation, 3 seeds -> r
 			$(EXPERIMENT_ARGS) $(ARGS) || exit 1; \
 	done
 
-serve: $(STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT)
+serve: $(SERVE_STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT); installs .[serve] only
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service
 
 bench: $(STAMP)  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk installed as root if missing)

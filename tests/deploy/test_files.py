@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from service.config import ENV_PREFIX, Settings
 from tests.system.test_prometheus import DASHBOARD, DOCKER, binary
 
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
@@ -53,6 +55,43 @@ def test_prometheus_config_and_rules_pass_promtool() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = run(promtool, "check", "rules", str(DOCKER / "alerts.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
+
+
+IMAGE_SETTINGS = {"host", "port", "model_dir"}  # fixed by the image: 0.0.0.0:8000, /models
+
+
+def test_every_setting_reaches_the_service_container() -> None:
+    compose = binary("docker-compose")
+    shell = {"GRAFANA_ADMIN_PASSWORD": "test", "HYDRAREC_MODEL_VERSION": "3"}
+    result = run(compose, "-f", str(DOCKER / "compose.yml"), "config", env=os.environ | shell)
+    assert result.returncode == 0, result.stderr
+    environment = yaml.safe_load(result.stdout)["services"]["service"]["environment"]
+    expected = {f"{ENV_PREFIX}{n.upper()}" for n in Settings.model_fields} - {
+        f"{ENV_PREFIX}{n.upper()}" for n in IMAGE_SETTINGS
+    }
+    assert expected <= set(environment), expected - set(environment)
+    assert environment["HYDRAREC_MODEL_VERSION"] == "3"  # from the shell
+    assert environment["HYDRAREC_API_KEY"] is None  # unset in the shell: unset in the container
+
+
+def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((DOCKER / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    cases = [
+        case
+        for test in yaml.safe_load((DOCKER / "alerts_test.yml").read_text())["tests"]
+        for case in test["alert_rule_test"]
+    ]
+    fired = {c["alertname"] for c in cases if c["exp_alerts"]}
+    quiet = {c["alertname"] for c in cases if not c["exp_alerts"]}
+    assert alerts == fired, alerts ^ fired
+    assert alerts == quiet, alerts ^ quiet
+    result = run(binary("promtool"), "test", "rules", str(DOCKER / "alerts_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 def test_dashboard_parses_and_is_provisioned() -> None:

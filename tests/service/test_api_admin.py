@@ -81,3 +81,21 @@ def test_the_poller_logs_a_rejected_version_once_and_retries_it_when_it_changes(
                 assert time.monotonic() < deadline, "the completed version was never served"
                 time.sleep(0.05)
         assert client.get("/v1/models", headers=ADMIN).json()["models"][0]["rejected"] == []
+
+
+def test_behind_a_bad_newest_version_the_newest_good_one_is_served(
+    repository_copy: Path, artifact: Artifact
+) -> None:
+    served = artifact.manifest.version
+    settings = settings_for(repository_copy, api_key=KEY, model_poll_seconds=0)
+    with TestClient(create_app(settings)) as client:
+        # Given: two newer versions, the newest damaged
+        publish_copy(repository_copy, artifact.path, served + 1)
+        publish_copy(repository_copy, artifact.path, served + 2, damaged=True)
+        # When
+        answer = client.post("/admin/reload", headers=ADMIN).json()
+        # Then: the good one swaps in, the bad one is listed with its reason
+        assert answer == {"version": str(served + 1), "reloaded": True}
+        (rejected,) = client.get("/v1/models", headers=ADMIN).json()["models"][0]["rejected"]
+        assert rejected["version"] == str(served + 2)
+        assert "sha256 of model.onnx" in rejected["reason"]

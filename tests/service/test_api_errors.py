@@ -70,6 +70,22 @@ def test_non_finite_weights_are_refused(client: TestClient, literal: str) -> Non
     assert "finite" in response.json()["message"]
 
 
+@pytest.mark.parametrize("weight", [1e308, -1e308, 1.0000001e6])
+def test_weights_beyond_a_million_are_refused(client: TestClient, weight: float) -> None:
+    # 1e308 x two probabilities would overflow the score to infinity (written as null)
+    body = {"user_id": "1", "candidates": ["1", "50"], "weights": {"click": weight, "like": weight}}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "weights.click"
+
+
+def test_the_largest_weights_still_give_finite_scores(client: TestClient) -> None:
+    body = {"user_id": "1", "candidates": ["1", "50"], "weights": {"click": 1e6, "like": -1e6}}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 200
+    assert all(abs(item["score"]) <= 1e6 for item in response.json()["items"])
+
+
 def test_malformed_json_says_where(client: TestClient) -> None:
     response = client.post("/predict", content='{"user_id": "1", ', headers=JSON)
     assert response.status_code == 422

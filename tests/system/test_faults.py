@@ -71,10 +71,11 @@ def test_beyond_the_in_flight_bound_requests_get_an_immediate_503(tmp_path: Path
         assert grown < 20 * 1024, f"RSS grew by {grown} KiB under overload"
 
 
-def test_sigterm_finishes_the_requests_in_flight(tmp_path: Path) -> None:
-    # Given: requests the server has admitted and not answered yet (half of each body sent)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_finishes_the_requests_in_flight(tmp_path: Path, workers: str) -> None:
+    # Given: requests the server is reading and has not answered yet (half of each body sent)
     body = json.dumps(BODY).encode()
-    with running_service(tmp_path, HYDRAREC_WORKERS="1") as service:
+    with running_service(tmp_path, HYDRAREC_WORKERS=workers) as service:
         port = int(service.url.rsplit(":", 1)[1])
         connections = []
         for _ in range(4):
