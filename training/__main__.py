@@ -45,11 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     from training.pipeline import train_and_export
 
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, [*overrides, *([f"--name={args.name}"] if args.name else [])])
     result = train_and_export(
         cfg, args.data, args.out, args.reports, version=args.version, progress=not args.quiet
     )
-    print(markdown_table(f"{cfg.name} (test split)", result.metrics, result.baselines))
+    name = result.artifact.parent.name
+    print(markdown_table(f"{name} (test split)", result.metrics, result.baselines))
     print(f"artifact: {result.artifact}")
     print(f"report:   {result.report['md']} (+ .json, curves.png)")
     print(f"best epoch {result.history.best_epoch} of {len(result.history.epochs)}")
@@ -191,6 +192,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="TOML config (default: built-in defaults)")
     train.add_argument(
         "--data", default="movielens", help="movielens | synthetic | a folder of CSV/Parquet tables"
+    )
+    train.add_argument(
+        "--name",
+        help="the model's name, models/<name>/ (default: the config's `name`; built-in sources "
+        "are named after themselves, a data folder needs one)",
     )
     train.add_argument("--out", type=Path, default=Path("models"), help="model repository")
     train.add_argument(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ class EvalConfig:
 class Config:
     """Everything `python -m training train` needs besides the data source and output folder."""
 
-    name: str = "movielens"
+    name: str = ""  # the artifact's name (models/<name>/); empty: see model_name()
     tasks: list[TaskSpec] = field(default_factory=list)
     features: list[FeatureSpec] = field(default_factory=list)  # item features ([[features]])
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -123,6 +124,27 @@ class Config:
         out["tasks"] = [t.model_dump(mode="json", exclude_defaults=True) for t in self.tasks]
         out["features"] = [f.model_dump(mode="json", exclude_defaults=True) for f in self.features]
         return out
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+BUILT_IN_SOURCES = ("movielens", "synthetic")  # named after themselves when the config is not
+
+
+def model_name(cfg: Config, source: str) -> str:
+    """The name a run publishes under: the config's (or --name), else a built-in source's own.
+
+    Raises:
+        ConfigError: a user's data folder with no name given; publishing it as `movielens`
+            would let a service that polls models/movielens swap it in.
+    """
+    if cfg.name:
+        return cfg.name
+    if source in BUILT_IN_SOURCES:
+        return source
+    raise ConfigError(
+        f"name the model trained on {source}: --name NAME, or name = \"...\" in the config "
+        "(it is published as models/<name>/<version>/)"
+    )
 
 
 _SECTIONS = {
@@ -169,7 +191,10 @@ def from_dict(raw: dict[str, Any]) -> Config:
             features.append(FeatureSpec.model_validate(f))
         except ValidationError as e:
             raise ConfigError(f"features[{i}]: {e}") from None
-    cfg = Config(name=str(raw.get("name", "movielens")), tasks=tasks, features=features, **sections)
+    name = raw.get("name", "")
+    if not isinstance(name, str) or (name and not MODEL_NAME.fullmatch(name)):
+        raise ConfigError(f"name {name!r} must match {MODEL_NAME.pattern} (it names a folder)")
+    cfg = Config(name=name, tasks=tasks, features=features, **sections)
     _validate(cfg)
     return cfg
 

@@ -6,14 +6,14 @@ checkpoint, export, report) and the evaluation helpers; the CLI and the tests ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from service.artifact import UNK, TaskSpec
 from training import cold
-from training.config import Config
+from training.config import Config, model_name
 from training.data.content import ItemContent, item_content
 from training.data.raw import RawTable
 from training.data.samples import Events, make_batch
@@ -157,7 +157,11 @@ def train_and_export(
     """Train on `source`, evaluate, export `repository/<name>/<version>/`, write the report.
 
     The checkpoint and report go to `reports/<name>/<version>/`.
+
+    Raises:
+        ConfigError: the run has no name (a data folder needs one; `model_name`).
     """
+    cfg = replace(cfg, name=model_name(cfg, source))  # before any work, and in the checkpoint
     data = prepare(cfg, source, progress)
     model = new_model(cfg, data)
     history = fit(model, data.log, data.valid, cfg, progress=progress)

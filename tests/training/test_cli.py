@@ -29,26 +29,35 @@ def test_train_evaluate_export_on_a_data_folder(data_dir: Path, tmp_path: Path) 
 
     # When it is trained, evaluated from the checkpoint and exported again
     trained = _run(
-        "train", "--data", str(data_dir), "--out", "models", "--quiet", *flags, cwd=tmp_path
+        "train",
+        "--data",
+        str(data_dir),
+        "--name",
+        "mylog",
+        "--out",
+        "models",
+        "--quiet",
+        *flags,
+        cwd=tmp_path,
     )
-    evaluated = _run("evaluate", "--checkpoint", "reports/movielens/1/checkpoint.pt", cwd=tmp_path)
-    exported = _run("export", "--checkpoint", "reports/movielens/1/checkpoint.pt", cwd=tmp_path)
+    evaluated = _run("evaluate", "--checkpoint", "reports/mylog/1/checkpoint.pt", cwd=tmp_path)
+    exported = _run("export", "--checkpoint", "reports/mylog/1/checkpoint.pt", cwd=tmp_path)
 
     # Then there are two verified versions, a report, and the same figures from evaluate
     assert trained.returncode == 0, trained.stderr
-    assert "artifact: models/movielens/1" in trained.stdout
+    assert "artifact: models/mylog/1" in trained.stdout
     assert evaluated.returncode == 0, evaluated.stderr
     assert exported.returncode == 0, exported.stderr
-    assert load_artifact(tmp_path / "models", "movielens").manifest.version == 2
-    report = json.loads((tmp_path / "reports/movielens/1/report.json").read_text())
+    assert load_artifact(tmp_path / "models", "mylog").manifest.version == 2
+    report = json.loads((tmp_path / "reports/mylog/1/report.json").read_text())
     assert f"| click_auc | {report['metrics']['click_auc']:.4f} |" in evaluated.stdout
-    assert (tmp_path / "reports/movielens/1/curves.png").stat().st_size > 1000
+    assert (tmp_path / "reports/mylog/1/curves.png").stat().st_size > 1000
 
 
 def test_bad_data_is_one_clear_error(data_dir: Path, tmp_path: Path) -> None:
     path = data_dir / "interactions.csv"
     path.write_text(path.read_text().replace("u0,i0,1000", "u0,i0,noon"))
-    out = _run("train", "--data", str(data_dir), "--quiet", cwd=tmp_path)
+    out = _run("train", "--data", str(data_dir), "--name", "mylog", "--quiet", cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.startswith("error: 1 problem(s) in the input data")
     assert "interactions.csv line 2, column timestamp: 'noon'" in out.stderr

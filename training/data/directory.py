@@ -54,8 +54,9 @@ def read_table(path: Path) -> RawTable:
 
 
 def _strings(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as str, missing values as ''; ids read from Parquet ints become '42', a list
-    cell (a vector feature) '0.1|0.2|...'."""
+    """Every cell as str, missing values as ''; ids read from Parquet ints become '42', a
+    timestamp column (naive = UTC, or with a time zone) its Unix seconds, a list cell (a vector
+    feature) '0.1|0.2|...'."""
     out = frame.copy()
     out.columns = [str(c).strip() for c in out.columns]
     for column in out.columns:
@@ -66,6 +67,9 @@ def _strings(frame: pd.DataFrame) -> pd.DataFrame:
                 for v in values
             ]
             continue
+        if pd.api.types.is_datetime64_any_dtype(values):
+            utc = values.dt.tz_convert("UTC") if values.dt.tz else values.dt.tz_localize("UTC")
+            values = (utc - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
         if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
             values = values.astype("Int64")  # 42.0 (a float column with gaps) -> "42"
         out[column] = values.astype(object).where(values.notna(), "").astype(str)
