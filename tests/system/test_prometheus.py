@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.system.processes import Service, free_port, running_service
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.system
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "hydrarec.json"
 N_GOOD, N_INVALID, N_TOO_LARGE = 30, 4, 2
-N_RULES = 7
+N_RULES = len(yaml.safe_load((DOCKER / "alerts.yml").read_text())["groups"][0]["rules"])
 WAIT_S = 60.0
 
 

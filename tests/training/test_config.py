@@ -138,11 +138,12 @@ def test_round_trip_through_dict() -> None:
 
 def test_builtin_defaults_are_the_committed_default_config() -> None:
     """Except the item features: they name columns of an items table, so the built-in defaults
-    declare none and the MovieLens config declares its own."""
+    declare none and the MovieLens config declares its own; and except the name."""
     committed = load_config(ROOT / "configs" / "movielens.toml")
     assert [(f.column, f.kind) for f in committed.features] == [
         ("genres", "multi_categorical"),
         ("year", "numeric"),
         ("title", "text"),
     ]
-    assert load_config(None) == dataclasses.replace(committed, features=[])
+    # and the name: the built-in defaults name no model (a run is named after its source)
+    assert load_config(None) == dataclasses.replace(committed, features=[], name="")

@@ -12,7 +12,7 @@ AGE = TaskSpec(
     name="age", level="user", kind="multiclass", column="age", classes=("a", "b", "c"), weight=0.5
 )
 TAGS = TaskSpec(name="tags", level="user", kind="multilabel", column="tags", classes=("x", "y"))
-SCORE = TaskSpec(name="score", level="item", kind="regression", column="rating")
+STARS = TaskSpec(name="stars", level="item", kind="regression", column="rating")
 
 
 def test_masked_labels_do_not_change_the_loss() -> None:
@@ -70,7 +70,7 @@ def test_multilabel_and_regression_losses() -> None:
     assert task_loss(TAGS, perfect, torch.tensor([[1.0, 0.0]]), torch.tensor([True])) < 1e-6
     assert torch.allclose(
         task_loss(
-            SCORE, torch.tensor([3.0, 1.0]), torch.tensor([4.0, 1.0]), torch.tensor([True, True])
+            STARS, torch.tensor([3.0, 1.0]), torch.tensor([4.0, 1.0]), torch.tensor([True, True])
         ),
         torch.tensor(0.5),
     )
@@ -99,16 +99,16 @@ def test_entire_space_loss_is_bce_of_the_joint_probability() -> None:
 
 def test_esmm_replaces_only_the_labelled_binary_item_tasks() -> None:
     like = TaskSpec(name="like", level="item", kind="binary", column="rating", threshold=4)
-    tasks = (CLICK, like, SCORE)
-    logits = {"click": torch.randn(4), "like": torch.randn(4), "score": torch.randn(4)}
-    labels = {"click": torch.tensor([1.0, 0, 1, 0]), "like": torch.ones(4), "score": torch.ones(4)}
+    tasks = (CLICK, like, STARS)
+    logits = {"click": torch.randn(4), "like": torch.randn(4), "stars": torch.randn(4)}
+    labels = {"click": torch.tensor([1.0, 0, 1, 0]), "like": torch.ones(4), "stars": torch.ones(4)}
     masks = {
         "click": torch.ones(4, dtype=torch.bool),
         "like": torch.tensor([True, False, True, False]),
-        "score": torch.tensor([True, False, True, False]),
+        "stars": torch.tensor([True, False, True, False]),
     }
     plain = task_losses(tasks, logits, labels, masks)
     chained = task_losses(tasks, logits, labels, masks, esmm=True)
     assert torch.equal(plain["click"], chained["click"])
-    assert torch.equal(plain["score"], chained["score"])
+    assert torch.equal(plain["stars"], chained["stars"])
     assert not torch.allclose(plain["like"], chained["like"])
