@@ -142,7 +142,7 @@ def model_name(cfg: Config, source: str) -> str:
     if source in BUILT_IN_SOURCES:
         return source
     raise ConfigError(
-        f"name the model trained on {source}: --name NAME, or name = \"...\" in the config "
+        f'name the model trained on {source}: --name NAME, or name = "..." in the config '
         "(it is published as models/<name>/<version>/)"
     )
 

@@ -205,3 +205,13 @@ def test_a_bad_newest_version_is_skipped_unless_pinned(repository_copy: Path) ->
 def start_pinned(repository: Path, version: int) -> None:
     with TestClient(create_app(settings_for(repository, model_version=version))):
         pass
+
+
+def test_a_task_named_like_a_response_key_is_refused_at_load(repository_copy: Path) -> None:
+    folder = version_dir(repository_copy)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["tasks"][0]["name"] = manifest["outputs"][0]["name"] = "score"
+    manifest["ranking"]["weights"] = {"score": 1.0}
+    edit_manifest(folder, **manifest)
+    with pytest.raises(ArtifactError, match="task name 'score' is reserved"):
+        start(repository_copy)

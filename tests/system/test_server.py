@@ -273,3 +273,34 @@ def test_a_port_in_use_is_refused_before_start() -> None:
         )
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_a_bad_newest_version_is_skipped_at_start_unless_pinned(tmp_path: Path) -> None:
+    # Given: the default model's two newest versions, the newest damaged
+    versions = sorted(int(p.name) for p in (REPOSITORY / "movielens").iterdir() if p.name.isdigit())
+    older, newest = versions[-2:]
+    for version in (older, newest):
+        shutil.copytree(
+            REPOSITORY / "movielens" / str(version),
+            tmp_path / "models" / "movielens" / str(version),
+        )
+    tamper_hash(tmp_path / "models" / "movielens" / str(newest))
+    settings = {"HYDRAREC_MODEL_DIR": str(tmp_path / "models"), "HYDRAREC_WORKERS": "2"}
+    # When / Then: the older one serves, the newer one is named as rejected
+    with running_service(tmp_path, **settings) as service:
+        assert httpx.get(f"{service.url}/readyz", timeout=5).json()["version"] == str(older)
+        (rejected,) = httpx.get(f"{service.url}/v1/models", timeout=5).json()["models"][0][
+            "rejected"
+        ]
+        assert rejected["version"] == str(newest)
+        assert f"rejected version {newest}" in service.output()
+    pinned = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env=service_env(free_port(), **settings, HYDRAREC_MODEL_VERSION=str(newest)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert pinned.returncode == 2
+    assert pinned.stderr.startswith("error: ")
+    assert "sha256 of model.onnx does not match" in pinned.stderr
