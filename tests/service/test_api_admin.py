@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,36 +24,42 @@ def test_admin_routes_do_not_exist_without_a_key(client: TestClient) -> None:
     assert "HYDRAREC_API_KEY" in response.json()["message"]
 
 
-def test_reload_swaps_in_newer_versions_and_rejects_bad_ones(
-    repository_copy: Path, artifact: Artifact
-) -> None:
-    served = artifact.manifest.version
+@pytest.fixture
+def admin(repository_copy: Path) -> Iterator[TestClient]:
+    """An app on a repository copy, with admin routes and no poller (reloads on request)."""
     settings = settings_for(repository_copy, api_key=KEY, model_poll_seconds=0)
     with TestClient(create_app(settings)) as client:
-        assert client.post("/admin/reload").status_code == 401
-        same = client.post("/admin/reload", headers=ADMIN).json()
-        assert same == {"version": str(served), "reloaded": False}
+        yield client
 
-        # Given: a newer, intact version
-        publish_copy(repository_copy, artifact.path, served + 1)
-        newer = client.post("/admin/reload", headers=ADMIN).json()
-        assert newer == {"version": str(served + 1), "reloaded": True}
-        body = {"user_id": "196", "candidates": ["1"]}
-        assert client.post("/predict", json=body, headers=ADMIN).json()["model"]["version"] == str(
-            served + 1
-        )
 
-        # Given: a still newer one whose model file was damaged after publishing
-        broken = publish_copy(repository_copy, artifact.path, served + 2)
-        with (broken / "model.onnx").open("ab") as f:
-            f.write(b"\0")
-        refused = client.post("/admin/reload", headers=ADMIN)
-        assert refused.status_code == 409
-        assert "sha256 of model.onnx" in refused.json()["message"]
-        again = client.post("/admin/reload", headers=ADMIN)
-        assert "rejected and has not changed" in again.json()["message"]
-        assert client.get("/readyz").json()["version"] == str(served + 1)
-        metrics = client.get("/metrics").text
+def test_reload_swaps_in_newer_versions_and_rejects_bad_ones(
+    admin: TestClient, repository_copy: Path, artifact: Artifact
+) -> None:
+    served = artifact.manifest.version
+    assert admin.post("/admin/reload").status_code == 401
+    same = admin.post("/admin/reload", headers=ADMIN).json()
+    assert same == {"version": str(served), "reloaded": False}
+
+    # Given: a newer, intact version
+    publish_copy(repository_copy, artifact.path, served + 1)
+    newer = admin.post("/admin/reload", headers=ADMIN).json()
+    assert newer == {"version": str(served + 1), "reloaded": True}
+    body = {"user_id": "196", "candidates": ["1"]}
+    assert admin.post("/predict", json=body, headers=ADMIN).json()["model"]["version"] == str(
+        served + 1
+    )
+
+    # Given: a still newer one whose model file was damaged after publishing
+    broken = publish_copy(repository_copy, artifact.path, served + 2)
+    with (broken / "model.onnx").open("ab") as f:
+        f.write(b"\0")
+    refused = admin.post("/admin/reload", headers=ADMIN)
+    assert refused.status_code == 409
+    assert "sha256 of model.onnx" in refused.json()["message"]
+    again = admin.post("/admin/reload", headers=ADMIN)
+    assert "rejected and has not changed" in again.json()["message"]
+    assert admin.get("/readyz").json()["version"] == str(served + 1)
+    metrics = admin.get("/metrics").text
     assert 'hydrarec_model_loads_total{result="failure"} 1.0' in metrics
     assert 'hydrarec_model_loads_total{result="success"} 2.0' in metrics
     assert f'hydrarec_model_info{{model="movielens",version="{served}"}} 0.0' in metrics
@@ -84,18 +91,16 @@ def test_the_poller_logs_a_rejected_version_once_and_retries_it_when_it_changes(
 
 
 def test_behind_a_bad_newest_version_the_newest_good_one_is_served(
-    repository_copy: Path, artifact: Artifact
+    admin: TestClient, repository_copy: Path, artifact: Artifact
 ) -> None:
     served = artifact.manifest.version
-    settings = settings_for(repository_copy, api_key=KEY, model_poll_seconds=0)
-    with TestClient(create_app(settings)) as client:
-        # Given: two newer versions, the newest damaged
-        publish_copy(repository_copy, artifact.path, served + 1)
-        publish_copy(repository_copy, artifact.path, served + 2, damaged=True)
-        # When
-        answer = client.post("/admin/reload", headers=ADMIN).json()
-        # Then: the good one swaps in, the bad one is listed with its reason
-        assert answer == {"version": str(served + 1), "reloaded": True}
-        (rejected,) = client.get("/v1/models", headers=ADMIN).json()["models"][0]["rejected"]
-        assert rejected["version"] == str(served + 2)
-        assert "sha256 of model.onnx" in rejected["reason"]
+    # Given: two newer versions, the newest damaged
+    publish_copy(repository_copy, artifact.path, served + 1)
+    publish_copy(repository_copy, artifact.path, served + 2, damaged=True)
+    # When
+    answer = admin.post("/admin/reload", headers=ADMIN).json()
+    # Then: the good one swaps in, the bad one is listed with its reason
+    assert answer == {"version": str(served + 1), "reloaded": True}
+    (rejected,) = admin.get("/v1/models", headers=ADMIN).json()["models"][0]["rejected"]
+    assert rejected["version"] == str(served + 2)
+    assert "sha256 of model.onnx" in rejected["reason"]
