@@ -49,6 +49,8 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     result = train_and_export(
         cfg, args.data, args.out, args.reports, version=args.version, progress=not args.quiet
     )
+    if result is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     name = result.artifact.parent.name
     print(markdown_table(f"{name} (test split)", result.metrics, result.baselines))
     print(f"artifact: {result.artifact}")

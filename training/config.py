@@ -88,6 +88,9 @@ class OptimConfig:
     patience: int = 3  # epochs without improvement of `monitor` before stopping
     monitor: str = "click_auc"  # a validation metric (higher is better) or `loss` (lower)
     seed: int = 0
+    # torchrun: how long a collective waits for the other ranks before the run fails (a dead
+    # or hung rank ends it with an error instead of a hang)
+    collective_timeout_s: float = 300.0
 
 
 @dataclass
@@ -278,6 +281,7 @@ def _validate(cfg: Config) -> None:
             "optim.esmm needs a binary item task with a label column (e.g. like)",
         ),
         (o.weighting in WEIGHTINGS, f"optim.weighting must be one of {WEIGHTINGS}"),
+        (o.collective_timeout_s > 0, "optim.collective_timeout_s must be > 0"),
         (o.gradnorm_alpha >= 0 and o.gradnorm_lr > 0, "optim.gradnorm_alpha/lr must be >= 0/> 0"),
         (0.0 <= e.holdout_fraction < 1.0, "eval.holdout_fraction must be in [0, 1)"),
         (e.n_rank_negatives >= e.k >= 1, "eval.n_rank_negatives must be >= eval.k >= 1"),

@@ -25,6 +25,7 @@ from training.data.samples import (
     with_negatives,
 )
 from training.data.split import TEST, TRAIN, VALID, Log
+from training.distributed import Ranks, gather_rows
 from training.metrics import accuracy, auc, hit_rate_and_ndcg, log_loss, macro_f1
 from training.network.heads import to_output
 from training.network.recommender import MultiTaskRecommender
@@ -86,6 +87,23 @@ def model_predictor(
         return [to_output(t, logits[t.name]).numpy() for t in tasks]
 
     return _batched_predictor(run, log, tasks, history_length, batch_size)
+
+
+def gathered(predict: Predictor, ranks: Ranks) -> Predictor:
+    """`predict` with the events shared out over the ranks (rank r: events r, r + world, ...)
+    and every prediction gathered back in order, so metrics are computed once over all of them
+    (never an average of per-rank AUCs). One rank: `predict` itself."""
+    if not ranks.distributed:
+        return predict
+
+    def run(events: Events) -> dict[str, np.ndarray]:
+        n = len(events.index)
+        if n < ranks.world:  # too few to share: every rank predicts them all
+            return predict(events)
+        mine = predict(events.take(np.arange(n)[ranks.rank :: ranks.world]))
+        return gather_rows(mine, n, ranks)
+
+    return run
 
 
 def graph_predictor(

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from service.artifact import TaskSpec
-from training.config import Config
+from training.config import Config, ConfigError
 from training.data.samples import (
     Batch,
     batches,
@@ -29,7 +30,8 @@ from training.data.samples import (
     with_negatives,
 )
 from training.data.split import TRAIN, Log
-from training.evaluate import EvalSets, model_predictor, task_metrics
+from training.distributed import ALONE, Ranks, average_gradients, rank_rows, sum_over_ranks
+from training.evaluate import EvalSets, gathered, model_predictor, task_metrics
 from training.losses import joint_loss, task_losses
 from training.network.recommender import ModelArgs, MultiTaskRecommender
 from training.weighting import FixedWeighting, build_weighting
@@ -44,15 +46,30 @@ class History:
 
 
 def fit(
-    model: MultiTaskRecommender, log: Log, valid: EvalSets, cfg: Config, progress: bool = True
+    model: MultiTaskRecommender,
+    log: Log,
+    valid: EvalSets,
+    cfg: Config,
+    progress: bool = True,
+    ranks: Ranks = ALONE,
 ) -> History:
-    """Train `model` in place; on return it holds the weights of the best validation epoch."""
-    torch.manual_seed(cfg.optim.seed)
-    rng = np.random.default_rng(cfg.optim.seed)
+    """Train `model` in place; on return it holds the weights of the best validation epoch.
+
+    With several ranks (`training.distributed`), every rank calls this with the same data and
+    config; each trains on its slice of every global batch through DistributedDataParallel, and
+    all end with the same weights and history.
+
+    Raises:
+        ConfigError: a setting several ranks cannot run with.
+    """
+    _check_ranks(cfg, ranks)
+    torch.manual_seed(cfg.optim.seed + ranks.rank)  # dropout differs by rank, the data does not
+    rng = np.random.default_rng(cfg.optim.seed)  # the same order and negatives on every rank
     tasks = model.tasks
     weighting = build_weighting(
         cfg.optim.weighting, tasks, cfg.optim.gradnorm_alpha, cfg.optim.gradnorm_lr
     )
+    net: nn.Module = DistributedDataParallel(model) if ranks.distributed else model
     optimizer = torch.optim.Adam(
         [
             {"params": list(model.parameters()), "weight_decay": cfg.optim.weight_decay},
@@ -63,9 +80,11 @@ def fit(
     history, best_state, best = History(), copy.deepcopy(model.state_dict()), None
     for epoch in range(1, cfg.optim.epochs + 1):
         start = time.perf_counter()
-        figures = train_epoch(model, log, cfg, optimizer, weighting, rng, epoch, progress)
+        figures = train_epoch(
+            net, model, log, cfg, optimizer, weighting, rng, epoch, progress, ranks
+        )
         figures |= {f"weight_{name}": w for name, w in weighting.weights().items()}
-        figures |= validate(model, log, valid, tasks, cfg)
+        figures |= validate(model, log, valid, tasks, cfg, ranks)
         figures["seconds"] = time.perf_counter() - start
         history.epochs.append(figures)
         if progress:
@@ -81,6 +100,18 @@ def fit(
     return history
 
 
+def _check_ranks(cfg: Config, ranks: Ranks) -> None:
+    if not ranks.distributed:
+        return
+    if cfg.optim.batch_size % ranks.world:
+        raise ConfigError(
+            f"optim.batch_size={cfg.optim.batch_size} must be a multiple of the {ranks.world} "
+            "ranks (each takes an equal share of every batch)"
+        )
+    if cfg.optim.weighting == "gradnorm":
+        raise ConfigError("optim.weighting=gradnorm runs in one process only; use uncertainty")
+
+
 def _summary(epoch: int, figures: dict[str, float]) -> str:
     shown = ["train_loss", "val_loss", *(k for k in figures if k.endswith("_auc"))]
     line = "  ".join(f"{k} {figures[k]:.4f}" for k in shown)
@@ -88,6 +119,7 @@ def _summary(epoch: int, figures: dict[str, float]) -> str:
 
 
 def train_epoch(
+    net: nn.Module,
     model: MultiTaskRecommender,
     log: Log,
     cfg: Config,
@@ -96,8 +128,10 @@ def train_epoch(
     rng: np.random.Generator,
     epoch: int,
     progress: bool,
+    ranks: Ranks = ALONE,
 ) -> dict[str, float]:
-    """One pass over the training events with fresh negatives; mean losses per task."""
+    """One pass over the training events with fresh negatives; mean losses per task. `net` is
+    `model`, or `model` wrapped in DistributedDataParallel (this rank's share of each batch)."""
     model.train()
     tasks, shared = model.tasks, list(model.block.parameters())
     idx = log.events(TRAIN)
@@ -113,17 +147,18 @@ def train_epoch(
     trained_items = np.flatnonzero(log.trained()[0])
     negatives = sample_negatives(log, idx, cfg.optim.n_negatives, rng, among=trained_items)
     events = with_negatives(log, idx, negatives, labelled)
+    mine = rank_rows(rng.permutation(len(idx)), ranks)  # one process: the whole shuffled order
+    batch_size = cfg.optim.batch_size // ranks.world
     sums: dict[str, float] = {}
-    n_batches = -(-len(idx) // cfg.optim.batch_size)
+    n_batches = -(-len(mine) // batch_size)
     bar = tqdm(
         batches(
             log,
-            events,
+            events.take(mine),
             tasks,
             cfg.network.history_length,
-            cfg.optim.batch_size,
+            batch_size,
             hide_holdout=True,
-            rng=rng,
         ),
         total=n_batches,
         desc=f"epoch {epoch}",
@@ -132,17 +167,20 @@ def train_epoch(
     )
     for step, batch in enumerate(bar, start=1):
         rows, labels, masks = _profile_rows(batch, tasks)
-        logits = model(**batch.inputs, user_rows=rows)
+        logits = net(**batch.inputs, user_rows=rows)
         per_task = task_losses(tasks, logits, labels, masks, cfg.optim.esmm)
         present = {name for name, mask in masks.items() if mask.any()}
         optimizer.zero_grad(set_to_none=True)
         total = weighting.backward(per_task, present, shared)
+        average_gradients(weighting.trained_with_model(), ranks)
         optimizer.step()
         weighting.step()
         for name, value in {"loss": total, **{f"loss_{k}": v for k, v in per_task.items()}}.items():
             sums[name] = sums.get(name, 0.0) + value.item()
         bar.set_postfix(loss=f"{sums['loss'] / step:.4f}")
-    return {f"train_{k}": v / max(1, n_batches) for k, v in sums.items()}
+    totals = sum_over_ranks(list(sums.values()), ranks)  # every rank ran n_batches
+    n_all = max(1, n_batches * ranks.world)
+    return {f"train_{k}": v / n_all for k, v in zip(sums, totals, strict=True)}
 
 
 def _profile_rows(
@@ -161,16 +199,22 @@ def _profile_rows(
 
 
 def validate(
-    model: MultiTaskRecommender, log: Log, valid: EvalSets, tasks: Sequence[TaskSpec], cfg: Config
+    model: MultiTaskRecommender,
+    log: Log,
+    valid: EvalSets,
+    tasks: Sequence[TaskSpec],
+    cfg: Config,
+    ranks: Ranks = ALONE,
 ) -> dict[str, float]:
-    """Validation joint loss (profile labels of holdout users stay hidden) and item metrics."""
+    """Validation joint loss (profile labels of holdout users stay hidden) and item metrics;
+    with several ranks, each takes a share of the events and the sums and predictions are
+    gathered, so every rank gets the figures one process would."""
     model.eval()
     sums: dict[str, float] = {}
     n = 0
+    mine = valid.items.take(np.arange(len(valid.items.index))[ranks.rank :: ranks.world])
     with torch.no_grad():
-        for batch in batches(
-            log, valid.items, tasks, cfg.network.history_length, 1024, hide_holdout=True
-        ):
+        for batch in batches(log, mine, tasks, cfg.network.history_length, 1024, hide_holdout=True):
             total, per_task = joint_loss(
                 tasks, model(**batch.inputs), batch.labels, batch.masks, cfg.optim.esmm
             )
@@ -181,10 +225,17 @@ def validate(
             }.items():
                 sums[name] = sums.get(name, 0.0) + value.item() * rows
             n += rows
-    figures = {f"val_{k}": v / max(1, n) for k, v in sums.items()}
-    predict = model_predictor(model, log, tasks, cfg.network.history_length)
+    *totals, n_all = sum_over_ranks([*(sums.get(k, 0.0) for k in _loss_names(tasks)), n], ranks)
+    figures = {
+        f"val_{k}": v / max(1.0, n_all) for k, v in zip(_loss_names(tasks), totals, strict=True)
+    }
+    predict = gathered(model_predictor(model, log, tasks, cfg.network.history_length), ranks)
     metrics = task_metrics(log, valid, tasks, predict, cfg.eval.k)
     return figures | {f"val_{k}": v for k, v in metrics.items()}
+
+
+def _loss_names(tasks: Sequence[TaskSpec]) -> list[str]:
+    return ["loss", *(f"loss_{t.name}" for t in tasks)]
 
 
 def save_checkpoint(path: Path, model: MultiTaskRecommender, config: dict[str, Any]) -> None:

@@ -78,12 +78,14 @@ class UncertaintyWeighting(FixedWeighting):
         return dict(zip(self.names, effective.tolist(), strict=True))
 
     def combine(self, losses: dict[str, Tensor], present: set[str]) -> Tensor:
+        # A task without labels in the batch must not drive s_i down; its (zero) loss still
+        # enters with weight 0, so every head is in every backward pass (DDP needs each rank to
+        # use every parameter).
         terms = [
-            lam * (torch.exp(-s) * losses[n] + s / 2)
+            lam * (torch.exp(-s) * losses[n] + s / 2) if n in present else 0.0 * losses[n]
             for n, lam, s in zip(self.names, self.lambdas, self.log_vars, strict=True)
-            if n in present  # a task without labels in the batch must not drive s_i down
         ]
-        return torch.stack(terms).sum() if terms else self.log_vars.sum() * 0.0
+        return torch.stack(terms).sum()
 
 
 class GradNormWeighting(FixedWeighting):

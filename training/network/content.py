@@ -126,8 +126,9 @@ class ItemEncoder(nn.Module):
             shape = (spec.n_items,) if f.kind == "categorical" else (spec.n_items, f.width)
             dtype = torch.int64 if f.kind in TOKEN_KINDS else torch.float32
             self.register_buffer(f"feature_{f.column}", torch.zeros(shape, dtype=dtype))
-        # The content of an item the catalogue does not know (index UNK).
-        self.unknown = nn.Parameter(torch.zeros(spec.d_model))
+        # The content of an item the catalogue does not know (index UNK); without features there
+        # is no content path, and no parameter that would never get a gradient (DDP refuses those)
+        self.unknown = nn.Parameter(torch.zeros(spec.d_model)) if spec.features else None
 
     def set_content(self, arrays: dict[str, Tensor]) -> None:
         """Load the raw feature arrays (one row per item index)."""
@@ -151,6 +152,7 @@ class ItemEncoder(nn.Module):
     def content_of(self, idx: Tensor) -> Tensor:
         """[M] item indices -> [M, D] content (0 for padding, the learned unknown for UNK)."""
         assert self.content is not None, "a model without item features has no content"
+        assert self.unknown is not None
         features = {f.column: getattr(self, f"feature_{f.column}")[idx] for f in self.spec.features}
         vectors = self.content(features)  # [M, D]
         vectors = torch.where((idx == UNK)[:, None], self.unknown.expand_as(vectors), vectors)
