@@ -47,7 +47,13 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 
     cfg = load_config(args.config, [*overrides, *([f"--name={args.name}"] if args.name else [])])
     result = train_and_export(
-        cfg, args.data, args.out, args.reports, version=args.version, progress=not args.quiet
+        cfg,
+        args.data,
+        args.out,
+        args.reports,
+        version=args.version,
+        progress=not args.quiet,
+        resume_from=args.resume,
     )
     if result is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
@@ -208,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
         help="where reports/<name>/<version>/ (report + checkpoint) go",
     )
     train.add_argument("--version", type=int, help="version to write (default: highest + 1)")
+    train.add_argument(
+        "--resume",
+        type=Path,
+        help="continue the run whose state this is (reports/<name>/training-state.pt, written "
+        "after every epoch); same config and data, except optim.epochs and optim.patience",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_train)
     exp = sub.add_parser(

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ import torch.distributed as dist
 from torch import nn
 
 from training.config import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,15 @@ def sum_over_ranks(values: Sequence[float], ranks: Ranks) -> list[float]:
     total = torch.tensor(list(values), dtype=torch.float64)
     dist.all_reduce(total)
     return [float(v) for v in total]
+
+
+def all_objects(mine: T, ranks: Ranks) -> list[T]:
+    """Every rank's `mine`, in rank order (one process: [mine])."""
+    if not ranks.distributed:
+        return [mine]
+    parts: list[T | None] = [None] * ranks.world
+    dist.all_gather_object(parts, mine)
+    return [p for p in parts if p is not None]
 
 
 def gather_rows(mine: dict[str, np.ndarray], n_rows: int, ranks: Ranks) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from service.artifact import UNK, TaskSpec
-from training import cold, distributed
+from training import cold, distributed, resume
 from training.config import Config, model_name
 from training.data.content import ItemContent, item_content
 from training.data.raw import RawTable
@@ -153,28 +153,44 @@ def train_and_export(
     reports: Path,
     version: int | None = None,
     progress: bool = True,
+    resume_from: Path | None = None,
 ) -> RunResult | None:
     """Train on `source`, evaluate, export `repository/<name>/<version>/`, write the report.
 
     The checkpoint and report go to `reports/<name>/<version>/`. Under `torchrun` every rank
     trains (`training.distributed`) and rank 0 alone evaluates and writes; the others get None.
+    The training state goes to `reports/<name>/training-state.pt` after every epoch;
+    `resume_from` continues a run from such a file (`training.resume`).
 
     Raises:
-        ConfigError: the run has no name (a data folder needs one; `model_name`).
+        ConfigError: no name for a data folder, or a state of another run (before any work).
+
     """
     cfg = replace(cfg, name=model_name(cfg, source))  # before any work, and in the checkpoint
+    config = cfg.to_dict() | {"data": source}
     ranks = distributed.start(cfg.optim.collective_timeout_s)  # alone unless under torchrun
     try:
+        state = None if resume_from is None else resume.load(resume_from, config, ranks.world)
         with distributed.main_first(ranks):
             data = prepare(cfg, source, progress and ranks.main)
         model = new_model(cfg, data)
-        history = fit(model, data.log, data.valid, cfg, progress and ranks.main, ranks)
+        state_file = reports / cfg.name / resume.STATE_FILE
+        history = fit(
+            model,
+            data.log,
+            data.valid,
+            cfg,
+            progress and ranks.main,
+            ranks,
+            state_file,
+            state,
+            config,
+        )
     finally:
         distributed.stop(ranks)
     if not ranks.main:  # the other ranks' work is done: rank 0 evaluates and writes
         return None
     metrics, baselines = evaluate_model(model, data, cfg), evaluate_baselines(data, cfg)
-    config = cfg.to_dict() | {"data": source}
     artifact = export_artifact(
         model,
         data.vocabs,

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from service.artifact import TaskSpec
+from training import resume
 from training.config import Config, ConfigError
 from training.data.samples import (
     Batch,
@@ -30,10 +31,18 @@ from training.data.samples import (
     with_negatives,
 )
 from training.data.split import TRAIN, Log
-from training.distributed import ALONE, Ranks, average_gradients, rank_rows, sum_over_ranks
+from training.distributed import (
+    ALONE,
+    Ranks,
+    all_objects,
+    average_gradients,
+    rank_rows,
+    sum_over_ranks,
+)
 from training.evaluate import EvalSets, gathered, model_predictor, task_metrics
 from training.losses import joint_loss, task_losses
 from training.network.recommender import ModelArgs, MultiTaskRecommender
+from training.resume import TrainingState
 from training.weighting import FixedWeighting, build_weighting
 
 
@@ -52,8 +61,15 @@ def fit(
     cfg: Config,
     progress: bool = True,
     ranks: Ranks = ALONE,
+    state_file: Path | None = None,
+    resume_from: TrainingState | None = None,
+    config: dict[str, Any] | None = None,
 ) -> History:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
+
+    After every epoch the training state goes to `state_file` (rank 0 writes it, with `config`,
+    the run's config and data source); given a state (`training.resume`), training continues
+    after its epoch exactly as it would have.
 
     With several ranks (`training.distributed`), every rank calls this with the same data and
     config; each trains on its slice of every global batch through DistributedDataParallel, and
@@ -78,7 +94,19 @@ def fit(
         lr=cfg.optim.lr,
     )
     history, best_state, best = History(), copy.deepcopy(model.state_dict()), None
-    for epoch in range(1, cfg.optim.epochs + 1):
+    first = 1
+    if resume_from is not None:
+        state = resume_from
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        weighting.load_training_state(state.weighting)
+        rng.bit_generator.state = state.numpy_rng
+        torch.set_rng_state(state.torch_rng[ranks.rank])
+        history = History(list(state.epochs), state.best_epoch)
+        best, best_state, first = state.best, state.best_model, state.epoch + 1
+        if state.epoch - history.best_epoch >= cfg.optim.patience:  # it had stopped early
+            first = cfg.optim.epochs + 1
+    for epoch in range(first, cfg.optim.epochs + 1):
         start = time.perf_counter()
         figures = train_epoch(
             net, model, log, cfg, optimizer, weighting, rng, epoch, progress, ranks
@@ -94,7 +122,25 @@ def fit(
         if best is None or (score < best if lower_is_better else score > best):
             best, history.best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
-        elif epoch - history.best_epoch >= cfg.optim.patience:
+        torch_rng = all_objects(torch.get_rng_state(), ranks)  # a collective: every rank
+        if state_file is not None and ranks.main:
+            resume.save(
+                state_file,
+                TrainingState(
+                    epoch=epoch,
+                    epochs=history.epochs,
+                    best_epoch=history.best_epoch,
+                    best=best,
+                    best_model=best_state,
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    weighting=weighting.training_state(),
+                    numpy_rng=dict(rng.bit_generator.state),
+                    torch_rng=torch_rng,
+                    config=cfg.to_dict() if config is None else config,
+                ),
+            )
+        if epoch - history.best_epoch >= cfg.optim.patience:
             break
     model.load_state_dict(best_state)
     return history

@@ -16,6 +16,7 @@ which weight each task currently gets, so the trajectories can be logged and plo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +63,14 @@ class FixedWeighting(nn.Module):
         """Parameters the model's optimiser updates (uncertainty's log-variances)."""
         return []
 
+    def training_state(self) -> dict[str, Any]:
+        """What a resumed run needs to go on exactly as this one would (`--resume`)."""
+        return {"module": self.state_dict()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Take back what `training_state` gave."""
+        self.load_state_dict(state["module"])
+
 
 class UncertaintyWeighting(FixedWeighting):
     """lambda_i * (exp(-s_i) L_i + s_i / 2), s_i learned with the model (its optimiser)."""
@@ -97,6 +106,17 @@ class GradNormWeighting(FixedWeighting):
         self.w = nn.Parameter(self.lambdas.clone())
         self.optimizer = torch.optim.Adam([self.w], lr=lr)
         self.initial: dict[str, float] = {}  # L_i at the first batch that had task i's labels
+
+    def training_state(self) -> dict[str, Any]:
+        return super().training_state() | {
+            "optimizer": self.optimizer.state_dict(),
+            "initial": dict(self.initial),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        super().load_training_state(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.initial = dict(state["initial"])
 
     def weights(self) -> dict[str, float]:
         return dict(zip(self.names, self.w.detach().tolist(), strict=True))

@@ -1,0 +1,87 @@
+"""`train --resume`: a run stopped after epoch k and resumed ends where one never stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training import resume
+from training.config import ConfigError
+
+TINY = [
+    "--synthetic.n_users=200",
+    "--synthetic.n_items=120",
+    "--synthetic.n_interactions=30",
+    "--network.d_embedding=16",
+    "--network.d_hidden=16",
+    "--network.d_tower=8",
+    "--network.history_length=10",
+    "--eval.n_rank_negatives=50",
+    "--eval.n_cold_rank_negatives=10",
+    "--optim.patience=10",
+]
+STATE = Path("reports/synthetic") / resume.STATE_FILE
+
+
+def train(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training", "train", "--data", "synthetic", "--quiet", *TINY, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+
+
+def report(cwd: Path, version: int) -> dict:
+    return json.loads((cwd / f"reports/synthetic/{version}/report.json").read_text())
+
+
+def test_a_resumed_run_ends_with_the_figures_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir()
+    parts.mkdir()
+    assert train(whole, "--optim.epochs=4").returncode == 0
+    assert train(parts, "--optim.epochs=2").returncode == 0  # stopped after epoch 2
+    resumed = train(parts, "--optim.epochs=4", "--resume", str(STATE))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    uninterrupted, continued = report(whole, 1), report(parts, 2)
+    assert continued["metrics"] == uninterrupted["metrics"]  # exact, on the CPU
+    assert len(continued["epochs"]) == 4
+
+    def figures(run: dict) -> list[dict]:
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in run["epochs"]]
+
+    assert figures(continued) == figures(uninterrupted)
+
+
+def test_a_state_of_another_run_is_refused_before_training(tmp_path: Path) -> None:
+    assert train(tmp_path, "--optim.epochs=1").returncode == 0
+    other = train(tmp_path, "--network.d_hidden=8", "--resume", str(STATE))
+    assert other.returncode == 2
+    assert "written by a run with another config or data; differs in network.d_hidden" in (
+        other.stderr
+    )
+    missing = train(tmp_path, "--resume", "nowhere.pt")
+    assert missing.returncode == 2
+    assert "--resume nowhere.pt: no such file" in missing.stderr
+    (tmp_path / "junk.pt").write_bytes(b"not a state")
+    junk = train(tmp_path, "--resume", "junk.pt")
+    assert junk.returncode == 2
+    assert "not a training state" in junk.stderr
+    assert not (tmp_path / "models" / "synthetic" / "2").exists()
+
+
+def test_a_state_of_another_number_of_ranks_is_refused(tmp_path: Path) -> None:
+    assert train(tmp_path, "--optim.epochs=1").returncode == 0
+    config = torch.load(tmp_path / STATE, weights_only=True)["config"]
+    assert resume.load(tmp_path / STATE, config, world=1).epoch == 1
+    with pytest.raises(ConfigError, match=r"written by 1 rank\(s\), this run has 2"):
+        resume.load(tmp_path / STATE, config, world=2)
