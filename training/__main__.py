@@ -1,4 +1,5 @@
-"""`python -m training {train,evaluate,export,experiment,catalogue}`: argparse -> config -> call.
+"""`python -m training {train,evaluate,export,experiment,catalogue,synthesize}`: argparse ->
+config -> call.
 
 Flags that are not the command's own (`--optim.epochs=3`, `--network.block=shared_bottom`) override
 config keys. Bad input ends with one clear `error:` line and exit status 2, not a traceback.
@@ -164,6 +165,17 @@ def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _synthesize(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training.data.synthesize import Size, synthesize
+
+    if overrides:
+        raise ConfigError("synthesize takes no config overrides")
+    size = Size(args.users, args.items, args.interactions, args.factors, args.seed, args.shard_rows)
+    written = synthesize(size, args.out, progress=not args.quiet)
+    print(", ".join(f"{name}: {rows:,} rows" for name, rows in written.items()), f"in {args.out}")
+    return 0
+
+
 def _catalogue(args: argparse.Namespace, overrides: list[str]) -> int:
     from training.catalogue import add_items
 
@@ -242,6 +254,18 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
     exp.set_defaults(func=_experiment)
+    syn = sub.add_parser(
+        "synthesize", help="write a synthetic log of any size as Parquet shards (bounded memory)"
+    )
+    syn.add_argument("--users", type=int, required=True)
+    syn.add_argument("--items", type=int, required=True)
+    syn.add_argument("--interactions", type=int, required=True, help="in all, about")
+    syn.add_argument("--out", type=Path, required=True, help="a new folder (--data takes it)")
+    syn.add_argument("--factors", type=int, default=8, help="hidden factors per user and item")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--shard-rows", type=int, default=1_000_000, help="interactions per shard")
+    syn.add_argument("--quiet", action="store_true", help="no progress bar")
+    syn.set_defaults(func=_synthesize)
     cat = sub.add_parser(
         "catalogue", help="publish the next version of a model with new items (same weights)"
     )

@@ -27,12 +27,33 @@ def read_directory(folder: Path) -> dict[str, RawTable]:
 
 
 def _read_one(folder: Path, name: str) -> RawTable:
+    shards = folder / name  # a folder of Parquet shards (`python -m training synthesize`)
     found = [p for p in (folder / f"{name}.csv", folder / f"{name}.parquet") if p.is_file()]
+    found += [shards] if shards.is_dir() else []
     if not found:
-        raise DataError(f"{folder}: no {name}.csv or {name}.parquet")
+        raise DataError(f"{folder}: no {name}.csv, {name}.parquet or {name}/ of Parquet shards")
     if len(found) > 1:
-        raise DataError(f"{folder}: both {name}.csv and {name}.parquet; keep one")
-    return read_table(found[0])
+        raise DataError(f"{folder}: {' and '.join(p.name for p in found)}; keep one")
+    return read_shards(shards) if found[0] == shards else read_table(found[0])
+
+
+def read_shards(folder: Path) -> RawTable:
+    """A table split into `folder/*.parquet` (read in name order), every cell a string.
+
+    Raises:
+        DataError: no shard, or a shard that is unreadable or has other columns than the first.
+    """
+    paths = sorted(folder.glob("*.parquet"))
+    if not paths:
+        raise DataError(f"{folder}: no .parquet shards")
+    parts = [read_table(p) for p in paths]
+    columns = list(parts[0].frame.columns)
+    for path, part in zip(paths, parts, strict=True):
+        if list(part.frame.columns) != columns:
+            got = list(part.frame.columns)
+            raise DataError(f"{path}: columns {got} differ from {paths[0].name}'s {columns}")
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+    return RawTable(frame=frame, file=f"{folder.name}/", first_row=1, row_word="row")
 
 
 def read_table(path: Path) -> RawTable:

@@ -35,34 +35,60 @@ def generate(cfg: SyntheticConfig) -> dict[str, RawTable]:
 
     rows = [_user_interactions(rng, u, affinity[u], popularity, cfg) for u in range(cfg.n_users)]
     inter = pd.concat(rows, ignore_index=True)
-    users = pd.DataFrame(
-        {
-            "user_id": [f"u{u}" for u in range(cfg.n_users)],
-            "gender": np.where(z[:, 0] + 0.3 * rng.standard_normal(cfg.n_users) > 0, "M", "F"),
-            "age": np.clip(36 + 12 * z[:, 1] + 3 * rng.standard_normal(cfg.n_users), 15, 75)
-            .astype(int)
-            .astype(str),
-            "occupation": np.array(OCCUPATIONS)[
-                np.argmax(z @ rng.standard_normal((cfg.n_factors, len(OCCUPATIONS))), axis=1)
-            ],
-        }
-    )
-    for column in ("gender", "age", "occupation"):
-        users.loc[rng.random(cfg.n_users) < EMPTY_FRACTION, column] = ""
-    year = (1990 + 8 * popularity + rng.standard_normal(cfg.n_items)).round().astype(int)
-    items = pd.DataFrame(
-        {
-            "item_id": [f"i{i}" for i in range(cfg.n_items)],
-            "title": [f"Item {i}" for i in range(cfg.n_items)],
-            "genres": ["|".join(f"f{f}{'+-'[int(x < 0)]}" for f, x in enumerate(row)) for row in v],
-            "year": np.where(rng.random(cfg.n_items) < EMPTY_FRACTION, "", year.astype(str)),
-        }
-    )
+    users = users_frame(rng, z, [f"u{u}" for u in range(cfg.n_users)])
+    items = items_frame(rng, v, popularity, [f"i{i}" for i in range(cfg.n_items)])
     return {
         "interactions": RawTable(inter, "synthetic interactions"),
         "users": RawTable(users, "synthetic users"),
         "items": RawTable(items, "synthetic items"),
     }
+
+
+def users_frame(
+    rng: np.random.Generator, z: np.ndarray, ids: list[str], projection: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The users table of factors z [U, F]: gender, age and occupation read off z, 5% of each
+    cell empty. `projection` [F, K] maps z to the occupation (drawn here when not given; a
+    generator writing users in chunks passes one, so every chunk uses the same)."""
+    n, n_factors = z.shape
+    gender_noise, age_noise = rng.standard_normal(n), rng.standard_normal(n)
+    if projection is None:
+        projection = rng.standard_normal((n_factors, len(OCCUPATIONS)))
+    users = pd.DataFrame(
+        {
+            "user_id": ids,
+            "gender": np.where(z[:, 0] + 0.3 * gender_noise > 0, "M", "F"),
+            "age": np.clip(36 + 12 * z[:, 1] + 3 * age_noise, 15, 75).astype(int).astype(str),
+            "occupation": np.array(OCCUPATIONS)[np.argmax(z @ projection, axis=1)],
+        }
+    )
+    for column in ("gender", "age", "occupation"):
+        users.loc[rng.random(n) < EMPTY_FRACTION, column] = ""
+    return users
+
+
+def items_frame(
+    rng: np.random.Generator, v: np.ndarray, popularity: np.ndarray, ids: list[str]
+) -> pd.DataFrame:
+    """The items table of factors v [I, F]: genres name the signs of the factors, the year
+    follows popularity, 5% of years empty."""
+    n = len(ids)
+    year = (1990 + 8 * popularity + rng.standard_normal(n)).round().astype(int)
+    return pd.DataFrame(
+        {
+            "item_id": ids,
+            "title": [f"Item {i}" for i in range(n)],
+            "genres": ["|".join(f"f{f}{'+-'[int(x < 0)]}" for f, x in enumerate(row)) for row in v],
+            "year": np.where(rng.random(n) < EMPTY_FRACTION, "", year.astype(str)),
+        }
+    )
+
+
+def ratings(rng: np.random.Generator, affinity: np.ndarray) -> np.ndarray:
+    """A rating per picked item: liked (4-5) when affinity plus noise is positive, else 1-3."""
+    n = len(affinity)
+    liked = affinity + 0.3 * rng.standard_normal(n) > 0
+    return np.where(liked, rng.integers(4, 6, n), rng.integers(1, 4, n))
 
 
 def _user_interactions(
@@ -76,8 +102,7 @@ def _user_interactions(
     # Gumbel top-n: n draws without replacement from softmax(scale * affinity + popularity).
     scores = AFFINITY_SCALE * affinity + popularity + rng.gumbel(size=cfg.n_items)
     picked = np.argsort(-scores)[:n]
-    liked = affinity[picked] + 0.3 * rng.standard_normal(n) > 0
-    rating = np.where(liked, rng.integers(4, 6, n), rng.integers(1, 4, n))
+    rating = ratings(rng, affinity[picked])
     timestamp = 1_600_000_000 + np.sort(rng.integers(0, 10_000_000, n))
     return pd.DataFrame(
         {
