@@ -51,12 +51,24 @@ def test_parquet_tables_load_like_csv(data_dir: Path) -> None:
 
 def test_missing_table(data_dir: Path) -> None:
     (data_dir / "items.csv").unlink()
-    _fails_with(data_dir, "no items.csv or items.parquet")
+    _fails_with(data_dir, "no items.csv, items.parquet or items/ of Parquet shards")
 
 
 def test_both_csv_and_parquet_is_ambiguous(data_dir: Path) -> None:
     pd.read_csv(data_dir / "items.csv").to_parquet(data_dir / "items.parquet")
-    _fails_with(data_dir, "both items.csv and items.parquet")
+    _fails_with(data_dir, "more than one items table (items.csv, items.parquet)")
+    (data_dir / "items.parquet").unlink()
+    (data_dir / "items").mkdir()
+    _fails_with(data_dir, "more than one items table (items.csv, items/)")
+
+
+def test_shards_with_other_columns_are_refused(data_dir: Path) -> None:
+    items = pd.read_csv(data_dir / "items.csv")
+    (data_dir / "items.csv").unlink()
+    (data_dir / "items").mkdir()
+    items[:3].to_parquet(data_dir / "items" / "part-0.parquet")
+    items[3:].drop(columns="title").to_parquet(data_dir / "items" / "part-1.parquet")
+    _fails_with(data_dir, "part-1.parquet: columns", "differ from part-0.parquet's")
 
 
 def test_not_a_folder(tmp_path: Path) -> None:

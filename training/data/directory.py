@@ -33,7 +33,8 @@ def _read_one(folder: Path, name: str) -> RawTable:
     if not found:
         raise DataError(f"{folder}: no {name}.csv, {name}.parquet or {name}/ of Parquet shards")
     if len(found) > 1:
-        raise DataError(f"{folder}: {' and '.join(p.name for p in found)}; keep one")
+        names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in found)
+        raise DataError(f"{folder}: more than one {name} table ({names}); keep one")
     return read_shards(shards) if found[0] == shards else read_table(found[0])
 
 
