@@ -11,21 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import TINY as CONFTEST_TINY
 from training import resume
 from training.config import ConfigError
 
-TINY = [
-    "--synthetic.n_users=200",
-    "--synthetic.n_items=120",
-    "--synthetic.n_interactions=30",
-    "--network.d_embedding=16",
-    "--network.d_hidden=16",
-    "--network.d_tower=8",
-    "--network.history_length=10",
-    "--eval.n_rank_negatives=50",
-    "--eval.n_cold_rank_negatives=10",
-    "--optim.patience=10",
-]
+# the shared tiny config as flags, without its one epoch (each test sets its own)
+TINY = [f"--{o}" for o in CONFTEST_TINY if not o.startswith("optim.epochs")]
+TINY.append("--optim.patience=10")
 STATE = Path("reports/synthetic") / resume.STATE_FILE
 
 
