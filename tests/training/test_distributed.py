@@ -27,7 +27,7 @@ LEARNING = [
     "--network.d_hidden=32",
     "--network.d_tower=16",
     "--network.history_length=20",
-    "--optim.epochs=6",
+    "--optim.epochs=4",
     "--optim.user_task_events=8",
     "--optim.batch_size=64",
     "--optim.lr=0.003",
@@ -78,7 +78,7 @@ def test_two_ranks_learn_what_one_process_learns(tmp_path: Path) -> None:
         json.loads((d / "reports/synthetic/1/report.json").read_text())["metrics"]
         for d in (one, two)
     ]
-    # floors between the baselines (0.58, 0.63, 0.5) and what one process reaches (0.70, 0.71, 0.94)
+    # floors between the baselines (0.58, 0.63, 0.5) and what one process reaches (0.70, 0.73, 0.95)
     for metric, floor in (("click_auc", 0.65), ("like_auc", 0.67), ("gender_auc", 0.85)):
         assert figures[1][metric] > floor, (metric, figures)
         assert abs(figures[0][metric] - figures[1][metric]) < 0.05, (metric, figures)
