@@ -299,8 +299,8 @@ def report(
     lines.append("| requests per session.run | " + " | ".join(sizes) + " |")
     lines += [
         "",
-        "`whole request` is the app's time for a /predict (middleware to last byte handed to the"
-        " server), so it includes waiting on the worker's event loop behind other requests; the"
+        "`whole request` is the app's time for a /predict (complete body to last byte handed to"
+        " the server), so it includes waiting on the worker's event loop behind other requests; the"
         " `infer` stage with batching on includes waiting for the batch.",
     ]
     return "\n".join(lines) + "\n"
