@@ -127,13 +127,11 @@ def gather_rows(mine: dict[str, np.ndarray], n_rows: int, ranks: Ranks) -> dict[
     `n_rows` (each array's first axis)."""
     if not ranks.distributed:
         return mine
-    parts: list[dict[str, np.ndarray] | None] = [None] * ranks.world
-    dist.all_gather_object(parts, mine)
+    parts = all_objects(mine, ranks)
     rows = np.arange(n_rows)
     out: dict[str, np.ndarray] = {}
     for name, first in mine.items():
         out[name] = np.empty((n_rows, *first.shape[1:]), dtype=first.dtype)
         for rank, part in enumerate(parts):
-            assert part is not None
             out[name][rows[rank :: ranks.world]] = part[name]
     return out

@@ -41,11 +41,12 @@ def ranked(answer: dict) -> list[tuple[str, float]]:
     return [(i["item_id"], i["score"]) for i in answer["items"]]
 
 
-def scraped(url: str, name: str) -> float:
+def scraped(url: str, series: str) -> float:
+    """The value of one exact series (name and labels as the exposition writes them)."""
     for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.rsplit(" ", 1)[0] == series:
             return float(line.split()[-1])
-    raise AssertionError(name)
+    raise AssertionError(series)
 
 
 def test_batched_answers_match_lone_ones_under_concurrency_and_a_reload(tmp_path: Path) -> None:
@@ -86,7 +87,7 @@ def test_batched_answers_match_lone_ones_under_concurrency_and_a_reload(tmp_path
             time.sleep(1.0)
             publish_copy(repository, SOURCE.path, first + 1)
             deadline = time.monotonic() + 30
-            while scraped(service.url, "hydrarec_model_loads_total") < 2:  # success comes first
+            while scraped(service.url, 'hydrarec_model_loads_total{result="success"}') < 2:
                 assert time.monotonic() < deadline, "the new version was never loaded"
                 time.sleep(0.1)
             time.sleep(1.0)
