@@ -1,4 +1,4 @@
-"""`python -m training {train,evaluate,export,experiment,catalogue,synthesize}`: argparse ->
+"""`python -m training {train,evaluate,export,experiment,catalogue,synthesize,prepare}`: argparse ->
 config -> call.
 
 Flags that are not the command's own (`--optim.epochs=3`, `--network.block=shared_bottom`) override
@@ -176,6 +176,24 @@ def _synthesize(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training.data.prepare import prepare_folder
+
+    cfg = load_config(args.config, [*overrides, *([f"--name={args.name}"] if args.name else [])])
+    if args.shard_events is not None and args.shard_events < 1:
+        raise ConfigError("--shard-events must be >= 1")
+    sizes = {} if args.shard_events is None else {"shard_events": args.shard_events}
+    manifest = prepare_folder(
+        cfg, args.data, args.out, args.memory_limit, **sizes, progress=not args.quiet
+    )
+    print(
+        f"{manifest['interactions']:,} interactions, {manifest['train_events']:,} training "
+        f"events in {len(manifest['shards'])} shard(s), {manifest['n_users'] - 2:,} users, "
+        f"{manifest['n_items'] - 2:,} items: {args.out} (train --data {args.out})"
+    )
+    return 0
+
+
 def _catalogue(args: argparse.Namespace, overrides: list[str]) -> int:
     from training.catalogue import add_items
 
@@ -266,6 +284,26 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--shard-rows", type=int, default=1_000_000, help="interactions per shard")
     syn.add_argument("--quiet", action="store_true", help="no progress bar")
     syn.set_defaults(func=_synthesize)
+    prep = sub.add_parser(
+        "prepare",
+        help="vocabularies, split and sample shards of a log of any size (out of core, DuckDB)",
+    )
+    prep.add_argument("--data", required=True, help="a folder of tables (or movielens, synthetic)")
+    prep.add_argument("--out", type=Path, required=True, help="the prepared folder (replaced)")
+    prep.add_argument(
+        "--config", type=Path, help="the TOML config training will use (tasks, features, L)"
+    )
+    prep.add_argument("--name", help="the model's name (a data folder needs one, as in train)")
+    prep.add_argument(
+        "--memory-limit", default="4GB", help="DuckDB's memory limit (it spills past it to disk)"
+    )
+    prep.add_argument(
+        "--shard-events",
+        type=int,
+        help="training events per sample shard, whole users (default 250,000)",
+    )
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    prep.set_defaults(func=_prepare)
     cat = sub.add_parser(
         "catalogue", help="publish the next version of a model with new items (same weights)"
     )

@@ -22,7 +22,7 @@ from training.config import EvalConfig
 from training.data.content import ContentInput
 from training.data.samples import Events, sample_negatives, untouched, with_negatives
 from training.data.split import COLD, TEST, TRAIN, Log
-from training.evaluate import EvalSets, Predictor, smoothed_rate
+from training.evaluate import EvalSets, Predictor, evaluated_users, smoothed_rate
 
 PREFIX = "cold_item_"
 RIDGE_ALPHA = 1.0
@@ -32,6 +32,8 @@ def cold_item_sets(log: Log, cfg: EvalConfig) -> EvalSets | None:
     """The cold-item events (None when there are no cold items or none is scorable)."""
     cold = log.cold_items
     idx = log.events(COLD)
+    keep = evaluated_users(log, cfg)
+    idx = idx if keep is None else idx[keep[log.user[idx]]]
     first_test = log.first_events(TEST)
     history_of = dict(zip(log.user[first_test].tolist(), first_test.tolist(), strict=True))
     idx = idx[np.isin(log.user[idx], list(history_of))]  # users with a warm test point

@@ -91,6 +91,10 @@ class OptimConfig:
     # torchrun: how long a collective waits for the other ranks before the run fails (a dead
     # or hung rank ends it with an error instead of a hang)
     collective_timeout_s: float = 300.0
+    # a prepared folder (`train --data PREP`): DataLoader worker processes per rank (0 = read
+    # in the training process) and the events each slice is shuffled through
+    loader_workers: int = 0
+    shuffle_buffer: int = 10_000
 
 
 @dataclass
@@ -107,6 +111,9 @@ class EvalConfig:
     cold_item_fraction: float = 0.15
     cold_item_min_interactions: int = 5
     n_cold_rank_negatives: int = 99  # HR@k on cold items: the first cold item among 99 others
+    # Evaluate the events of a fixed random sample of this many users (0 = every user): a log
+    # of a million users is evaluated on a sample, as a figure's interval says how many it took
+    max_users: int = 0
 
 
 @dataclass
@@ -282,6 +289,9 @@ def _validate(cfg: Config) -> None:
         ),
         (o.weighting in WEIGHTINGS, f"optim.weighting must be one of {WEIGHTINGS}"),
         (o.collective_timeout_s > 0, "optim.collective_timeout_s must be > 0"),
+        (o.loader_workers >= 0, "optim.loader_workers must be >= 0"),
+        (o.shuffle_buffer >= 1, "optim.shuffle_buffer must be >= 1"),
+        (e.max_users >= 0, "eval.max_users must be >= 0 (0 = every user)"),
         (o.gradnorm_alpha >= 0 and o.gradnorm_lr > 0, "optim.gradnorm_alpha/lr must be >= 0/> 0"),
         (0.0 <= e.holdout_fraction < 1.0, "eval.holdout_fraction must be in [0, 1)"),
         (e.n_rank_negatives >= e.k >= 1, "eval.n_rank_negatives must be >= eval.k >= 1"),

@@ -24,7 +24,7 @@ from training.data.samples import (
     sample_negatives,
     with_negatives,
 )
-from training.data.split import TEST, TRAIN, VALID, Log
+from training.data.split import TEST, TRAIN, VALID, Log, evaluation_users
 from training.distributed import Ranks, gather_rows
 from training.metrics import accuracy, auc, hit_rate_and_ndcg, log_loss, macro_f1
 from training.network.heads import to_output
@@ -46,17 +46,25 @@ class EvalSets:
 def eval_sets(log: Log, part: int, cfg: EvalConfig) -> EvalSets:
     """The evaluation sets of `part` (VALID: item events only; TEST: all three)."""
     rng = np.random.default_rng(cfg.seed + part)
+    keep = evaluated_users(log, cfg)
     idx = log.events(part)
+    idx = idx if keep is None else idx[keep[log.user[idx]]]
     items = with_negatives(log, idx, sample_negatives(log, idx, cfg.n_click_negatives, rng))
     if part != TEST:
         return EvalSets(items)
-    first = log.first_events(TEST)
+    first = log.first_events(TEST, users=None if keep is None else np.flatnonzero(keep))
     ranking = with_negatives(
         log, first, sample_distinct_negatives(log, first, cfg.n_rank_negatives, rng)
     )
     # A user's first validation event sees exactly their training interactions as history.
-    profile_idx = log.first_events(VALID, users=np.flatnonzero(log.holdout))
+    holdout = log.holdout if keep is None else log.holdout & keep
+    profile_idx = log.first_events(VALID, users=np.flatnonzero(holdout))
     return EvalSets(items, ranking, Events(profile_idx, log.item[profile_idx][:, None]))
+
+
+def evaluated_users(log: Log, cfg: EvalConfig) -> np.ndarray | None:
+    """[n_users] bool: the users `eval.max_users` evaluates, None for every user."""
+    return None if cfg.max_users <= 0 else evaluation_users(log.n_users, cfg.max_users, cfg.seed)
 
 
 def cold_view(sets: EvalSets, first: int) -> EvalSets:

@@ -15,6 +15,8 @@ from service.artifact import UNK, TaskSpec
 from training import cold, distributed, resume
 from training.config import Config, model_name
 from training.data.content import ItemContent, item_content
+from training.data.prepare import is_prepared
+from training.data.prepared import Shards, open_prepared, read_manifest
 from training.data.raw import RawTable
 from training.data.samples import Events, make_batch
 from training.data.sources import load_tables
@@ -41,7 +43,7 @@ N_PARITY_EVENTS = 1000
 class Prepared:
     """Data ready for training and evaluation."""
 
-    tables: Tables
+    tables: Tables | None  # None for a prepared folder (its tables stay on disk)
     tasks: tuple[TaskSpec, ...]  # classes resolved from the data
     vocabs: dict[str, Vocab]
     log: Log
@@ -49,6 +51,7 @@ class Prepared:
     test: EvalSets
     content: ItemContent
     cold_items: EvalSets | None  # the cold-item events (None without cold items)
+    shards: Shards | None = None  # a prepared folder's training events, streamed
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,9 @@ class RunResult:
 
 def prepare(cfg: Config, source: str, progress: bool = False) -> Prepared:
     """Load and validate the source, build vocabularies and item content, split, and fix the
-    evaluation sets."""
+    evaluation sets. A folder written by `python -m training prepare` is read as it is."""
+    if is_prepared(source):
+        return _from_folder(cfg, Path(source), progress)
     tables = load_tables(source, cfg.tasks, cfg.synthetic, cfg.features)
     tasks = resolve_tasks(cfg.tasks, tables)
     vocabs = {
@@ -94,6 +99,37 @@ def prepare(cfg: Config, source: str, progress: bool = False) -> Prepared:
         content,
         cold.cold_item_sets(log, cfg.eval),
     )
+
+
+def _from_folder(cfg: Config, folder: Path, progress: bool) -> Prepared:
+    """A prepared folder's vocabularies, tasks and evaluation sets; the events stay on disk."""
+    prepared = open_prepared(folder, cfg)
+    content = item_content(
+        RawTable(prepared.items, "items"),
+        cfg.features,
+        prepared.vocabs["item_id"],
+        cfg.eval.seed,
+        progress,
+    )
+    log = prepared.log
+    return Prepared(
+        None,
+        prepared.tasks,
+        prepared.vocabs,
+        log,
+        eval_sets(log, VALID, cfg.eval),
+        eval_sets(log, TEST, cfg.eval),
+        content,
+        cold.cold_item_sets(log, cfg.eval),
+        prepared.shards,
+    )
+
+
+def run_name(cfg: Config, source: str) -> str:
+    """The name a run publishes under (config.model_name); a prepared folder's is its own."""
+    if not cfg.name and is_prepared(source):
+        return str(read_manifest(Path(source))["name"])
+    return model_name(cfg, source)
 
 
 def new_model(cfg: Config, data: Prepared) -> MultiTaskRecommender:
@@ -166,7 +202,7 @@ def train_and_export(
         ConfigError: no name for a data folder, or a state of another run (before any work).
 
     """
-    cfg = replace(cfg, name=model_name(cfg, source))  # before any work, and in the checkpoint
+    cfg = replace(cfg, name=run_name(cfg, source))  # before any work, and in the checkpoint
     config = cfg.to_dict() | {"data": source}
     ranks = distributed.start(cfg.optim.collective_timeout_s)  # alone unless under torchrun
     try:
@@ -185,6 +221,7 @@ def train_and_export(
             state_file,
             state,
             config,
+            data.shards,
         )
     finally:
         distributed.stop(ranks)

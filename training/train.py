@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from tqdm import tqdm
 from service.artifact import TaskSpec
 from training import resume
 from training.config import Config, ConfigError
+from training.data.prepared import Shards
 from training.data.samples import (
     Batch,
     batches,
@@ -31,6 +32,7 @@ from training.data.samples import (
     with_negatives,
 )
 from training.data.split import TRAIN, Log
+from training.data.stream import SampleStream, StreamArgs, loader
 from training.distributed import (
     ALONE,
     Ranks,
@@ -64,6 +66,7 @@ def fit(
     state_file: Path | None = None,
     resume_from: TrainingState | None = None,
     config: dict[str, Any] | None = None,
+    shards: Shards | None = None,
 ) -> History:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
 
@@ -73,7 +76,8 @@ def fit(
 
     With several ranks (`training.distributed`), every rank calls this with the same data and
     config; each trains on its slice of every global batch through DistributedDataParallel, and
-    all end with the same weights and history.
+    all end with the same weights and history. With `shards` (a prepared folder), each epoch
+    streams every rank's own slice of the training events instead (training.data.stream).
 
     Raises:
         ConfigError: a setting several ranks cannot run with.
@@ -109,7 +113,7 @@ def fit(
     for epoch in range(first, cfg.optim.epochs + 1):
         start = time.perf_counter()
         figures = train_epoch(
-            net, model, log, cfg, optimizer, weighting, rng, epoch, progress, ranks
+            net, model, log, cfg, optimizer, weighting, rng, epoch, progress, ranks, shards
         )
         figures |= {f"weight_{name}": w for name, w in weighting.weights().items()}
         figures |= validate(model, log, valid, tasks, cfg, ranks)
@@ -175,42 +179,15 @@ def train_epoch(
     epoch: int,
     progress: bool,
     ranks: Ranks = ALONE,
+    shards: Shards | None = None,
 ) -> dict[str, float]:
     """One pass over the training events with fresh negatives; mean losses per task. `net` is
     `model`, or `model` wrapped in DistributedDataParallel (this rank's share of each batch)."""
     model.train()
     tasks, shared = model.tasks, list(model.block.parameters())
-    idx = log.events(TRAIN)
-    labelled = (
-        pick_profile_events(log, idx, cfg.optim.user_task_events, cfg.network.history_length, rng)
-        if cfg.optim.user_task_events
-        else None
-    )
-    # Negatives only among items with training interactions: an item without any (its id reads
-    # the unknown row) would otherwise only ever be a negative, and the model would learn that
-    # content-only items, the new ones included, are never clicked. Content-only items are seen
-    # through id dropout instead, as positives and negatives alike.
-    trained_items = np.flatnonzero(log.trained()[0])
-    negatives = sample_negatives(log, idx, cfg.optim.n_negatives, rng, among=trained_items)
-    events = with_negatives(log, idx, negatives, labelled)
-    mine = rank_rows(rng.permutation(len(idx)), ranks)  # one process: the whole shuffled order
-    batch_size = cfg.optim.batch_size // ranks.world
+    source, n_batches = _epoch_batches(model, log, cfg, rng, epoch, ranks, shards)
     sums: dict[str, float] = {}
-    n_batches = -(-len(mine) // batch_size)
-    bar = tqdm(
-        batches(
-            log,
-            events.take(mine),
-            tasks,
-            cfg.network.history_length,
-            batch_size,
-            hide_holdout=True,
-        ),
-        total=n_batches,
-        desc=f"epoch {epoch}",
-        disable=not progress,
-        leave=False,
-    )
+    bar = tqdm(source, total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
     for step, batch in enumerate(bar, start=1):
         rows, labels, masks = _profile_rows(batch, tasks)
         logits = net(**batch.inputs, user_rows=rows)
@@ -227,6 +204,54 @@ def train_epoch(
     totals = sum_over_ranks(list(sums.values()), ranks)  # every rank ran n_batches
     n_all = max(1, n_batches * ranks.world)
     return {f"train_{k}": v / n_all for k, v in zip(sums, totals, strict=True)}
+
+
+def _epoch_batches(
+    model: MultiTaskRecommender,
+    log: Log,
+    cfg: Config,
+    rng: np.random.Generator,
+    epoch: int,
+    ranks: Ranks,
+    shards: Shards | None,
+) -> tuple[Iterable[Batch], int]:
+    """This rank's batches of one epoch and how many: its share of every global batch of the
+    in-memory events, or its slice of a prepared folder's streamed events."""
+    batch_size = cfg.optim.batch_size // ranks.world
+    # Negatives only among items with training interactions: an item without any (its id reads
+    # the unknown row) would otherwise only ever be a negative, and the model would learn that
+    # content-only items, the new ones included, are never clicked. Content-only items are seen
+    # through id dropout instead, as positives and negatives alike.
+    trained_items = np.flatnonzero(log.trained()[0])
+    if shards is not None:
+        args = StreamArgs(
+            tasks=model.tasks,
+            batch_size=batch_size,
+            n_negatives=cfg.optim.n_negatives,
+            user_task_events=cfg.optim.user_task_events,
+            history_length=cfg.network.history_length,
+            shuffle_buffer=cfg.optim.shuffle_buffer,
+            seed=cfg.optim.seed,
+            pool=trained_items,
+            n_items=log.n_items,
+        )
+        stream = SampleStream(
+            shards, args, epoch, ranks.rank, ranks.world, cfg.optim.loader_workers
+        )
+        return loader(stream), len(stream)
+    idx = log.events(TRAIN)
+    labelled = (
+        pick_profile_events(log, idx, cfg.optim.user_task_events, cfg.network.history_length, rng)
+        if cfg.optim.user_task_events
+        else None
+    )
+    negatives = sample_negatives(log, idx, cfg.optim.n_negatives, rng, among=trained_items)
+    events = with_negatives(log, idx, negatives, labelled)
+    mine = rank_rows(rng.permutation(len(idx)), ranks)  # one process: the whole shuffled order
+    source = batches(
+        log, events.take(mine), model.tasks, cfg.network.history_length, batch_size, True
+    )
+    return source, -(-len(mine) // batch_size)
 
 
 def _profile_rows(

@@ -23,10 +23,11 @@ def read_directory(folder: Path) -> dict[str, RawTable]:
         raise DataError(
             f"data source {str(folder)!r} is neither 'movielens', 'synthetic' nor a folder"
         )
-    return {name: _read_one(folder, name) for name in TABLES}
+    return {name: read_one(folder, name) for name in TABLES}
 
 
-def _read_one(folder: Path, name: str) -> RawTable:
+def read_one(folder: Path, name: str) -> RawTable:
+    """One of the three tables of `folder` (its CSV, its Parquet file or its folder of shards)."""
     shards = folder / name  # a folder of Parquet shards (`python -m training synthesize`)
     found = [p for p in (folder / f"{name}.csv", folder / f"{name}.parquet") if p.is_file()]
     found += [shards] if shards.is_dir() else []

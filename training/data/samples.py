@@ -19,7 +19,7 @@ from torch import Tensor
 
 from service.artifact import UNK, TaskSpec
 from training.data.raw import DataError
-from training.data.split import Log
+from training.data.split import Log, seen_pairs
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,25 @@ def sample_negatives(
     """[E, n] items each event's user never interacted with (with replacement), drawn from
     `among` (default: the warm items; cold items are never a training negative)."""
     pool = log.warm_items if among is None else among
-    users = np.repeat(log.user[index][:, None], n, axis=1)  # [E, n]
+    return draw_negatives(log.user[index], n, pool, log.pair_keys, log.n_items, rng)
+
+
+def draw_negatives(
+    users: np.ndarray,
+    n: int,
+    pool: np.ndarray,
+    pair_keys: np.ndarray,
+    n_items: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """[E, n] items of `pool` that each of `users` never interacted with (with replacement);
+    `pair_keys`: the sorted user * n_items + item of every interaction of these users."""
+    users = np.repeat(users[:, None], n, axis=1)  # [E, n]
     items = pool[rng.integers(0, len(pool), size=users.shape)]
-    bad = log.interacted(users, items)
+    bad = seen_pairs(pair_keys, n_items, users, items)
     while bad.any():  # rejection: a user has interacted with a small share of the catalogue
         items[bad] = pool[rng.integers(0, len(pool), size=int(bad.sum()))]
-        bad = log.interacted(users, items)
+        bad[bad] = seen_pairs(pair_keys, n_items, users[bad], items[bad])
     return items
 
 
@@ -145,16 +158,41 @@ def make_batch(
     log: Log, events: Events, tasks: Sequence[TaskSpec], history_length: int, hide_holdout: bool
 ) -> Batch:
     """One batch of B events with C candidates each (N = B * C)."""
-    n_events, n_candidates = events.candidates.shape
     users = log.user[events.index]  # [B]
+    known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for task in tasks:
+        if task.level == "item" and task.column is not None:
+            labels = log.item_labels[task.name]
+            known[task.name] = labels.values[events.index], labels.mask[events.index]
+        elif task.level == "user":
+            labels = log.user_labels[task.name]
+            mask = labels.mask[users] & ~(hide_holdout & log.holdout[users])
+            if events.user_labelled is not None:
+                mask &= events.user_labelled
+            known[task.name] = labels.values[users], mask
+    history = log.history(
+        events.index if events.history_at is None else events.history_at,
+        history_length,
+        first=events.cold,
+    )
+    user_id = np.full_like(users, UNK) if events.cold else users
+    return to_batch(user_id, history, events.candidates, tasks, known)
+
+
+def to_batch(
+    user_id: np.ndarray,
+    history: np.ndarray,
+    candidates: np.ndarray,
+    tasks: Sequence[TaskSpec],
+    known: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> Batch:
+    """The batch of B events: `user_id` [B], `history` [B, L], `candidates` [B, C] (column 0 the
+    real item) and, per task with a label column and per user task, (values, mask) per event."""
+    n_events, n_candidates = candidates.shape
     inputs = {
-        "user_id": np.full_like(users, UNK) if events.cold else users,
-        "history": log.history(
-            events.index if events.history_at is None else events.history_at,
-            history_length,
-            first=events.cold,
-        ),  # [B, L]
-        "candidate": events.candidates.reshape(-1),  # [N]
+        "user_id": user_id,
+        "history": history,
+        "candidate": candidates.reshape(-1),  # [N]
         "candidate_row": np.repeat(np.arange(n_events), n_candidates),  # [N]
     }
     is_real = np.zeros((n_events, n_candidates), dtype=bool)
@@ -165,15 +203,11 @@ def make_batch(
         if task.level == "item" and task.column is None:
             labels[task.name], masks[task.name] = is_real.astype(np.float32), np.ones_like(is_real)
         elif task.level == "item":
-            known = log.item_labels[task.name]
-            labels[task.name] = np.repeat(known.values[events.index][:, None], n_candidates, 1)
-            masks[task.name] = is_real & known.mask[events.index][:, None]
+            values, mask = known[task.name]
+            labels[task.name] = np.repeat(values[:, None], n_candidates, 1)
+            masks[task.name] = is_real & mask[:, None]
         else:
-            known = log.user_labels[task.name]
-            labels[task.name] = known.values[users]
-            masks[task.name] = known.mask[users] & ~(hide_holdout & log.holdout[users])
-            if events.user_labelled is not None:
-                masks[task.name] &= events.user_labelled
+            labels[task.name], masks[task.name] = known[task.name]
         if task.level == "item":
             labels[task.name] = labels[task.name].reshape(-1)
             masks[task.name] = masks[task.name].reshape(-1)

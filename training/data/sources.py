@@ -7,6 +7,7 @@ from pathlib import Path
 
 from service.artifact import FeatureSpec, TaskSpec
 from training.config import SyntheticConfig
+from training.data.raw import RawTable
 from training.data.tables import Tables, parse_tables
 
 
@@ -24,14 +25,19 @@ def load_tables(
         synthetic: A `SyntheticConfig` for the synthetic source.
         features: The item features, whose columns must exist and hold valid values.
     """
+    return parse_tables(raw_tables(source, synthetic), tasks, features)
+
+
+def raw_tables(source: str, synthetic: SyntheticConfig | None = None) -> dict[str, RawTable]:
+    """The three tables of a source as read, before validation."""
     if source == "movielens":
         from training.data.movielens import read_movielens
 
-        return parse_tables(read_movielens(), tasks, features)
+        return read_movielens()
     if source == "synthetic":
         from training.data.synthetic import generate
 
-        return parse_tables(generate(synthetic or SyntheticConfig()), tasks, features)
+        return generate(synthetic or SyntheticConfig())
     from training.data.directory import read_directory
 
-    return parse_tables(read_directory(Path(source)), tasks, features)
+    return read_directory(Path(source))

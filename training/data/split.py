@@ -42,6 +42,9 @@ class Log:
     n_items: int
     pair_keys: np.ndarray  # sorted unique user * n_items + item, for `interacted`
     cold_items: np.ndarray  # [n_items] bool: items whose interactions are all in COLD
+    # ([n_items], [n_users] bool) ids with a training event anywhere, for a log that holds only
+    # some users (a prepared folder's evaluation users); None: computed from this log
+    trained_ids: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def warm_items(self) -> np.ndarray:
@@ -50,6 +53,8 @@ class Log:
 
     def trained(self) -> tuple[np.ndarray, np.ndarray]:
         """([n_items], [n_users] bool): ids that have at least one training event."""
+        if self.trained_ids is not None:
+            return self.trained_ids
         train = self.part == TRAIN
         return (
             np.bincount(self.item[train], minlength=self.n_items) > 0,
@@ -76,17 +81,31 @@ class Log:
             valid = offsets >= 0
             source = start + np.where(valid, offsets, 0)
         else:
-            offsets = np.arange(-length, 0)  # [L]
-            source = idx[:, None] + offsets  # [E, L] flat index of each history slot
-            valid = self.position[idx][:, None] + offsets >= 0
+            return windows(self.item, self.position, idx, length)
         items = np.where(valid, self.item[np.where(valid, source, 0)], PAD).astype(np.int64)
         return np.pad(items, ((0, 0), (length - items.shape[1], 0)), constant_values=PAD)
 
     def interacted(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Whether each (user, item) pair occurs anywhere in the log (same shapes in and out)."""
-        query = users.astype(np.int64) * self.n_items + items
-        found = np.searchsorted(self.pair_keys, query).clip(max=len(self.pair_keys) - 1)
-        return self.pair_keys[found] == query
+        return seen_pairs(self.pair_keys, self.n_items, users, items)
+
+
+def seen_pairs(
+    pair_keys: np.ndarray, n_items: int, users: np.ndarray, items: np.ndarray
+) -> np.ndarray:
+    """Whether each (user, item) pair is among `pair_keys` (sorted user * n_items + item)."""
+    query = users.astype(np.int64) * n_items + items
+    found = np.searchsorted(pair_keys, query).clip(max=len(pair_keys) - 1)
+    return pair_keys[found] == query
+
+
+def windows(item: np.ndarray, position: np.ndarray, idx: np.ndarray, length: int) -> np.ndarray:
+    """[E, L] int64: the `length` items strictly before each event `idx` of the flat arrays
+    `item` / `position` (grouped by user, chronological), left-padded with PAD."""
+    offsets = np.arange(-length, 0)  # [L]
+    source = idx[:, None] + offsets  # [E, L] flat index of each history slot
+    valid = position[idx][:, None] + offsets >= 0
+    return np.where(valid, item[np.where(valid, source, 0)], PAD).astype(np.int64)
 
 
 def build_log(
@@ -106,10 +125,7 @@ def build_log(
         _item=items.encode(tables.interactions["item_id"]),
     )
     counts = np.bincount(inter["_item"].to_numpy(), minlength=items.size)
-    eligible = np.flatnonzero(counts >= cold_min_interactions)
-    picked = np.random.default_rng([seed, 1]).permutation(eligible)
-    cold_items = np.zeros(items.size, dtype=bool)
-    cold_items[picked[: round(cold_fraction * len(eligible))]] = True
+    cold_items = pick_cold_items(counts, cold_fraction, cold_min_interactions, seed)
     is_cold = cold_items[inter["_item"].to_numpy()]
     inter = pd.concat(
         [
@@ -119,37 +135,18 @@ def build_log(
         ignore_index=True,
     )
     n_warm = int((~is_cold).sum())
-    user = inter["_user"].to_numpy()[:n_warm]
-    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
-    counts = np.diff(np.r_[starts, len(user)])
-    position = np.arange(len(user)) - np.repeat(starts, counts)
-    n = np.repeat(counts, counts)
-    n_eval = np.maximum(1, n // 10)
-    part = np.where(
-        position >= n - n_eval, TEST, np.where(position >= n - 2 * n_eval, VALID, TRAIN)
-    )
-    part[n < 3] = TRAIN
+    position, part = split_parts(inter["_user"].to_numpy()[:n_warm])
     n_cold = len(inter) - n_warm
     position = np.r_[position, np.zeros(n_cold, dtype=position.dtype)]
-    part = np.r_[part, np.full(n_cold, COLD)]
+    part = np.r_[part, np.full(n_cold, COLD, dtype=np.int8)]
     user = inter["_user"].to_numpy()
-
-    rows = users.encode(tables.users["user_id"])
-    profile = {
-        t.name: _by_index(user_labels(t, tables.users), rows, users.size)
-        for t in tasks
-        if t.level == "user"
-    }
-    rng = np.random.default_rng(seed)
-    chosen = rng.permutation(len(users.ids))[: round(holdout_fraction * len(users.ids))]
-    holdout = np.zeros(users.size, dtype=bool)
-    holdout[np.asarray(chosen, dtype=np.int64) + FIRST_ID] = True
+    profile, holdout = user_profiles(tables.users, users, tasks, holdout_fraction, seed)
     item = inter["_item"].to_numpy()
     return Log(
         user=user,
         item=item,
         position=position,
-        part=part.astype(np.int8),
+        part=part,
         item_labels={
             t.name: item_labels(t, inter) for t in tasks if t.level == "item" and t.column
         },
@@ -160,6 +157,64 @@ def build_log(
         pair_keys=np.unique(user.astype(np.int64) * items.size + item),
         cold_items=cold_items,
     )
+
+
+def pick_cold_items(counts: np.ndarray, fraction: float, min_count: int, seed: int) -> np.ndarray:
+    """[n_items] bool: a fixed random `fraction` of the items with >= `min_count` interactions
+    (`counts` per item index)."""
+    eligible = np.flatnonzero(counts >= min_count)
+    picked = np.random.default_rng([seed, 1]).permutation(eligible)
+    cold_items = np.zeros(len(counts), dtype=bool)
+    cold_items[picked[: round(fraction * len(eligible))]] = True
+    return cold_items
+
+
+def split_parts(user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, part) of each interaction of `user` (grouped by user, chronological): the
+    0-based place in the user's sequence and TRAIN | VALID | TEST."""
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    counts = np.diff(np.r_[starts, len(user)])
+    position = np.arange(len(user)) - np.repeat(starts, counts)
+    n = np.repeat(counts, counts)
+    n_eval = np.maximum(1, n // 10)
+    part = np.where(
+        position >= n - n_eval, TEST, np.where(position >= n - 2 * n_eval, VALID, TRAIN)
+    )
+    part[n < 3] = TRAIN
+    return position, part.astype(np.int8)
+
+
+def user_profiles(
+    users_table: pd.DataFrame,
+    users: Vocab,
+    tasks: Sequence[TaskSpec],
+    holdout_fraction: float,
+    seed: int,
+) -> tuple[dict[str, Labels], np.ndarray]:
+    """Per user index: each user task's labels, and the profile-holdout users ([n_users] bool)."""
+    rows = users.encode(users_table["user_id"])
+    profile = {
+        t.name: _by_index(user_labels(t, users_table), rows, users.size)
+        for t in tasks
+        if t.level == "user"
+    }
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(users.ids))[: round(holdout_fraction * len(users.ids))]
+    holdout = np.zeros(users.size, dtype=bool)
+    holdout[np.asarray(chosen, dtype=np.int64) + FIRST_ID] = True
+    return profile, holdout
+
+
+def evaluation_users(n_users: int, max_users: int, seed: int) -> np.ndarray:
+    """[n_users] bool: the users whose events are evaluated (`eval.max_users`): every real one
+    with max_users = 0, else a fixed random `max_users` of them."""
+    keep = np.zeros(n_users, dtype=bool)
+    real = np.arange(FIRST_ID, n_users)
+    if max_users <= 0 or max_users >= len(real):
+        keep[real] = True
+    else:
+        keep[np.random.default_rng([seed, 2]).choice(real, size=max_users, replace=False)] = True
+    return keep
 
 
 def _by_index(labels: Labels, rows: np.ndarray, size: int) -> Labels:
