@@ -95,6 +95,7 @@ class OptimConfig:
     # in the training process) and the events each slice is shuffled through
     loader_workers: int = 0
     shuffle_buffer: int = 10_000
+    max_batches: int = 0  # batches per epoch at most (0 = every event): epochs of a huge log
 
 
 @dataclass
@@ -290,6 +291,7 @@ def _validate(cfg: Config) -> None:
         (o.weighting in WEIGHTINGS, f"optim.weighting must be one of {WEIGHTINGS}"),
         (o.collective_timeout_s > 0, "optim.collective_timeout_s must be > 0"),
         (o.loader_workers >= 0, "optim.loader_workers must be >= 0"),
+        (o.max_batches >= 0, "optim.max_batches must be >= 0 (0 = every event)"),
         (o.shuffle_buffer >= 1, "optim.shuffle_buffer must be >= 1"),
         (e.max_users >= 0, "eval.max_users must be >= 0 (0 = every user)"),
         (o.gradnorm_alpha >= 0 and o.gradnorm_lr > 0, "optim.gradnorm_alpha/lr must be >= 0/> 0"),

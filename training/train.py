@@ -8,6 +8,7 @@ stops after `patience` epochs without improvement of `optim.monitor`.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -186,9 +187,14 @@ def train_epoch(
     model.train()
     tasks, shared = model.tasks, list(model.block.parameters())
     source, n_batches = _epoch_batches(model, log, cfg, rng, epoch, ranks, shards)
+    if cfg.optim.max_batches:
+        n_batches = min(n_batches, cfg.optim.max_batches)
+        source = itertools.islice(source, n_batches)
     sums: dict[str, float] = {}
+    n_events, start = 0, time.perf_counter()
     bar = tqdm(source, total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
     for step, batch in enumerate(bar, start=1):
+        n_events += len(batch.inputs["user_id"])
         rows, labels, masks = _profile_rows(batch, tasks)
         logits = net(**batch.inputs, user_rows=rows)
         per_task = task_losses(tasks, logits, labels, masks, cfg.optim.esmm)
@@ -201,9 +207,13 @@ def train_epoch(
         for name, value in {"loss": total, **{f"loss_{k}": v for k, v in per_task.items()}}.items():
             sums[name] = sums.get(name, 0.0) + value.item()
         bar.set_postfix(loss=f"{sums['loss'] / step:.4f}")
-    totals = sum_over_ranks(list(sums.values()), ranks)  # every rank ran n_batches
+    elapsed = time.perf_counter() - start
+    *totals, all_events = sum_over_ranks(
+        [*sums.values(), n_events], ranks
+    )  # every rank ran n_batches
     n_all = max(1, n_batches * ranks.world)
-    return {f"train_{k}": v / n_all for k, v in zip(sums, totals, strict=True)}
+    figures = {f"train_{k}": v / n_all for k, v in zip(sums, totals, strict=True)}
+    return figures | {"samples_per_s": all_events / max(elapsed, 1e-9)}
 
 
 def _epoch_batches(

@@ -48,14 +48,16 @@ def test_rank_rows_are_disjoint_equal_and_cover_all_but_a_remainder(n: int, worl
     assert sorted(flat.tolist()) == sorted(order[: len(flat)].tolist())
 
 
-def run_training(tmp_path: Path, ranks: int, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_training(
+    tmp_path: Path, ranks: int, *extra: str, data: str = "synthetic"
+) -> subprocess.CompletedProcess[str]:
     launcher = (
         [str(TORCHRUN), "--standalone", f"--nproc_per_node={ranks}"]
         if ranks > 1
         else [sys.executable]
     )
     return subprocess.run(
-        [*launcher, "-m", "training", "train", "--data", "synthetic", "--quiet", *LEARNING, *extra],
+        [*launcher, "-m", "training", "train", "--data", data, "--quiet", *LEARNING, *extra],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -65,12 +67,33 @@ def run_training(tmp_path: Path, ranks: int, *extra: str) -> subprocess.Complete
 
 
 @pytest.mark.slow
-def test_two_ranks_learn_what_one_process_learns(tmp_path: Path) -> None:
+def test_two_ranks_streaming_prepared_shards_learn_what_one_process_learns(tmp_path: Path) -> None:
+    """One process trains in memory; two ranks stream the same log, prepared into shards."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
+    prepared = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "prepare",
+            "--data",
+            "synthetic",
+            "--out",
+            "prep",
+            "--quiet",
+            "--shard-events=3000",
+            *LEARNING,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=two,
+        timeout=300,
+    )
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
     alone = run_training(one, 1)
-    ddp = run_training(two, 2)
+    ddp = run_training(two, 2, "--optim.loader_workers=1", data="prep")
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("artifact: models/synthetic/1") == 1  # rank 0 alone writes

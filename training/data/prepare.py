@@ -143,12 +143,10 @@ def prepare_folder(
     users.save(out / "vocab" / "user_id.txt")
     items.save(out / "vocab" / "item_id.txt")
     tables.items.to_parquet(out / "items.parquet", index=False)
-    np.savez(
-        out / "profile.npz",
-        holdout=holdout,
-        **{f"label_{k}": v.values for k, v in profile.items()},
-        **{f"mask_{k}": v.mask for k, v in profile.items()},
-    )
+    arrays: dict[str, Any] = {"holdout": holdout}
+    arrays |= {f"label_{k}": v.values for k, v in profile.items()}
+    arrays |= {f"mask_{k}": v.mask for k, v in profile.items()}
+    np.savez(out / "profile.npz", **arrays)
     np.savez(
         out / "ids.npz",
         trained_items=writer.trained_items > 0,
@@ -381,7 +379,7 @@ class _Writer:
         file = pq.ParquetFile(sorted_log)
         bar = tqdm(total=file.metadata.num_rows, desc="prepare", unit="row", disable=not progress)
         base = 0
-        for warm, cold in _whole_users(file):
+        for warm, cold in _whole_users(file, min(READ_ROWS, self.shard_events)):
             if warm is not None:
                 self._warm(warm, base)
                 base += len(warm["user"])
@@ -403,7 +401,7 @@ class _Writer:
         self._flush()
         if not self.shards:
             raise DataError("the log has no training event (every user has fewer than 3 items?)")
-        merged = (
+        merged: dict[str, Any] = (
             {k: np.concatenate([part[k] for part in self._eval]) for k in self._eval[0]}
             if self._eval
             else {}
@@ -491,12 +489,12 @@ def _fixed(values: np.ndarray) -> pa.FixedSizeListArray:
 
 
 def _whole_users(
-    file: pq.ParquetFile,
+    file: pq.ParquetFile, rows_per_batch: int
 ) -> Iterator[tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]]:
     """(warm rows of whole users, cold rows) per batch of the sorted log: the warm rows of the
     batch's last user wait for the next batch, which may hold more of them."""
     pending: dict[str, np.ndarray] | None = None
-    for batch in file.iter_batches(batch_size=READ_ROWS):
+    for batch in file.iter_batches(batch_size=rows_per_batch):
         rows = {
             name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names
         }

@@ -167,8 +167,4 @@ class SampleStream(IterableDataset[Batch]):
 
 def loader(stream: SampleStream) -> DataLoader[Batch]:
     """A DataLoader over `stream`'s workers (in this process with none), batches as they are."""
-    return DataLoader(stream, batch_size=None, num_workers=stream.loader_workers, collate_fn=_same)
-
-
-def _same(batch: Batch) -> Batch:
-    return batch
+    return DataLoader(stream, batch_size=None, num_workers=stream.loader_workers)
