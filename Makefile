@@ -96,8 +96,9 @@ bench: $(STAMP)  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk i
 		|| { echo "missing wrk: run  sudo apt-get install -y wrk" >&2; exit 1; }
 	$(BIN)/python -m bench $(ARGS)
 
-bench-train: $(STAMP)  ## prepare + train at 1M and 10M synthetic interactions, 1 and 2 ranks -> bench/training.md
+bench-train: $(STAMP)  ## prepare + train at 1M and 10M interactions, 1 and 2 ranks -> bench/training.md; 3-seed parity -> bench/parity.md
 	$(BIN)/python -m bench.scaling $(ARGS)
+	$(BIN)/python -m bench.parity
 
 soak: $(STAMP)  ## 50,000 requests against the real server: RSS at start and end, errors -> bench/soak.md
 	$(BIN)/python -m bench.soak $(ARGS)

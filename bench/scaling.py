@@ -23,10 +23,21 @@ from pathlib import Path
 from training.config import load_config
 
 HERE = Path(__file__).parent
-RESULTS = HERE / "training.md"  # the figures; this module is not named training: bench/rss.py runs from bench/
+RESULTS = (
+    HERE / "training.md"
+)  # the figures; this module is not named training: bench/rss.py runs from bench/
 CONFIG = HERE / "training.toml"
 DATA = HERE / ".data"
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+# (ranks, extra flags) of the train runs per size: 1 and 2 ranks as configured; 1 rank without
+# the user-id table (the memory that is not an embedding table); 2 ranks with batches 8x larger
+# (the tables' per-step cost spread over more events)
+VARIANTS = (
+    (1, ()),
+    (2, ()),
+    (1, ("--network.user_embedding=false",)),
+    (2, ("--optim.batch_size=2048",)),
+)
 
 
 def run(command: list[str], rss_file: Path) -> tuple[float, list[dict[str, float]]]:
@@ -73,7 +84,6 @@ def synthesized(n: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000000,10000000", help="interactions, comma-separated")
-    parser.add_argument("--ranks", default="1,2", help="rank counts, comma-separated")
     parser.add_argument("--batches", type=int, default=200, help="training batches per run")
     args = parser.parse_args()
     cfg = load_config(CONFIG)
@@ -102,19 +112,23 @@ def main() -> None:
                 work / "rss.jsonl",
             )
             manifest = json.loads((prep / "prepared.json").read_text())
-            tables = 4 * (manifest["n_users"] + manifest["n_items"]) * cfg.network.d_embedding * 4
+            users_table, items_table = (
+                rows_ * cfg.network.d_embedding * 4
+                for rows_ in (manifest["n_users"], manifest["n_items"])
+            )
             rows.append(
-                f"| prepare | {n:,} | 1 | {wall:.0f} s | {manifest['interactions'] / wall:,.0f} "
-                f"interactions/s | {rss[0]['peak_rss_mib']:,.0f} | - |"
+                f"| prepare | {n:,} | 1 | --memory-limit 4GB | {wall:.0f} s | "
+                f"{manifest['interactions'] / wall:,.0f} interactions/s | - | "
+                f"{rss[0]['peak_rss_mib']:,.0f} | - |"
             )
             sys.stdout.write(rows[-1] + "\n")
-            for ranks in (int(r) for r in args.ranks.split(",")):
+            for ranks, flags in VARIANTS:
                 launcher = (
                     [str(TORCHRUN), "--standalone", f"--nproc_per_node={ranks}"]
                     if ranks > 1
                     else [sys.executable]
                 )
-                out = work / f"run-{n}-{ranks}"
+                out = work / f"run-{n}-{ranks}-{len(rows)}"
                 wall, rss = run(
                     [
                         *launcher,
@@ -131,15 +145,21 @@ def main() -> None:
                         "--optim.epochs=1",
                         f"--optim.max_batches={args.batches}",
                         "--quiet",
+                        *flags,
                     ],
                     work / "rss.jsonl",
                 )
                 report = json.loads((out / "reports/bench/1/report.json").read_text())
                 speed = report["epochs"][0]["samples_per_s"]
-                peaks = " / ".join(f"{r['peak_rss_mib']:,.0f}" for r in rss)
+                # rank 0's peak when training ended (its report), every other rank's whole run
+                training = [report["peak_rss_mib_training"]]
+                training += [r["peak_rss_mib"] for r in rss[1:]]
+                table = 0 if "--network.user_embedding=false" in flags else users_table
                 rows.append(
-                    f"| train | {n:,} | {ranks} | {wall:.0f} s | {speed:,.0f} samples/s | "
-                    f"{peaks} | {tables / 2**20:,.0f} |"
+                    f"| train | {n:,} | {ranks} | {' '.join(flags) or 'bench/training.toml'} | "
+                    f"{wall:.0f} s | {speed:,.0f} samples/s | "
+                    f"{' / '.join(f'{v:,.0f}' for v in training)} | "
+                    f"{rss[0]['peak_rss_mib']:,.0f} | {(table + items_table) / 2**20:,.0f} |"
                 )
                 sys.stdout.write(rows[-1] + "\n")
     write(rows, args)
@@ -161,11 +181,16 @@ def write(rows: list[str], args: argparse.Namespace) -> None:
             "Each train run is one epoch cut to the first batches, then the evaluation and "
             "the export, all inside the wall time; samples/s counts the training batches "
             "alone (every rank's events together). Peak RSS is ru_maxrss of each process "
-            "(rank 0 / rank 1); the embedding tables' part of it is given apart: weights, "
-            "gradients and Adam's two moments of the user and item tables.",
+            "(rank 0 / rank 1): while training (rank 0's when its training ended, before the "
+            "evaluation and the export; rank 1's whole run) and for rank 0's whole run. The id "
+            "tables' weights are given apart (users + items x d x 4 bytes); training holds "
+            "each table several times over (gradients, Adam's two moments, the best epoch's "
+            "copy, DDP's gradient buckets). The run without the user-id table shows the memory "
+            "that is not a table.",
             "",
-            "| step | interactions | ranks | wall | speed | peak RSS MiB | embedding tables MiB |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| step | interactions | ranks | settings | wall | speed | peak RSS MiB, training "
+            "(rank 0 / 1) | peak RSS MiB, whole run (rank 0) | id tables MiB (weights) |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|",
             *rows,
             "",
         ]

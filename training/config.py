@@ -20,6 +20,7 @@ from service.artifact import FeatureSpec, TaskSpec
 
 ENCODERS = ("mean", "gru", "lstm", "attention")
 WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")  # training.weighting
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class ConfigError(ValueError):
@@ -91,11 +92,15 @@ class OptimConfig:
     # torchrun: how long a collective waits for the other ranks before the run fails (a dead
     # or hung rank ends it with an error instead of a hang)
     collective_timeout_s: float = 300.0
+    device: str = "auto"  # auto (a GPU per rank when torch sees one, else the CPU) | cpu | cuda
     # a prepared folder (`train --data PREP`): DataLoader worker processes per rank (0 = read
     # in the training process) and the events each slice is shuffled through
     loader_workers: int = 0
     shuffle_buffer: int = 10_000
     max_batches: int = 0  # batches per epoch at most (0 = every event): epochs of a huge log
+    # a prepared folder: also write the training state every this many batches (0 = at the end
+    # of each epoch only), so a run of a huge log resumes within its epoch
+    state_every_batches: int = 0
 
 
 @dataclass
@@ -291,7 +296,9 @@ def _validate(cfg: Config) -> None:
         (o.weighting in WEIGHTINGS, f"optim.weighting must be one of {WEIGHTINGS}"),
         (o.collective_timeout_s > 0, "optim.collective_timeout_s must be > 0"),
         (o.loader_workers >= 0, "optim.loader_workers must be >= 0"),
+        (o.device in DEVICES, f"optim.device must be one of {DEVICES}"),
         (o.max_batches >= 0, "optim.max_batches must be >= 0 (0 = every event)"),
+        (o.state_every_batches >= 0, "optim.state_every_batches must be >= 0"),
         (o.shuffle_buffer >= 1, "optim.shuffle_buffer must be >= 1"),
         (e.max_users >= 0, "eval.max_users must be >= 0 (0 = every user)"),
         (o.gradnorm_alpha >= 0 and o.gradnorm_lr > 0, "optim.gradnorm_alpha/lr must be >= 0/> 0"),

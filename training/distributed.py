@@ -2,10 +2,12 @@
 
 `torchrun --standalone --nproc_per_node=N -m training train ...` starts N copies of the same
 command; each reads RANK / WORLD_SIZE from its environment and joins one process group (gloo on
-CPU). Every rank prepares the same data and draws the same shuffled order and negatives (one
-seed), then trains on its own slice of each global batch: rank r takes rows r, r + N, r + 2N, ...
-of the shuffled events, so every rank runs the same number of batches and the ranks together see
-exactly the global batches one process would (DESIGN: a batch of `optim.batch_size` events).
+CPU, nccl on GPU: one device per rank, `LOCAL_RANK`'s). In memory, every rank prepares the same
+data and draws the same shuffled order and negatives (one seed), then trains on its own slice of
+each global batch: rank r takes rows r, r + N, r + 2N, ... of the shuffled events, so every rank
+runs the same number of batches and the ranks together see exactly the global batches one
+process would (DESIGN: a batch of `optim.batch_size` events). From a prepared folder, each rank
+streams its own slice of the shards instead (training.data.stream).
 Validation predicts a slice per rank and gathers every prediction before any AUC is computed;
 only rank 0 writes checkpoints, reports and the artifact. A collective that waits longer than
 `optim.collective_timeout_s` for a rank (dead, hung) ends the run with an error.
@@ -36,6 +38,7 @@ class Ranks:
 
     rank: int = 0
     world: int = 1
+    device: str = "cpu"  # where this rank trains: cpu, or cuda:<LOCAL_RANK>
 
     @property
     def main(self) -> bool:
@@ -50,23 +53,32 @@ class Ranks:
 ALONE = Ranks()  # one process
 
 
-def start(timeout_s: float) -> Ranks:
-    """Join the process group `torchrun` set up in the environment, or run alone.
+def start(timeout_s: float, device: str = "auto") -> Ranks:
+    """Join the process group `torchrun` set up in the environment, or run alone; train on the
+    GPU (`device` cuda, or auto with one visible), one per rank, with nccl, else on the CPU with
+    gloo.
 
     Raises:
-        ConfigError: WORLD_SIZE is set but not a number, or CUDA is present (the GPU path,
-            nccl with one device per rank, is not built yet).
+        ConfigError: WORLD_SIZE or LOCAL_RANK is not a number, or `device` is cuda without a GPU.
     """
     try:
         world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
-        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+        raise ConfigError(
+            f"WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} / LOCAL_RANK="
+            f"{os.environ.get('LOCAL_RANK')!r}: not numbers"
+        ) from None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("optim.device=cuda but torch sees no GPU (use auto or cpu)")
+    gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    where = f"cuda:{local}" if gpu else "cpu"
+    if gpu:
+        torch.cuda.set_device(local)
     if world <= 1:
-        return Ranks()
-    if torch.cuda.is_available():
-        raise ConfigError("several ranks on CUDA (nccl) are not supported yet; hide the GPUs")
-    dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
-    return Ranks(dist.get_rank(), dist.get_world_size())
+        return Ranks(device=where)
+    dist.init_process_group("nccl" if gpu else "gloo", timeout=timedelta(seconds=timeout_s))
+    return Ranks(dist.get_rank(), dist.get_world_size(), where)
 
 
 def stop(ranks: Ranks) -> None:
@@ -108,8 +120,8 @@ def sum_over_ranks(values: Sequence[float], ranks: Ranks) -> list[float]:
     """Element-wise sums over every rank (float64)."""
     if not ranks.distributed:
         return list(values)
-    total = torch.tensor(list(values), dtype=torch.float64)
-    dist.all_reduce(total)
+    total = torch.tensor(list(values), dtype=torch.float64, device=ranks.device)
+    dist.all_reduce(total)  # nccl reduces tensors on the rank's GPU only
     return [float(v) for v in total]
 
 

@@ -90,9 +90,10 @@ def model_predictor(
 
     def run(inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
         model.eval()
+        device = next(model.parameters()).device
         with torch.no_grad():
-            logits = model(**inputs)
-        return [to_output(t, logits[t.name]).numpy() for t in tasks]
+            logits = model(**{k: v.to(device) for k, v in inputs.items()})
+        return [to_output(t, logits[t.name]).cpu().numpy() for t in tasks]
 
     return _batched_predictor(run, log, tasks, history_length, batch_size)
 

@@ -6,6 +6,8 @@ checkpoint, export, report) and the evaluation helpers; the CLI and the tests ca
 
 from __future__ import annotations
 
+import resource
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -204,7 +206,9 @@ def train_and_export(
     """
     cfg = replace(cfg, name=run_name(cfg, source))  # before any work, and in the checkpoint
     config = cfg.to_dict() | {"data": source}
-    ranks = distributed.start(cfg.optim.collective_timeout_s)  # alone unless under torchrun
+    ranks = distributed.start(
+        cfg.optim.collective_timeout_s, cfg.optim.device
+    )  # alone unless torchrun
     try:
         state = None if resume_from is None else resume.load(resume_from, config, ranks.world)
         with distributed.main_first(ranks):
@@ -223,8 +227,10 @@ def train_and_export(
             config,
             data.shards,
         )
+        trained_peak = peak_rss_mib()  # training's peak, before evaluation and export
     finally:
         distributed.stop(ranks)
+    model.cpu()  # evaluation and export run on the CPU
     if not ranks.main:  # the other ranks' work is done: rank 0 evaluates and writes
         return None
     metrics, baselines = evaluate_model(model, data, cfg), evaluate_baselines(data, cfg)
@@ -250,9 +256,16 @@ def train_and_export(
             "artifact": str(artifact),
             "config": config,
             "n_parameters": sum(p.numel() for p in model.parameters()),
+            "peak_rss_mib_training": trained_peak,
         },
     )
     return RunResult(artifact, report, metrics, baselines, history)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set so far (ru_maxrss), in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
 
 def parity_inputs(data: Prepared, cfg: Config) -> list[dict[str, torch.Tensor]]:

@@ -3,17 +3,21 @@
 After each epoch rank 0 writes `reports/<name>/training-state.pt` (replaced in one rename, so a
 run killed while writing leaves the previous one): the model, the optimiser, the loss weights,
 the epoch, the history and best epoch so far, the numpy generator (shuffles and negatives) and
-every rank's torch generator (dropout). A run resumed from it continues with epoch + 1 and ends
-with exactly the figures of a run that was never stopped (CPU; tests/training/test_resume.py).
-The run's config and data source must be the ones the state was written with, except the
-number of epochs and the patience (so a finished run can be given more epochs).
+every rank's torch generator (dropout). Streaming a prepared folder, it is also written every
+`optim.state_every_batches` batches with the data position (the batches of the epoch done and
+their loss sums): the stream of an epoch is a function of its seed, so a resumed run skips to
+that batch and goes on with the very batches it would have seen. A run resumed from a state
+ends with exactly the figures of a run that was never stopped (CPU;
+tests/training/test_resume.py). The run's config and data source must be the ones the state
+was written with, except the number of epochs, the patience and how often states are written
+(so a finished run can be given more epochs).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ import torch
 from training.config import ConfigError
 
 STATE_FILE = "training-state.pt"
-MAY_CHANGE = {("optim", "epochs"), ("optim", "patience")}
+MAY_CHANGE = {("optim", "epochs"), ("optim", "patience"), ("optim", "state_every_batches")}
 
 
 @dataclass
@@ -40,13 +44,19 @@ class TrainingState:
     numpy_rng: dict[str, Any]
     torch_rng: list[torch.Tensor]  # one per rank
     config: dict[str, Any]  # the run's config and data source
+    # a streamed epoch stopped part-way (optim.state_every_batches): batches of epoch + 1 done
+    # and their loss sums; 0 and {} at an epoch's end
+    batch: int = 0
+    partial: dict[str, float] = field(default_factory=dict)
 
 
 def save(path: Path, state: TrainingState) -> None:
     """Write `state` to `path` in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    torch.save(asdict(state), partial)
+    # the fields as they are: dataclasses.asdict would deep-copy every tensor first (a second
+    # copy of the model, its best copy and the optimiser, ~5 x the embedding tables)
+    torch.save({f.name: getattr(state, f.name) for f in fields(state)}, partial)
     os.replace(partial, path)
 
 

@@ -8,9 +8,10 @@ stops after `patience` epochs without improvement of `optim.monitor`.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,10 @@ def fit(
 ) -> History:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
 
-    After every epoch the training state goes to `state_file` (rank 0 writes it, with `config`,
-    the run's config and data source); given a state (`training.resume`), training continues
-    after its epoch exactly as it would have.
+    After every epoch (and every `optim.state_every_batches` batches of a streamed one) the
+    training state goes to `state_file` (rank 0 writes it, with `config`, the run's config and
+    data source); given a state (`training.resume`), training continues from where it was
+    written exactly as it would have.
 
     With several ranks (`training.distributed`), every rank calls this with the same data and
     config; each trains on its slice of every global batch through DistributedDataParallel, and
@@ -81,15 +83,18 @@ def fit(
     streams every rank's own slice of the training events instead (training.data.stream).
 
     Raises:
-        ConfigError: a setting several ranks cannot run with.
+        ConfigError: a setting several ranks cannot run with, or states within an epoch
+            without a prepared folder.
     """
-    _check_ranks(cfg, ranks)
+    _check(cfg, ranks, shards)
     torch.manual_seed(cfg.optim.seed + ranks.rank)  # dropout differs by rank, the data does not
     rng = np.random.default_rng(cfg.optim.seed)  # the same order and negatives on every rank
     tasks = model.tasks
     weighting = build_weighting(
         cfg.optim.weighting, tasks, cfg.optim.gradnorm_alpha, cfg.optim.gradnorm_lr
     )
+    model.to(ranks.device)
+    weighting.to(ranks.device)
     net: nn.Module = DistributedDataParallel(model) if ranks.distributed else model
     optimizer = torch.optim.Adam(
         [
@@ -99,7 +104,7 @@ def fit(
         lr=cfg.optim.lr,
     )
     history, best_state, best = History(), copy.deepcopy(model.state_dict()), None
-    first = 1
+    first, position = 1, Position()
     if resume_from is not None:
         state = resume_from
         model.load_state_dict(state.model)
@@ -109,13 +114,52 @@ def fit(
         torch.set_rng_state(state.torch_rng[ranks.rank])
         history = History(list(state.epochs), state.best_epoch)
         best, best_state, first = state.best, state.best_model, state.epoch + 1
+        position = Position(state.batch, dict(state.partial))
         if state.epoch - history.best_epoch >= cfg.optim.patience:  # it had stopped early
             first = cfg.optim.epochs + 1
+
+    def save_state(epoch: int, at: Position) -> None:
+        """The state after `epoch` epochs and `at.batch` batches of the next (a collective)."""
+        torch_rng = all_objects(torch.get_rng_state(), ranks)
+        if state_file is None or not ranks.main:
+            return
+        resume.save(
+            state_file,
+            TrainingState(
+                epoch=epoch,
+                epochs=history.epochs,
+                best_epoch=history.best_epoch,
+                best=best,
+                best_model=best_state,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                weighting=weighting.training_state(),
+                numpy_rng=dict(rng.bit_generator.state),
+                torch_rng=torch_rng,
+                config=cfg.to_dict() if config is None else config,
+                batch=at.batch,
+                partial=at.sums,
+            ),
+        )
+
     for epoch in range(first, cfg.optim.epochs + 1):
         start = time.perf_counter()
         figures = train_epoch(
-            net, model, log, cfg, optimizer, weighting, rng, epoch, progress, ranks, shards
+            net,
+            model,
+            log,
+            cfg,
+            optimizer,
+            weighting,
+            rng,
+            epoch,
+            progress,
+            ranks,
+            shards,
+            position,
+            functools.partial(save_state, epoch - 1),
         )
+        position = Position()
         figures |= {f"weight_{name}": w for name, w in weighting.weights().items()}
         figures |= validate(model, log, valid, tasks, cfg, ranks)
         figures["seconds"] = time.perf_counter() - start
@@ -126,32 +170,29 @@ def fit(
         lower_is_better = cfg.optim.monitor.endswith(("loss", "rmse"))
         if best is None or (score < best if lower_is_better else score > best):
             best, history.best_epoch = score, epoch
+            best_state.clear()  # the old copy goes before the new one is made
             best_state = copy.deepcopy(model.state_dict())
-        torch_rng = all_objects(torch.get_rng_state(), ranks)  # a collective: every rank
-        if state_file is not None and ranks.main:
-            resume.save(
-                state_file,
-                TrainingState(
-                    epoch=epoch,
-                    epochs=history.epochs,
-                    best_epoch=history.best_epoch,
-                    best=best,
-                    best_model=best_state,
-                    model=model.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    weighting=weighting.training_state(),
-                    numpy_rng=dict(rng.bit_generator.state),
-                    torch_rng=torch_rng,
-                    config=cfg.to_dict() if config is None else config,
-                ),
-            )
+        save_state(epoch, Position())
         if epoch - history.best_epoch >= cfg.optim.patience:
             break
     model.load_state_dict(best_state)
     return history
 
 
-def _check_ranks(cfg: Config, ranks: Ranks) -> None:
+@dataclass(frozen=True)
+class Position:
+    """Where an epoch is: batches done and the loss sums over them."""
+
+    batch: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+
+def _check(cfg: Config, ranks: Ranks, shards: Shards | None) -> None:
+    if cfg.optim.state_every_batches and shards is None:
+        raise ConfigError(
+            "optim.state_every_batches needs a prepared folder (train --data PREP): an "
+            "in-memory epoch draws all its events when it starts"
+        )
     if not ranks.distributed:
         return
     if cfg.optim.batch_size % ranks.world:
@@ -181,19 +222,31 @@ def train_epoch(
     progress: bool,
     ranks: Ranks = ALONE,
     shards: Shards | None = None,
+    position: Position = Position(),
+    on_batch: Callable[[Position], None] | None = None,
 ) -> dict[str, float]:
     """One pass over the training events with fresh negatives; mean losses per task. `net` is
-    `model`, or `model` wrapped in DistributedDataParallel (this rank's share of each batch)."""
+    `model`, or `model` wrapped in DistributedDataParallel (this rank's share of each batch).
+    A streamed epoch starts at `position` (a resumed run) and calls `on_batch` every
+    `optim.state_every_batches` batches with the position reached."""
     model.train()
     tasks, shared = model.tasks, list(model.block.parameters())
-    source, n_batches = _epoch_batches(model, log, cfg, rng, epoch, ranks, shards)
+    source, n_batches = _epoch_batches(model, log, cfg, rng, epoch, ranks, shards, position.batch)
     if cfg.optim.max_batches:
         n_batches = min(n_batches, cfg.optim.max_batches)
-        source = itertools.islice(source, n_batches)
-    sums: dict[str, float] = {}
+        source = itertools.islice(source, max(0, n_batches - position.batch))
+    sums, every = dict(position.sums), cfg.optim.state_every_batches
     n_events, start = 0, time.perf_counter()
-    bar = tqdm(source, total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
-    for step, batch in enumerate(bar, start=1):
+    bar = tqdm(
+        source,
+        initial=position.batch,
+        total=n_batches,
+        desc=f"epoch {epoch}",
+        disable=not progress,
+        leave=False,
+    )
+    for step, batch in enumerate(bar, start=position.batch + 1):
+        batch = batch.to(ranks.device)
         n_events += len(batch.inputs["user_id"])
         rows, labels, masks = _profile_rows(batch, tasks)
         logits = net(**batch.inputs, user_rows=rows)
@@ -207,6 +260,8 @@ def train_epoch(
         for name, value in {"loss": total, **{f"loss_{k}": v for k, v in per_task.items()}}.items():
             sums[name] = sums.get(name, 0.0) + value.item()
         bar.set_postfix(loss=f"{sums['loss'] / step:.4f}")
+        if on_batch is not None and every and step % every == 0 and step < n_batches:
+            on_batch(Position(step, dict(sums)))
     elapsed = time.perf_counter() - start
     *totals, all_events = sum_over_ranks(
         [*sums.values(), n_events], ranks
@@ -224,6 +279,7 @@ def _epoch_batches(
     epoch: int,
     ranks: Ranks,
     shards: Shards | None,
+    start: int,
 ) -> tuple[Iterable[Batch], int]:
     """This rank's batches of one epoch and how many: its share of every global batch of the
     in-memory events, or its slice of a prepared folder's streamed events."""
@@ -246,7 +302,7 @@ def _epoch_batches(
             n_items=log.n_items,
         )
         stream = SampleStream(
-            shards, args, epoch, ranks.rank, ranks.world, cfg.optim.loader_workers
+            shards, args, epoch, ranks.rank, ranks.world, cfg.optim.loader_workers, start
         )
         return loader(stream), len(stream)
     idx = log.events(TRAIN)
@@ -296,6 +352,7 @@ def validate(
     mine = valid.items.take(np.arange(len(valid.items.index))[ranks.rank :: ranks.world])
     with torch.no_grad():
         for batch in batches(log, mine, tasks, cfg.network.history_length, 1024, hide_holdout=True):
+            batch = batch.to(ranks.device)
             total, per_task = joint_loss(
                 tasks, model(**batch.inputs), batch.labels, batch.masks, cfg.optim.esmm
             )

@@ -135,7 +135,8 @@ class GradNormWeighting(FixedWeighting):
             self.initial.setdefault(self.names[i], max(losses[self.names[i]].item(), 1e-8))
         if len(idx) > 1:
             rates = torch.tensor(
-                [losses[self.names[i]].item() / self.initial[self.names[i]] for i in idx]
+                [losses[self.names[i]].item() / self.initial[self.names[i]] for i in idx],
+                device=self.w.device,
             )
             weighted = self.w[idx] * norms  # G_i = w_i ||dL_i/dW||
             target = (weighted.mean() * (rates / rates.mean()) ** self.alpha).detach()
@@ -145,7 +146,7 @@ class GradNormWeighting(FixedWeighting):
     @staticmethod
     def _grad_norm(loss: Tensor, shared: Sequence[nn.Parameter]) -> Tensor:
         grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        return torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None), torch.tensor(0.0)))
+        return torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None), loss.new_zeros(())))
 
     def step(self) -> None:
         """Move w by its GradNorm gradient, keep it positive and summing to sum(lambda)."""

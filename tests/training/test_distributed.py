@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from service.repository import load_artifact
+from training import distributed
+from training.config import ConfigError
 from training.distributed import Ranks, rank_rows
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -46,6 +49,20 @@ def test_rank_rows_are_disjoint_equal_and_cover_all_but_a_remainder(n: int, worl
     assert len(flat) == n - n % world  # everything but fewer than `world` rows
     # together they are the shuffled order, interleaved: global batch k is every rank's batch k
     assert sorted(flat.tolist()) == sorted(order[: len(flat)].tolist())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
+def test_without_a_gpu_ranks_train_on_the_cpu_and_cuda_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.start(30, "auto") == Ranks(0, 1, "cpu")
+    assert distributed.start(30, "cpu").device == "cpu"
+    with pytest.raises(ConfigError, match="optim.device=cuda but torch sees no GPU"):
+        distributed.start(30, "cuda")
+    monkeypatch.setenv("LOCAL_RANK", "first")
+    with pytest.raises(ConfigError, match="not numbers"):
+        distributed.start(30, "auto")
 
 
 def run_training(

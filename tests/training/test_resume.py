@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,16 +20,21 @@ from training.config import ConfigError
 TINY = [f"--{o}" for o in CONFTEST_TINY if not o.startswith("optim.epochs")]
 TINY.append("--optim.patience=10")
 STATE = Path("reports/synthetic") / resume.STATE_FILE
+ENV = os.environ | {"OMP_NUM_THREADS": "1"}
 
 
-def train(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def command(*args: str, data: str = "synthetic") -> list[str]:
+    return [sys.executable, "-m", "training", "train", "--data", data, "--quiet", *TINY, *args]
+
+
+def train(cwd: Path, *args: str, data: str = "synthetic") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "training", "train", "--data", "synthetic", "--quiet", *TINY, *args],
+        command(*args, data=data),
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=600,
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        env=ENV,
     )
 
 
@@ -54,10 +60,69 @@ def test_a_resumed_run_ends_with_the_figures_of_an_uninterrupted_one(
     assert continued["metrics"] == uninterrupted["metrics"]  # exact, on the CPU
     assert len(continued["epochs"]) == 4
 
-    def figures(run: dict) -> list[dict]:
-        return [{k: v for k, v in e.items() if k != "seconds"} for e in run["epochs"]]
-
     assert figures(continued) == figures(uninterrupted)
+
+
+def figures(run: dict) -> list[dict]:
+    """Every epoch's figures but the timings."""
+    return [
+        {k: v for k, v in e.items() if k not in ("seconds", "samples_per_s")} for e in run["epochs"]
+    ]
+
+
+def test_a_streamed_run_stopped_within_an_epoch_resumes_at_its_batch(tmp_path: Path) -> None:
+    """Killed part-way through an epoch of a prepared folder, resumed from the state it wrote
+    there, a run ends with exactly the figures of one never stopped."""
+    prepared = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "prepare",
+            "--data",
+            "synthetic",
+            "--out",
+            "prep",
+            "--quiet",
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    flags = ["--optim.epochs=2", "--optim.batch_size=16", "--optim.state_every_batches=7"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    whole.mkdir()
+    stopped.mkdir()
+    assert train(whole, *flags, data="../prep").returncode == 0
+    process = subprocess.Popen(
+        command(*flags, data="../prep"), cwd=stopped, env=ENV, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if (stopped / STATE).is_file():
+                if torch.load(stopped / STATE, weights_only=True)["batch"] > 0:
+                    break  # a state written within an epoch
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait()
+    state = torch.load(stopped / STATE, weights_only=True)
+    assert state["batch"] > 0, "no state was written within an epoch"
+    assert state["batch"] % 7 == 0
+    resumed = train(stopped, *flags, "--resume", str(STATE), data="../prep")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert report(stopped, 1)["metrics"] == report(whole, 1)["metrics"]
+    assert figures(report(stopped, 1)) == figures(report(whole, 1))
+
+
+def test_states_within_an_epoch_need_a_prepared_folder(tmp_path: Path) -> None:
+    refused = train(tmp_path, "--optim.state_every_batches=5")
+    assert refused.returncode == 2
+    assert "optim.state_every_batches needs a prepared folder" in refused.stderr
 
 
 def test_a_state_of_another_run_is_refused_before_training(stopped: Path) -> None:

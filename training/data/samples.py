@@ -49,6 +49,17 @@ class Batch:
     labels: dict[str, Tensor]
     masks: dict[str, Tensor]
 
+    def to(self, device: str) -> Batch:
+        """The batch on `device` (itself on the CPU)."""
+        if device == "cpu":
+            return self
+        return Batch(
+            *(
+                {k: v.to(device, non_blocking=True) for k, v in part.items()}
+                for part in (self.inputs, self.labels, self.masks)
+            )
+        )
+
 
 def sample_negatives(
     log: Log,

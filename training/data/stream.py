@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from service.artifact import TaskSpec
@@ -167,4 +168,9 @@ class SampleStream(IterableDataset[Batch]):
 
 def loader(stream: SampleStream) -> DataLoader[Batch]:
     """A DataLoader over `stream`'s workers (in this process with none), batches as they are."""
-    return DataLoader(stream, batch_size=None, num_workers=stream.loader_workers)
+    # its own generator: creating the loader draws a worker seed, which must not move the
+    # global torch generator (dropout), or a run resumed within an epoch would diverge
+    generator = torch.Generator().manual_seed(0)
+    return DataLoader(
+        stream, batch_size=None, num_workers=stream.loader_workers, generator=generator
+    )
