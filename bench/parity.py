@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from service.repository import load_artifact
+from tests.conftest import training_cli
 from tests.training.test_distributed import LEARNING, TORCHRUN
 
 HERE = Path(__file__).parent
@@ -72,22 +73,18 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "training",
-                "prepare",
-                "--data",
-                "synthetic",
-                "--out",
-                str(work / "prep"),
-                "--quiet",
-                "--shard-events=3000",
-                *LEARNING,
-            ],
-            check=True,
+        prepared = training_cli(
+            "prepare",
+            "--data",
+            "synthetic",
+            "--out",
+            str(work / "prep"),
+            "--quiet",
+            "--shard-events=3000",
+            *LEARNING,
         )
+        if prepared.returncode:
+            raise SystemExit(prepared.stderr[-3000:])
         for way, (ranks, data) in WAYS.items():
             folder = work / way.replace(" ", "-").replace(",", "")
             folder.mkdir()

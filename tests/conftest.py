@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,18 @@ TINY = [
     "eval.n_rank_negatives=50",
     "eval.n_cold_rank_negatives=10",
 ]
+
+
+def training_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m training ARGS` in a subprocess (one thread), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=900,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
 
 
 def tiny_config(*overrides: str) -> Config:

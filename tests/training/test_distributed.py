@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from service.repository import load_artifact
+from tests.conftest import training_cli
 from training import distributed
 from training.config import ConfigError
 from training.distributed import Ranks, rank_rows
@@ -89,24 +90,16 @@ def test_two_ranks_streaming_prepared_shards_learn_what_one_process_learns(tmp_p
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    prepared = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "prepare",
-            "--data",
-            "synthetic",
-            "--out",
-            "prep",
-            "--quiet",
-            "--shard-events=3000",
-            *LEARNING,
-        ],
-        capture_output=True,
-        text=True,
+    prepared = training_cli(
+        "prepare",
+        "--data",
+        "synthetic",
+        "--out",
+        "prep",
+        "--quiet",
+        "--shard-events=3000",
+        *LEARNING,
         cwd=two,
-        timeout=300,
     )
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     alone = run_training(one, 1)

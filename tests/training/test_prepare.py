@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, training_cli
 from training.config import Config, ConfigError, load_config
 from training.data.prepare import MANIFEST, prepare_folder
 from training.data.prepared import Shards, open_prepared, read_manifest
@@ -183,45 +181,29 @@ def test_training_with_another_config_than_the_folders_is_refused(
 
 def test_the_cli_prepares_and_says_what_it_wrote(tmp_path: Path) -> None:
     flags = [f"--{o}" for o in ("synthetic.n_users=200", "synthetic.n_items=120")]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "prepare",
-            "--data",
-            "synthetic",
-            "--out",
-            str(tmp_path / "p"),
-            "--quiet",
-            "--shard-events=2000",
-            *flags,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = training_cli(
+        "prepare",
+        "--data",
+        "synthetic",
+        "--out",
+        str(tmp_path / "p"),
+        "--quiet",
+        "--shard-events=2000",
+        *flags,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = read_manifest(tmp_path / "p")
     assert (
         f"{manifest['train_events']:,} training events in {len(manifest['shards'])}" in done.stdout
     )
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "prepare",
-            "--data",
-            str(tmp_path / "nowhere"),
-            "--out",
-            str(tmp_path / "q"),
-            "--name=x",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    bad = training_cli(
+        "prepare",
+        "--data",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "q"),
+        "--name=x",
+        "--quiet",
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: ")

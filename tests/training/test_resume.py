@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY as CONFTEST_TINY
+from tests.conftest import training_cli
 from training import resume
 from training.config import ConfigError
 
@@ -28,14 +29,7 @@ def command(*args: str, data: str = "synthetic") -> list[str]:
 
 
 def train(cwd: Path, *args: str, data: str = "synthetic") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(*args, data=data),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-        env=ENV,
-    )
+    return training_cli(*command(*args, data=data)[3:], cwd=cwd)
 
 
 def report(cwd: Path, version: int) -> dict:
@@ -73,23 +67,8 @@ def figures(run: dict) -> list[dict]:
 def test_a_streamed_run_stopped_within_an_epoch_resumes_at_its_batch(tmp_path: Path) -> None:
     """Killed part-way through an epoch of a prepared folder, resumed from the state it wrote
     there, a run ends with exactly the figures of one never stopped."""
-    prepared = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "prepare",
-            "--data",
-            "synthetic",
-            "--out",
-            "prep",
-            "--quiet",
-            *TINY,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
+    prepared = training_cli(
+        "prepare", "--data", "synthetic", "--out", "prep", "--quiet", *TINY, cwd=tmp_path
     )
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     flags = ["--optim.epochs=2", "--optim.batch_size=16", "--optim.state_every_batches=7"]
