@@ -7,10 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from training.config import Config, load_config
+
+if TYPE_CHECKING:
+    from training.pipeline import RunResult
 
 TINY = [
     "synthetic.n_users=200",
@@ -81,7 +85,7 @@ def learning_config(*overrides: str) -> Config:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory):
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResult | None, Path]:
     """(RunResult, repository) of a short synthetic training run, exported and published."""
     from training.pipeline import train_and_export
 
