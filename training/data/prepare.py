@@ -114,7 +114,7 @@ def prepare_folder(
         tasks = resolve_tasks(cfg.tasks, tables)
         users, items = Vocab.build(tables.users["user_id"]), Vocab.build(tables.items["item_id"])
         label_columns = _label_columns(tasks, scan.columns)
-        register_vocabs(con, users, items)
+        _register_vocabs(con, users, items)
         scan.validate(con, label_columns)
         counts = _item_counts(con, items)
         cold_items = pick_cold_items(
@@ -213,7 +213,6 @@ class _Scan:
 
     file: str
     columns: tuple[str, ...]
-    types: dict[str, str]
 
     @classmethod
     def open(cls, con: Any, folder: Path) -> _Scan:
@@ -247,7 +246,7 @@ class _Scan:
             f"{name} AS _file, {where} AS _row FROM {scan}"
         )
         con.execute(f"CREATE TEMP MACRO place(f, r) AS f || ' {word} ' || r")
-        return cls(file, tuple(types), types)
+        return cls(file, tuple(types))
 
     def validate(self, con: Any, numeric: Sequence[str]) -> None:
         """Every bad cell of the interactions, with file and row (DataError)."""
@@ -316,7 +315,7 @@ def _item_counts(con: Any, items: Vocab) -> np.ndarray:
     return counts
 
 
-def register_vocabs(con: Any, users: Vocab, items: Vocab) -> None:
+def _register_vocabs(con: Any, users: Vocab, items: Vocab) -> None:
     """The vocabularies as DuckDB tables uv / iv (id VARCHAR, idx BIGINT)."""
     for table, vocab in (("uv", users), ("iv", items)):
         frame = pd.DataFrame(
