@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from service.config import ENV_PREFIX, Settings
+from tests.system import nginx
 from tests.system.test_prometheus import DASHBOARD, DOCKER, binary
 
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
@@ -47,6 +48,25 @@ def test_compose_file_is_valid_and_needs_the_grafana_password() -> None:
     refused = run(compose, "-f", str(DOCKER / "compose.yml"), "config", env=without)
     assert refused.returncode != 0
     assert "GRAFANA_ADMIN_PASSWORD" in refused.stderr
+
+
+def test_the_nginx_config_renders_from_its_template_and_passes_nginx_t(tmp_path: Path) -> None:
+    site = tmp_path / "hydrarec.conf"
+    values = {
+        "NGINX_PORT": "127.0.0.1:8080",
+        "NGINX_RESOLVER": "127.0.0.1",
+        "HYDRAREC_UPSTREAM": nginx.upstream([8001, 8002]),
+        "NGINX_MAX_BODY_BYTES": "1048576",
+    }
+    site.write_text(nginx.render(values))
+    checked = nginx.check(nginx.main_config(tmp_path, site), tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "test is successful" in checked.stderr
+    broken = tmp_path / "broken.conf"
+    broken.write_text(nginx.render(values | {"NGINX_MAX_BODY_BYTES": "lots"}))
+    refused = nginx.check(nginx.main_config(tmp_path, broken), tmp_path)
+    assert refused.returncode != 0  # nginx -t can fail: it reads what the template renders
+    assert "client_max_body_size" in refused.stderr
 
 
 def test_prometheus_config_and_rules_pass_promtool() -> None:

@@ -66,9 +66,10 @@ def wait_ready(service: Service) -> None:
 
 
 @contextmanager
-def running_service(folder: Path, **settings: str) -> Iterator[Service]:
-    """Start the service on a free port, wait until ready; kill it (by PID) on the way out."""
-    port = free_port()
+def running_service(folder: Path, port: int | None = None, **settings: str) -> Iterator[Service]:
+    """Start the service on `port` (default: a free one), wait until ready; kill it (by PID)
+    on the way out."""
+    port = free_port() if port is None else port
     log = folder / f"service-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,16 @@ def binary(name: str) -> str:
     return found
 
 
-def scrape_config(port: int) -> str:
-    """docker/prometheus.yml pointed at this service, scraping every second."""
+DISCOVERY = "    dns_sd_configs:\n      - names: [service]\n        type: A\n        port: 8000\n"
+
+
+def scrape_config(ports: list[int]) -> str:
+    """docker/prometheus.yml with its DNS discovery of the compose replicas replaced by the
+    services on `ports`, scraping every second."""
     text = (DOCKER / "prometheus.yml").read_text()
+    targets = json.dumps([f"127.0.0.1:{p}" for p in ports])
     for old, new in (
-        ('targets: ["service:8000"]', f'targets: ["127.0.0.1:{port}"]'),
+        (DISCOVERY, f"    static_configs:\n      - targets: {targets}\n"),
         ("scrape_interval: 15s", "scrape_interval: 1s"),
         ("evaluation_interval: 15s", "evaluation_interval: 1s"),
         ("- alerts.yml", f"- {DOCKER / 'alerts.yml'}"),
@@ -53,15 +59,46 @@ def scrape_config(port: int) -> str:
     return text
 
 
+def query(prometheus: str, expr: str) -> float | None:
+    """The first value of an instant query (None: no series)."""
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=5)
+    result = answer.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+@contextmanager
+def running_prometheus(folder: Path, ports: list[int]) -> Iterator[str]:
+    """The Debian prometheus scraping the services on `ports`; its base URL."""
+    config = folder / "prometheus.yml"
+    config.write_text(scrape_config(ports))
+    port = free_port()
+    with (folder / "prometheus.log").open("wb") as log:
+        prometheus = subprocess.Popen(
+            [
+                binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200)
+        yield url
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
+
+
 @dataclass
 class Stack:
     service: Service
     prometheus: str  # base URL
 
     def query(self, expr: str) -> float | None:
-        answer = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=5)
-        result = answer.json()["data"]["result"]
-        return float(result[0]["value"][1]) if result else None
+        return query(self.prometheus, expr)
 
 
 @pytest.fixture(scope="module")
@@ -70,27 +107,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_service(
         folder, HYDRAREC_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics")
     ) as service:
-        config = folder / "prometheus.yml"
-        config.write_text(scrape_config(int(service.url.rsplit(":", 1)[1])))
-        port = free_port()
-        with (folder / "prometheus.log").open("wb") as log:
-            prometheus = subprocess.Popen(
-                [
-                    binary("prometheus"),
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={folder / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200)
+        with running_prometheus(folder, [int(service.url.rsplit(":", 1)[1])]) as url:
             yield Stack(service, url)
-        finally:
-            prometheus.terminate()
-            prometheus.wait(timeout=30)
 
 
 def _wait(condition: object) -> None:
