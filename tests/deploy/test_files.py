@@ -69,6 +69,31 @@ def test_the_nginx_config_renders_from_its_template_and_passes_nginx_t(tmp_path:
     assert "client_max_body_size" in refused.stderr
 
 
+def test_compose_runs_replicas_behind_nginx_rendered_from_the_same_template() -> None:
+    result = run(
+        binary("docker-compose"),
+        "-f",
+        str(DOCKER / "compose.yml"),
+        "config",
+        env=os.environ | {"GRAFANA_ADMIN_PASSWORD": "test", "HYDRAREC_MAX_BODY_BYTES": "4096"},
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["service"]["deploy"]["replicas"] == 2
+    assert "ports" not in services["service"]  # clients reach the replicas through nginx only
+    proxy = services["nginx"]
+    assert set(proxy["environment"]) == set(nginx.VARIABLES)
+    assert proxy["environment"]["NGINX_MAX_BODY_BYTES"] == "4096"  # the service's own limit
+    assert "resolve" in proxy["environment"]["HYDRAREC_UPSTREAM"]  # replicas re-resolved
+    assert any(
+        v.endswith("/nginx/hydrarec.conf.template:/etc/nginx/templates/default.conf.template:ro")
+        for v in proxy["volumes"]
+    )
+    assert proxy["depends_on"]["service"]["condition"] == "service_healthy"
+    assert proxy["ports"] == [{"published": 8000, "target": 8080}]  # HYDRAREC_PORT -> nginx
+    assert "server service:8000 resolve" in nginx.render(proxy["environment"])
+
+
 def test_prometheus_config_and_rules_pass_promtool() -> None:
     promtool = binary("promtool")
     config = run(promtool, "check", "config", str(DOCKER / "prometheus.yml"))
