@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
+# checkov (deploy/k8s security checks) pins packaging<24, which pytest 9 cannot take: own venv
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_PIN := checkov==3.3.30
 # Where pip takes torch from. Default: PyTorch's CPU-only index, so an ordinary Linux machine
 # does not download the multi-GB CUDA build (macOS wheels are CPU builds anyway); left empty,
 # and pip's own configuration used unchanged, when pip already has a local wheel folder
@@ -49,6 +53,11 @@ $(SERVE_STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[serve]'
 	touch $(SERVE_STAMP)
 
+$(CHECKOV): Makefile
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet $(CHECKOV_PIN)
+	touch $(CHECKOV)
+
 install: $(STAMP)  ## editable install of the package with every extra (torch: see TORCH_INDEX)
 
 system-deps:  ## the Debian packages the tests run for real (installed when missing, as root)
@@ -60,13 +69,13 @@ system-deps:  ## the Debian packages the tests run for real (installed when miss
 		echo "missing Debian packages: run  sudo apt-get install -y $(DEBIAN_PACKAGES)" >&2; exit 1; \
 	fi
 
-test: $(STAMP) system-deps  ## the whole suite, with coverage
+test: $(STAMP) $(CHECKOV) system-deps  ## the whole suite, with coverage
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85
 
 fuzz: $(STAMP)  ## the OpenAPI fuzz run with 500 examples per operation (make test runs 25)
 	FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/fuzz -p no:cacheprovider
 
-lint: $(STAMP) system-deps  ## ruff, formatting, mypy, hadolint, compose and Prometheus files
+lint: $(STAMP) $(CHECKOV) system-deps  ## ruff, formatting, mypy, hadolint, compose, Prometheus, Kubernetes files
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy service training bench
@@ -74,6 +83,8 @@ lint: $(STAMP) system-deps  ## ruff, formatting, mypy, hadolint, compose and Pro
 	GRAFANA_ADMIN_PASSWORD=lint docker-compose -f $(COMPOSE_FILE) config --quiet
 	promtool check config docker/prometheus.yml
 	promtool check rules docker/alerts.yml
+	$(BIN)/kubernetes-validate --strict --quiet $(filter-out %/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+	$(CHECKOV) -d deploy/k8s --framework kubernetes --compact --quiet --skip-download
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
