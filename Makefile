@@ -34,7 +34,7 @@ EXPERIMENT_ARGS ?= --network.history_length=100 --network.encoder_length=20 \
 
 GRID ?= multitask content  # `make experiment GRID=content`: the item-content ablation only
 
-.PHONY: install system-deps test fuzz lint fmt train experiment serve bench bench-train soak up down clean
+.PHONY: install system-deps test fuzz lint fmt train experiment serve bench bench-train bench-replicas soak up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -110,6 +110,11 @@ bench: $(STAMP)  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk i
 bench-train: $(STAMP)  ## prepare + train at 1M and 10M interactions, 1 and 2 ranks -> bench/training.md; 3-seed parity -> bench/parity.md
 	$(BIN)/python -m bench.scaling $(ARGS)
 	$(BIN)/python -m bench.parity
+
+bench-replicas: $(STAMP) system-deps  ## wrk through nginx: 1 replica direct vs 2 behind nginx, a replica killed -> bench/replicas.md
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk; } \
+		|| { echo "missing wrk: run  sudo apt-get install -y wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.replicas $(ARGS)
 
 soak: $(STAMP)  ## 50,000 requests against the real server: RSS at start and end, errors -> bench/soak.md
 	$(BIN)/python -m bench.soak $(ARGS)

@@ -66,10 +66,10 @@ def wait_ready(service: Service) -> None:
 
 
 @contextmanager
-def running_service(folder: Path, port: int | None = None, **settings: str) -> Iterator[Service]:
-    """Start the service on `port` (default: a free one), wait until ready; kill it (by PID)
-    on the way out."""
-    port = free_port() if port is None else port
+def running_service(folder: Path, **settings: str) -> Iterator[Service]:
+    """Start the service on a free port (or HYDRAREC_PORT in `settings`), wait until ready;
+    kill it (by PID) on the way out."""
+    port = int(settings.get("HYDRAREC_PORT") or free_port())
     log = folder / f"service-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -152,7 +153,7 @@ def test_prometheus_counts_what_was_sent_across_both_workers(stack: Stack) -> No
 
 
 def test_alert_rules_are_loaded_and_evaluate(stack: Stack) -> None:
-    def rules() -> list[dict]:
+    def rules() -> list[dict[str, Any]]:
         groups = httpx.get(f"{stack.prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
         return [r for g in groups for r in g["rules"]]
 

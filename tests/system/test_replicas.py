@@ -4,6 +4,7 @@ load, and nginx's own answers are fast JSON."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -30,16 +31,17 @@ MAX_REQUESTS = 3000  # a bound on every load below
 
 @dataclass
 class Load:
-    """Clients sending /predict through nginx until stopped (at most MAX_REQUESTS)."""
+    """Clients sending /predict through nginx until stopped (at most `limit` requests)."""
 
     url: str
+    limit: int = MAX_REQUESTS
     statuses: list[int] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         with httpx.Client(timeout=10) as client:
-            while not self.stop.is_set() and len(self.statuses) < MAX_REQUESTS:
+            while not self.stop.is_set() and len(self.statuses) < self.limit:
                 try:
                     answer = client.post(f"{self.url}/predict", json=BODY)
                 except httpx.TransportError:
@@ -55,8 +57,8 @@ class Load:
 
 
 @contextmanager
-def load(url: str, clients: int = 3) -> Iterator[Load]:
-    running = Load(url)
+def load(url: str, clients: int = 3, limit: int = MAX_REQUESTS) -> Iterator[Load]:
+    running = Load(url, limit)
     threads = [threading.Thread(target=running.run) for _ in range(clients)]
     for t in threads:
         t.start()
@@ -69,16 +71,19 @@ def load(url: str, clients: int = 3) -> Iterator[Load]:
 
 
 def replica(stack: ExitStack, folder: Path, port: int, **settings: str) -> Service:
-    return stack.enter_context(running_service(folder, port=port, HYDRAREC_WORKERS="1", **settings))
+    """A replica on `port` (1 worker unless `settings` say otherwise), stopped with `stack`."""
+    chosen = {"HYDRAREC_PORT": str(port), "HYDRAREC_WORKERS": "1"} | settings
+    return stack.enter_context(running_service(folder, **chosen))
 
 
 def served(service: Service) -> float:
     return total(service.url, "hydrarec_http_requests", handler="/predict")
 
 
-def serving(service: Service) -> str:
-    """The version a replica serves."""
-    return str(httpx.get(f"{service.url}/v1/models", timeout=5).json()["models"][0]["version"])
+def serves(service: Service, version: str) -> bool:
+    """Whether a replica serves `version`."""
+    models = httpx.get(f"{service.url}/v1/models", timeout=5).json()["models"]
+    return str(models[0]["version"]) == version
 
 
 def kill(service: Service) -> None:
@@ -138,7 +143,7 @@ def test_a_version_published_under_load_reaches_both_replicas(tmp_path: Path) ->
             publish_copy(repository, SOURCE, FIRST + 1)
             for r in replicas:
                 wait_until(
-                    lambda r=r: serving(r) == str(FIRST + 1),
+                    functools.partial(serves, r, str(FIRST + 1)),
                     f"{r.url} never served the new version",
                 )
             after = len(running.versions)

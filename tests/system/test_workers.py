@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2 as httpx
@@ -42,7 +43,7 @@ def total(url: str, family: str, **labels: str) -> float:
     return sum(v for got, v in samples(url, family) if labels.items() <= got.items())
 
 
-def wait_until(check, what: str, timeout_s: float = 30.0) -> None:  # noqa: ANN001
+def wait_until(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
     """Until `check()` holds; a scrape cut by a dying worker is tried again."""
     deadline = time.monotonic() + timeout_s
     while True:
