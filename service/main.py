@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import Scope
 
+from service import v2
 from service.artifact import ArtifactError
 from service.config import Settings, get_settings
 from service.errors import ServiceError
@@ -29,6 +30,11 @@ from service.schemas import ErrorBody
 
 logger = logging.getLogger("hydrarec")
 PREDICT_PATH = "/predict"
+
+
+def is_inference(path: str) -> bool:
+    """/predict and the Open Inference Protocol's infer: admission-limited, failures counted."""
+    return path == PREDICT_PATH or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 @asynccontextmanager
@@ -64,9 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.models = ModelHolder(settings, metrics)
     app.include_router(router)
+    app.include_router(v2.router)
 
     def count_failure(scope: Scope, reason: str) -> None:
-        if scope["path"] == PREDICT_PATH:
+        if is_inference(scope["path"]):
             metrics.failures.labels(reason).inc()
 
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
@@ -86,14 +93,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         count_failure(request.scope, "internal")
         return _error(500, ErrorBody(error="internal", message="internal error; see the logs"))
 
+    async def on_protocol_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, v2.V2Error)
+        count_failure(request.scope, exc.reason)
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
     app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(v2.V2Error, on_protocol_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_crash)
     # The last added is the outermost: metrics, then the whole body, then an admission slot.
     app.add_middleware(
         AdmissionLimit,
         max_in_flight=settings.max_in_flight,
-        paths=frozenset({PREDICT_PATH}),
+        guarded=is_inference,
         retry_after=settings.retry_after_seconds,
         on_reject=lambda scope: count_failure(scope, "overloaded"),
     )
@@ -104,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_reject=count_failure,
     )
     # FastAPI wraps included routers; the templates are those of the router and the docs.
-    routes = [r for r in [*app.routes, *router.routes] if isinstance(r, Route)]
+    routes = [r for r in [*app.routes, *router.routes, *v2.router.routes] if isinstance(r, Route)]
     models: ModelHolder = app.state.models
 
     def serving() -> tuple[str, str]:

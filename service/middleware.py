@@ -105,26 +105,27 @@ async def send_error(send: Send, error: ServiceError, close: bool = False) -> No
 
 
 class AdmissionLimit:
-    """Admits at most `max_in_flight` requests to `paths` at once in this worker; the next get
-    503 with Retry-After at once, before their body is read, instead of a growing queue."""
+    """Admits at most `max_in_flight` requests to the `guarded` paths at once in this worker; the
+    next get 503 with Retry-After at once, before their body is read, instead of a growing
+    queue."""
 
     def __init__(
         self,
         app: ASGIApp,
         max_in_flight: int,
-        paths: frozenset[str],
+        guarded: Callable[[str], bool],
         retry_after: int,
         on_reject: Callable[[Scope], None],
     ) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
-        self.paths = paths
+        self.guarded = guarded
         self.retry_after = retry_after
         self.on_reject = on_reject
         self.in_flight = 0  # touched only on the event loop's thread
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or not self.guarded(scope["path"]):
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:

@@ -7,10 +7,10 @@ vocabulary lookups), so the service swaps models by replacing a single reference
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from service.repository import load_artifact
 from service.schemas import PredictRequest
 
 VOCABULARIES = ("user_id", "item_id")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,20 +114,28 @@ class Predictor:
     def predict(self, request: PredictRequest, metrics: Metrics) -> dict[str, Any]:
         """Every task's output for one user and their candidates, ranked: the PredictResponse
         body as plain data, ready to serialise (one session.run of its own)."""
-        weights, encoded = self._encode(request, metrics)
-        with metrics.stage["infer"].time():
-            outputs = self.engine.run(encoded.inputs)
-        return self._answer(request, weights, encoded, outputs, metrics)
+        return self.rank(self.infer(request, metrics), metrics, self.body)
 
     async def predict_batched(self, request: PredictRequest, metrics: Metrics) -> dict[str, Any]:
         """The same answer, with the session run shared with concurrent requests (the `infer`
         stage then includes the wait for the batch)."""
+        return self.rank(await self.infer_batched(request, metrics), metrics, self.body)
+
+    def infer(self, request: PredictRequest, metrics: Metrics) -> Inferred:
+        """The model's raw outputs for one request (a session.run of its own)."""
+        weights, encoded = self._encode(request, metrics)
+        with metrics.stage["infer"].time():
+            outputs = self.engine.run(encoded.inputs)
+        return Inferred(request, weights, encoded, outputs)
+
+    async def infer_batched(self, request: PredictRequest, metrics: Metrics) -> Inferred:
+        """The same, the session run shared with concurrent requests (dynamic batching)."""
         assert self.batcher is not None, "dynamic batching is off"
         weights, encoded = self._encode(request, metrics)
         start = time.perf_counter()
         outputs = await self.batcher.run(encoded.inputs)
         metrics.stage["infer"].observe(time.perf_counter() - start)
-        return self._answer(request, weights, encoded, outputs, metrics)
+        return Inferred(request, weights, encoded, outputs)
 
     def _encode(
         self, request: PredictRequest, metrics: Metrics
@@ -137,38 +146,45 @@ class Predictor:
                 request.user_id, request.history, request.candidates
             )
 
-    def _answer(
-        self,
-        request: PredictRequest,
-        weights: Mapping[str, float],
-        encoded: Encoded,
-        outputs: dict[str, np.ndarray],
-        metrics: Metrics,
-    ) -> dict[str, Any]:
+    def rank(self, inferred: Inferred, metrics: Metrics, assemble: Callable[[Scored], T]) -> T:
+        """Score and order the candidates, then `assemble` the answer (both timed as the
+        `rank` stage); the request's ids and predictions are counted.
+
+        Raises:
+            ModelFault: an output is not finite.
+            InvalidInput: the weights make a score that is not finite.
+        """
+        request, outputs = inferred.request, inferred.outputs
         k = request.top_k or self.artifact.manifest.ranking.top_k
         broken = [name for name, values in outputs.items() if not np.isfinite(values).all()]
         if broken:  # a 200 never carries null where its schema says number
             raise ModelFault(f"the model's {', '.join(broken)} output is not finite")
         with metrics.stage["rank"].time():
             n = len(request.candidates)
-            scores = ranking.score(outputs, weights, n)
+            scores = ranking.score(outputs, inferred.weights, n)
             if not np.isfinite(scores).all():  # a regression output times a large weight
                 raise InvalidInput.at("weights", "the ranking score is not finite; lower them")
-            order = ranking.top_k(scores, k)
-            columns = {"score": scores[order].tolist()} | {
-                t: outputs[t][order].tolist() for t in self.item_tasks
-            }
-            items = [
-                {"item_id": request.candidates[i]} | {c: v[row] for c, v in columns.items()}
-                for row, i in enumerate(order.tolist())
-            ]
-            user = {
-                name: dict(zip(classes, outputs[name][0].tolist(), strict=True))
-                for name, classes in self.user_classes.items()
-            }
-        _count_ids(metrics, encoded)
+            answer = assemble(Scored(inferred, scores, ranking.top_k(scores, k)))
+        _count_ids(metrics, inferred.encoded)
         metrics.candidates.observe(n)
         metrics.observe_predictions(self.ref, outputs, self.item_tasks, list(self.user_classes))
+        return answer
+
+    def body(self, scored: Scored) -> dict[str, Any]:
+        """The PredictResponse body of a scored request."""
+        request, outputs, order = scored.inferred.request, scored.inferred.outputs, scored.order
+        columns = {"score": scored.scores[order].tolist()} | {
+            t: outputs[t][order].tolist() for t in self.item_tasks
+        }
+        items = [
+            {"item_id": request.candidates[i]} | {c: v[row] for c, v in columns.items()}
+            for row, i in enumerate(order.tolist())
+        ]
+        user = {
+            name: dict(zip(classes, outputs[name][0].tolist(), strict=True))
+            for name, classes in self.user_classes.items()
+        }
+        encoded = scored.inferred.encoded
         return {
             "model": self.ref,
             "user": user,
@@ -179,6 +195,25 @@ class Predictor:
                 "candidates": encoded.unknown_candidates,
             },
         }
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """One request's model outputs: item tasks [N], user tasks [1, K]."""
+
+    request: PredictRequest
+    weights: Mapping[str, float]
+    encoded: Encoded
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A request's outputs with every candidate's ranking score and the ranked positions."""
+
+    inferred: Inferred
+    scores: np.ndarray  # [N] in candidate order
+    order: np.ndarray  # candidate positions, highest score first, cut to top_k
 
 
 def _count_ids(metrics: Metrics, encoded: Encoded) -> None:

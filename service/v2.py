@@ -1,0 +1,306 @@
+"""The Open Inference Protocol (KServe v2 REST) beside /predict: the same model, verification,
+limits, API key, batching and metrics, so Triton's own client (`tritonclient`) can call hydrarec.
+
+The ragged /predict request becomes rectangular tensors (README "Open Inference Protocol"):
+`user_id` BYTES [B], `history` BYTES [B, H], `candidates` BYTES [B, N], an empty string being
+padding; parameters `top_k` and `weight_<item task>`. Outputs: every task (item tasks FP32
+[B, N] in candidate order, user tasks FP32 [B, K]), `score` FP32 [B, N] and `ranking` INT64
+[B, N] (candidate positions, best first, -1 after the last ranked). Each row is one /predict
+request underneath, so the numbers are /predict's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from service.deps import BodyDep, MetricsDep, SettingsDep, require_api_key
+from service.errors import InvalidInput, ServiceError
+from service.metrics import Metrics
+from service.middleware import MODEL
+from service.predictor import Inferred, Predictor, Scored
+from service.schemas import ErrorBody, PredictRequest
+from service.v2_tensors import HEADER_LENGTH, Output, ProtocolError, V2Request, decode, encode
+
+
+class V2ErrorBody(BaseModel):
+    """The protocol's error answer."""
+
+    error: str = Field(description="what is wrong")
+
+
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    texts = {
+        400: (V2ErrorBody, "a request the protocol or the model cannot take; `error` says why"),
+        401: (ErrorBody, "HYDRAREC_API_KEY is set and the request does not carry it"),
+        404: (V2ErrorBody, "another model, or a version that is not served"),
+        413: (ErrorBody, "body larger than HYDRAREC_MAX_BODY_BYTES"),
+        503: (V2ErrorBody, "not ready yet, or overloaded (see Retry-After)"),
+    }
+    return {s: {"model": texts[s][0], "description": texts[s][1]} for s in statuses}
+
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
+GUARDED = [Depends(require_api_key)]
+META = _documented(401, 404, 503)
+INFER = _documented(400, 401, 404, 413, 503)
+# The body is read by hand (JSON, or JSON + binary tensors after Inference-Header-Content-Length)
+INFER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": V2Request.model_json_schema()},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+EXTENSIONS = ["binary_tensor_data", "parameters"]
+INPUTS = ("user_id", "history", "candidates")
+RANKING_OUTPUTS = (("score", "FP32"), ("ranking", "INT64"))
+
+
+class V2Error(Exception):
+    """An answer in the protocol's error shape, `{"error": message}`."""
+
+    def __init__(self, status: int, message: str, reason: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.reason = status, message, reason
+        self.headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+
+
+def served(request: Request, name: str, version: str | None = None) -> Predictor:
+    """The ready model, if it is `name` (and `version`).
+
+    Raises:
+        V2Error: 503 not ready yet, 404 another model or a version not served.
+    """
+    predictor: Predictor | None = request.app.state.models.current
+    if predictor is None:
+        retry = request.app.state.settings.retry_after_seconds
+        raise V2Error(503, "the model is not loaded yet", "not_ready", retry)
+    ref = predictor.ref
+    if name != ref["name"]:
+        raise V2Error(404, f"no model {name!r}; this server serves {ref['name']!r}", "not_found")
+    if version not in (None, "", ref["version"]):
+        raise V2Error(
+            404, f"{name} version {version} is not served (serving {ref['version']})", "not_found"
+        )
+    request.scope[MODEL] = ref  # the request's metrics name the model that answered
+    return predictor
+
+
+@router.get("")
+async def server_metadata() -> dict[str, Any]:
+    """Server metadata: name, version, the protocol extensions supported."""
+    return {"name": "hydrarec", "version": "0.1.0", "extensions": EXTENSIONS}
+
+
+@router.get("/health/live")
+async def server_live() -> dict[str, bool]:
+    """Liveness: the process answers (as /healthz)."""
+    return {"live": True}
+
+
+@router.get("/health/ready", responses=_documented(503))
+async def server_ready(request: Request) -> dict[str, bool]:
+    """Readiness: the model is loaded, verified and warmed up (as /readyz)."""
+    if request.app.state.models.current is None:
+        served(request, "")  # raises the 503
+    return {"ready": True}
+
+
+@router.get("/models/{name}", dependencies=GUARDED, responses=META)
+@router.get("/models/{name}/versions/{version}", dependencies=GUARDED, responses=META)
+async def model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    """Inputs, outputs (-1: a variable dimension), class labels and ranking defaults."""
+    return metadata(served(request, name, version))
+
+
+@router.get("/models/{name}/ready", dependencies=GUARDED, responses=META)
+@router.get("/models/{name}/versions/{version}/ready", dependencies=GUARDED, responses=META)
+async def model_ready(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    """Whether this model (version) is ready to infer."""
+    served(request, name, version)
+    return {"name": name, "ready": True}
+
+
+@router.post(
+    "/models/{name}/infer",
+    dependencies=GUARDED,
+    responses=INFER,
+    openapi_extra={"requestBody": INFER_BODY},
+)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    dependencies=GUARDED,
+    responses=INFER,
+    openapi_extra={"requestBody": INFER_BODY},
+)
+async def infer(
+    request: Request,
+    body: BodyDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    name: str,
+    version: str | None = None,
+) -> Response:
+    """Every task for B users and their candidates; see the module docstring for the tensors."""
+    predictor = served(request, name, version)
+    with metrics.stage["decode"].time():
+        try:
+            decoded = decode(body, request.headers.get(HEADER_LENGTH))
+            rows, columns = _rows(
+                decoded.inputs, decoded.header.parameters, settings.max_candidates
+            )
+            width = decoded.inputs["candidates"].shape[1]
+            wanted = _wanted(predictor, decoded.header.outputs)
+        except ProtocolError as e:
+            raise V2Error(400, str(e), "invalid_input") from None
+    try:
+        if predictor.batcher is None:
+            inferred = [predictor.infer(r, metrics) for r in rows]
+        else:
+            inferred = await asyncio.gather(*(predictor.infer_batched(r, metrics) for r in rows))
+        tensors = _tensors(predictor, inferred, columns, width, metrics)
+    except InvalidInput as e:
+        raise V2Error(400, e.message, "invalid_input") from None
+    except ServiceError as e:
+        raise V2Error(e.status, e.message, e.reason) from None
+    with metrics.stage["encode_response"].time():
+        header = {"model_name": name, "model_version": predictor.ref["version"]}
+        if decoded.header.id is not None:
+            header["id"] = decoded.header.id
+        outputs = [Output(n, t, tensors[n], decoded.binary(n)) for n, t in wanted]
+        content, headers = encode(header, outputs)
+    return Response(content, headers=headers)
+
+
+def metadata(predictor: Predictor) -> dict[str, Any]:
+    """The model metadata of the protocol, with hydrarec's parameters: `classes_<task>` (the
+    class labels of a user task, a JSON list), `top_k` and `weight_<task>` (the defaults)."""
+    manifest = predictor.artifact.manifest
+    outputs = [
+        {
+            "name": t.name,
+            "datatype": "FP32",
+            "shape": [-1, -1] if t.level == "item" else [-1, len(t.classes)],
+        }
+        for t in manifest.tasks
+    ] + [{"name": n, "datatype": d, "shape": [-1, -1]} for n, d in RANKING_OUTPUTS]
+    parameters: dict[str, Any] = {"top_k": manifest.ranking.top_k}
+    parameters |= {f"weight_{k}": v for k, v in manifest.ranking.weights.items()}
+    parameters |= {f"classes_{k}": json.dumps(list(v)) for k, v in predictor.user_classes.items()}
+    return {
+        "name": manifest.name,
+        "versions": [str(manifest.version)],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {"name": "user_id", "datatype": "BYTES", "shape": [-1]},
+            {"name": "history", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": "candidates", "datatype": "BYTES", "shape": [-1, -1]},
+        ],
+        "outputs": outputs,
+        "parameters": parameters,
+    }
+
+
+def _rows(
+    inputs: dict[str, np.ndarray], parameters: dict[str, Any], max_candidates: int
+) -> tuple[list[PredictRequest], list[np.ndarray]]:
+    """One /predict request per row, and each row's candidate columns (padding left out)."""
+    unknown = set(inputs) - set(INPUTS)
+    if unknown:
+        raise ProtocolError(f"unknown input(s) {sorted(unknown)}; the inputs are {list(INPUTS)}")
+    for needed in ("user_id", "candidates"):
+        if needed not in inputs:
+            raise ProtocolError(f"input {needed!r} is missing")
+    users, candidates = inputs["user_id"], inputs["candidates"]
+    n_rows = len(users)
+    history = inputs.get("history", np.empty((n_rows, 0), dtype=object))
+    if users.ndim != 1:
+        raise ProtocolError(f"input 'user_id' must be [B], got shape {list(users.shape)}")
+    for name, array in (("history", history), ("candidates", candidates)):
+        if array.ndim != 2 or array.shape[0] != n_rows:
+            raise ProtocolError(
+                f"input {name!r} must be [B, *] with B = {n_rows}, got shape {list(array.shape)}"
+            )
+    total = int((candidates != "").sum())
+    if total > max_candidates:
+        raise ProtocolError(
+            f"at most {max_candidates} candidates per request over all rows "
+            f"(HYDRAREC_MAX_CANDIDATES), got {total}"
+        )
+    top_k = parameters.get("top_k")
+    weights = {
+        k.removeprefix("weight_"): v for k, v in parameters.items() if k.startswith("weight_")
+    }
+    rows, columns = [], []
+    for b in range(n_rows):
+        kept = np.flatnonzero(candidates[b] != "")
+        raw = {
+            "user_id": users[b],
+            "history": [h for h in history[b].tolist() if h != ""],
+            "candidates": candidates[b][kept].tolist(),
+            "top_k": top_k,
+            "weights": weights or None,
+        }
+        try:
+            rows.append(PredictRequest.model_validate(raw))
+        except ValidationError as e:  # the first field, as /predict's 422 names it
+            first = e.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ProtocolError(f"row {b}: {where}: {first['msg']}") from None
+        columns.append(kept)
+    return rows, columns
+
+
+def _wanted(predictor: Predictor, requested: Any) -> list[tuple[str, str]]:
+    """(name, datatype) of the outputs to send: those the request names, or all of them."""
+    every = [(t.name, "FP32") for t in predictor.artifact.manifest.tasks] + list(RANKING_OUTPUTS)
+    if not requested:
+        return every
+    known = dict(every)
+    names = [o.name for o in requested]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ProtocolError(f"unknown output(s) {missing}; the outputs are {list(known)}")
+    return [(n, known[n]) for n in names]
+
+
+def _tensors(
+    predictor: Predictor,
+    inferred: list[Inferred],
+    columns: list[np.ndarray],
+    width: int,
+    metrics: Metrics,
+) -> dict[str, np.ndarray]:
+    """Every output tensor, B rows of `width` candidate positions; padded positions 0 (floats)
+    and -1 (ranking)."""
+    n_rows = len(inferred)
+    out: dict[str, np.ndarray] = {
+        t: np.zeros((n_rows, width), dtype=np.float32) for t in predictor.item_tasks
+    }
+    out |= {
+        t: np.zeros((n_rows, len(c)), dtype=np.float32) for t, c in predictor.user_classes.items()
+    }
+    out["score"] = np.zeros((n_rows, width), dtype=np.float32)
+    out["ranking"] = np.full((n_rows, width), -1, dtype=np.int64)
+
+    def fill(b: int) -> Any:
+        def assemble(scored: Scored) -> None:
+            at, outputs = columns[b], scored.inferred.outputs
+            for t in predictor.item_tasks:
+                out[t][b, at] = outputs[t]
+            for t in predictor.user_classes:
+                out[t][b] = outputs[t][0]
+            out["score"][b, at] = scored.scores
+            out["ranking"][b, : len(scored.order)] = at[scored.order]
+
+        return assemble
+
+    for b, row in enumerate(inferred):
+        predictor.rank(row, metrics, fill(b))
+    return out
