@@ -24,7 +24,7 @@ PORT ?= 8000
 COMPOSE ?= docker compose
 COMPOSE_FILE := docker/compose.yml
 # Debian packages the checks and system tests run: promtool + prometheus, docker-compose (v1).
-DEBIAN_PACKAGES := prometheus docker-compose nginx
+DEBIAN_PACKAGES := prometheus docker-compose nginx chromium
 
 # The experiment grid trains 45 models, so each is a smaller, faster version of the default
 # (same data, tasks and protocol): ~50 min for the grid on 2 cores.
@@ -62,7 +62,8 @@ install: $(STAMP)  ## editable install of the package with every extra (torch: s
 
 system-deps:  ## the Debian packages the tests run for real (installed when missing, as root)
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null \
-		&& command -v docker-compose >/dev/null && command -v nginx >/dev/null; then exit 0; fi; \
+		&& command -v docker-compose >/dev/null && command -v nginx >/dev/null \
+		&& command -v chromium >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); \
 	else \

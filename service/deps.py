@@ -9,7 +9,8 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
 from service.errors import AdminDisabled, NotJson, NotReady, Unauthorized
@@ -45,7 +46,16 @@ async def get_predictor(request: Request) -> Predictor:
     return predictor
 
 
-async def require_api_key(request: Request) -> None:
+# Declared as security schemes, so the OpenAPI document (and Swagger UI's Authorize) has them.
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="HYDRAREC_API_KEY")
+BEARER = HTTPBearer(auto_error=False, description="HYDRAREC_API_KEY as a bearer token")
+
+
+async def require_api_key(
+    request: Request,
+    key: Annotated[str | None, Security(API_KEY)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> None:
     """With HYDRAREC_API_KEY set, the request must carry it as `X-API-Key: <key>` or
     `Authorization: Bearer <key>` (compared in constant time; never logged).
 
@@ -55,24 +65,20 @@ async def require_api_key(request: Request) -> None:
     expected = (await app_settings(request)).api_key
     if expected is None:
         return
-    given = request.headers.get("x-api-key", "")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if not given and scheme.lower() == "bearer":
-        given = token.strip()
+    given = key or (bearer.credentials.strip() if bearer is not None else "")
     if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
         raise Unauthorized("an API key is required: send X-API-Key or Authorization: Bearer")
 
 
-async def require_admin(request: Request) -> None:
-    """/admin/* exists only with HYDRAREC_API_KEY set, and always needs the key.
+async def require_admin(request: Request, _key: Annotated[None, Depends(require_api_key)]) -> None:
+    """/admin/* exists only with HYDRAREC_API_KEY set, and always needs the key (checked by
+    require_api_key first: with a key configured, a request without it gets 401).
 
     Raises:
         AdminDisabled: no key is configured (404).
-        Unauthorized: the request lacks the key (401).
     """
     if (await app_settings(request)).api_key is None:
         raise AdminDisabled("admin endpoints are disabled: set HYDRAREC_API_KEY to enable them")
-    await require_api_key(request)
 
 
 async def get_models(request: Request) -> ModelHolder:

@@ -21,6 +21,7 @@ from starlette.types import Scope
 from service import v2
 from service.artifact import ArtifactError
 from service.config import Settings, get_settings
+from service.docs import add_docs
 from service.errors import ServiceError
 from service.lifecycle import ModelHolder
 from service.metrics import NO_MODEL, Metrics
@@ -65,12 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Every task of a multi-task recommender from one POST /predict.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served offline by service.docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.models = ModelHolder(settings, metrics)
     app.include_router(router)
     app.include_router(v2.router)
+    add_docs(app)
 
     def count_failure(scope: Scope, reason: str) -> None:
         if is_inference(scope["path"]):

@@ -31,17 +31,20 @@ from service.schemas import (
     PredictResponse,
     RejectedVersion,
     TaskSummary,
+    inline_schema,
 )
 
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
-        (401, "HYDRAREC_API_KEY is set and the request does not carry it"),
-        (413, "body larger than HYDRAREC_MAX_BODY_BYTES"),
-        (415, "body not sent as application/json"),
-        (422, "invalid body; the message names the field"),
-        (503, "not ready or overloaded (see Retry-After)"),
+        (401, "`unauthorized`: HYDRAREC_API_KEY is set and the request does not carry it"),
+        (408, "`timeout`: the body was not complete within HYDRAREC_BODY_TIMEOUT_SECONDS"),
+        (413, "`too_large`: body larger than HYDRAREC_MAX_BODY_BYTES"),
+        (415, "`invalid_input`: body not sent as application/json"),
+        (422, "`invalid_input`: invalid body; the message names the field"),
+        (500, "`internal`: the model produced a non-finite output (logged)"),
+        (503, "`not_ready` or `overloaded` (see Retry-After)"),
     )
 }
 ERRORS_MODELS: dict[int | str, dict[str, object]] = {s: ERRORS[s] for s in (401, 503)}
@@ -51,7 +54,7 @@ ERRORS_MODELS: dict[int | str, dict[str, object]] = {s: ERRORS[s] for s in (401,
 # answer serialised straight to bytes (`encode_response`), so both are documented here.
 PREDICT_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    "content": {"application/json": {"schema": inline_schema(PredictRequest)}},
 }
 
 

@@ -7,7 +7,7 @@ beside `item_id` and `score`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.config import JsonDict
@@ -115,7 +115,10 @@ class FieldError(BaseModel):
 class ErrorBody(BaseModel):
     """Every 4xx and 5xx answer of the service."""
 
-    error: str = Field(description="invalid_input | too_large | not_ready | not_found | internal")
+    error: str = Field(
+        description="invalid_input | too_large | timeout | unauthorized | not_ready | "
+        "overloaded | not_found | method_not_allowed | reload_failed | internal"
+    )
     message: str = Field(description="what is wrong, naming the field")
     fields: list[FieldError] = Field(default_factory=list)
 
@@ -168,3 +171,24 @@ class ModelsResponse(BaseModel):
     """The models this process serves (one)."""
 
     models: list[ModelSummary]
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its `$defs` written in place, for a request body given by
+    hand in the OpenAPI document (a `#/$defs/...` reference there would point into the
+    document's root, where ReDoc and other tools find nothing)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved

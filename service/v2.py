@@ -24,7 +24,7 @@ from service.errors import InvalidInput, ServiceError
 from service.metrics import Metrics
 from service.middleware import MODEL
 from service.predictor import Inferred, Predictor, Scored
-from service.schemas import ErrorBody, PredictRequest
+from service.schemas import ErrorBody, PredictRequest, inline_schema
 from service.v2_tensors import HEADER_LENGTH, Output, ProtocolError, V2Request, decode, encode
 
 
@@ -53,7 +53,7 @@ INFER = _documented(400, 401, 404, 413, 503)
 INFER_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": V2Request.model_json_schema()},
+        "application/json": {"schema": inline_schema(V2Request)},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
 }
