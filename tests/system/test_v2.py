@@ -12,6 +12,7 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from tests.system.processes import Service, running_service
@@ -253,3 +254,28 @@ def test_the_api_key_and_the_body_limit_hold_for_the_protocol(tmp_path: Path) ->
             assert raised.value.status() == "413"
         finally:
             client.close()
+
+
+def test_with_dynamic_batching_the_rows_share_runs_and_answer_the_same(
+    client: triton.InferenceServerClient, tmp_path: Path
+) -> None:
+    alone = client.infer(MODEL, tensors(ROWS, True))
+    with running_service(
+        tmp_path, HYDRAREC_WORKERS="1", HYDRAREC_BATCH_MAX_CANDIDATES="2000"
+    ) as batched:
+        other = triton.InferenceServerClient(batched.url.removeprefix("http://"))
+        try:
+            together = other.infer(MODEL, tensors(ROWS, True))
+        finally:
+            other.close()
+        text = httpx.get(f"{batched.url}/metrics", timeout=10).text
+        batched_rows = sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "hydrarec_batch_requests_sum"
+        )
+    for name in ("click", "like", "score", "gender", "occupation"):
+        np.testing.assert_allclose(together.as_numpy(name), alone.as_numpy(name), atol=1e-6)
+    np.testing.assert_array_equal(together.as_numpy("ranking"), alone.as_numpy("ranking"))
+    assert batched_rows == len(ROWS)  # every row went through the batcher
