@@ -71,16 +71,26 @@ class V2Error(Exception):
         self.headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
 
 
+def ready(request: Request) -> Predictor:
+    """The loaded, warmed-up model.
+
+    Raises:
+        V2Error: 503 (with Retry-After) while no model is ready.
+    """
+    predictor: Predictor | None = request.app.state.models.current
+    if predictor is None:
+        retry = request.app.state.settings.retry_after_seconds
+        raise V2Error(503, "the model is not loaded yet", "not_ready", retry)
+    return predictor
+
+
 def served(request: Request, name: str, version: str | None = None) -> Predictor:
     """The ready model, if it is `name` (and `version`).
 
     Raises:
         V2Error: 503 not ready yet, 404 another model or a version not served.
     """
-    predictor: Predictor | None = request.app.state.models.current
-    if predictor is None:
-        retry = request.app.state.settings.retry_after_seconds
-        raise V2Error(503, "the model is not loaded yet", "not_ready", retry)
+    predictor = ready(request)
     ref = predictor.ref
     if name != ref["name"]:
         raise V2Error(404, f"no model {name!r}; this server serves {ref['name']!r}", "not_found")
@@ -107,8 +117,7 @@ async def server_live() -> dict[str, bool]:
 @router.get("/health/ready", responses=_documented(503))
 async def server_ready(request: Request) -> dict[str, bool]:
     """Readiness: the model is loaded, verified and warmed up (as /readyz)."""
-    if request.app.state.models.current is None:
-        served(request, "")  # raises the 503
+    ready(request)
     return {"ready": True}
 
 
