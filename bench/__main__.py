@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,6 +24,9 @@ import httpx2 as httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.limit import same_bodies
+from bench.profile import record, top_frames
+from bench.stats import Spread, repeat
 from service.artifact import FIRST_ID
 from service.config import Settings, cores
 from service.engine import InferenceEngine
@@ -35,25 +37,6 @@ RESULTS = Path(__file__).with_name("results.md")
 N_CANDIDATES = 100
 BATCH_USERS = (1, 8, 32)
 CONNECTIONS = (1, 8, 32)
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Median and range of repeated measurements."""
-
-    values: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def __str__(self) -> str:
-        low, high = min(self.values), max(self.values)
-        return f"{self.median:,.0f} ({low:,.0f}-{high:,.0f})"
-
-
-def repeat(measure: Callable[[], float], times: int) -> Spread:
-    return Spread(tuple(measure() for _ in range(times)))
 
 
 def calls_per_second(
@@ -221,6 +204,41 @@ def http(seconds: int, repeats: int, settings: dict[str, str]) -> Served:
     return Served(results, costs, batch_size)
 
 
+PROFILE_SVG = RESULTS.with_name("profile.svg")
+
+
+def profiled(seconds: int, workers: int) -> tuple[list[tuple[str, float, float]], int]:
+    """py-spy over the server's workers under wrk load (8 connections, batching off): writes
+    bench/profile.svg; the top frames and the number of samples."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bodies, script = folder / "bodies.jsonl", folder / "post.lua"
+        request_bodies(bodies)
+        script.write_text(WRK_SCRIPT % bodies)
+        env = {"HYDRAREC_LOG_LEVEL": "warning", "HYDRAREC_WORKERS": str(workers)}
+        with running_service(folder, **env, **MODES["dynamic batching off"]) as service:
+            wrk(service.url, script, 8, 1)  # warm-up
+            load = subprocess.Popen(
+                [
+                    "wrk",
+                    "-t1",
+                    "-c8",
+                    f"-d{2 * seconds + 10}s",
+                    "-s",
+                    str(script),
+                    f"{service.url}/predict",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                record(service.process.pid, seconds, PROFILE_SVG, "flamegraph")
+                record(service.process.pid, seconds, folder / "raw.txt", "raw")
+            finally:
+                load.terminate()
+                load.wait()
+            return top_frames(folder / "raw.txt")
+
+
 MODES = {
     "dynamic batching on": {"HYDRAREC_BATCH_MAX_CANDIDATES": "2000"},
     "dynamic batching off": {"HYDRAREC_BATCH_MAX_CANDIDATES": "0"},
@@ -242,6 +260,8 @@ def report(
     served: dict[str, Served],
     threads: int,
     compared: dict[Path, dict[int, Spread]],
+    same: dict[int, Spread],
+    frames: tuple[list[tuple[str, float, float]], int],
 ) -> str:
     workers = cores()
     lines = [
@@ -255,11 +275,18 @@ def report(
         " thread(s) (the service's per-worker setting)",
         "",
         *limit_table(limit),
+        "",
+        f"### On the HTTP runs' own bodies ({N_CANDIDATES} candidates, 20 history items, encoded"
+        " once by the service's encoder): `session.run` calls/s of N processes at once, summed",
+        "",
+        "| processes | calls/s |",
+        "|---:|---:|",
+        *(f"| {n} | {spread} |" for n, spread in same.items()),
     ]
     for path, other in compared.items():
         lines += ["", f"### The same for the artifact in `{path}` (`--compare`)", ""]
         lines += limit_table(other)
-    base = limit[1].median
+    like, alone = same[workers].median, same[1].median
     for mode, result in served.items():
         lines += [
             "",
@@ -267,8 +294,8 @@ def report(
             f" `python -m service`, {workers} workers x {threads} ORT thread(s)",
             "",
             "| connections | requests/s | candidates/s | p50 ms | p99 ms | errors"
-            " | requests/s / in-process calls/s (1 x 100) |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            f" | / in-process, {workers} processes (like for like) | / in-process, 1 process |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for connections, runs in result.runs.items():
             rps = Spread(tuple(r.requests_per_second for r in runs))
@@ -278,7 +305,7 @@ def report(
             errors = sum(r.errors for r in runs)
             lines.append(
                 f"| {connections} | {rps} | {candidates} | {p50:.2f} | {p99:.2f} | {errors} |"
-                f" {rps.median / base:.2f} |"
+                f" {rps.median / like:.2f} | {rps.median / alone:.2f} |"
             )
     lines += [
         "",
@@ -303,6 +330,16 @@ def report(
         " the server), so it includes waiting on the worker's event loop behind other requests; the"
         " `infer` stage with batching on includes waiting for the batch.",
     ]
+    top, samples = frames
+    lines += [
+        "",
+        f"## Profile: py-spy over the {workers} workers, {N_CANDIDATES} candidates, 8 connections,"
+        f" batching off ({samples:,} samples; flame graph: `bench/profile.svg`)",
+        "",
+        "| frame | % of samples in it or below | % in it itself |",
+        "|---|---:|---:|",
+        *(f"| `{f}` | {inclusive:.1f} | {own:.1f} |" for f, inclusive, own in top),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -325,6 +362,13 @@ def main() -> int:
     workers = cores()
     threads = Settings(model_dir=REPOSITORY, workers=workers).threads
     limit = in_process(threads, args.seconds, args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = Path(tmp) / "bodies.jsonl"
+        request_bodies(bodies)  # the bodies every HTTP run sends (the same seed)
+        same = {
+            n: same_bodies(REPOSITORY, bodies, n, threads, args.seconds, args.repeats)
+            for n in sorted({1, workers})
+        }
     compared = {p: in_process(threads, args.seconds, args.repeats, p) for p in args.compare}
     served = {
         mode: http(args.seconds, args.repeats, {"HYDRAREC_WORKERS": str(workers), **settings})
@@ -337,7 +381,8 @@ def main() -> int:
             {"HYDRAREC_WORKERS": str(workers), "HYDRAREC_MODEL_DIR": str(path)}
             | MODES["dynamic batching off"],
         )
-    text = report(limit, served, threads, compared)
+    frames = profiled(args.seconds, workers)
+    text = report(limit, served, threads, compared, same, frames)
     RESULTS.write_text(text)
     sys.stdout.write(text)
     return 0
