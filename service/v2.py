@@ -12,6 +12,7 @@ request underneath, so the numbers are /predict's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -298,18 +299,19 @@ def _tensors(
     out["score"] = np.zeros((n_rows, width), dtype=np.float32)
     out["ranking"] = np.full((n_rows, width), -1, dtype=np.int64)
 
-    def fill(b: int) -> Any:
-        def assemble(scored: Scored) -> None:
-            at, outputs = columns[b], scored.inferred.outputs
-            for t in predictor.item_tasks:
-                out[t][b, at] = outputs[t]
-            for t in predictor.user_classes:
-                out[t][b] = outputs[t][0]
-            out["score"][b, at] = scored.scores
-            out["ranking"][b, : len(scored.order)] = at[scored.order]
-
-        return assemble
-
     for b, row in enumerate(inferred):
-        predictor.rank(row, metrics, fill(b))
+        predictor.rank(row, metrics, functools.partial(_fill, out, b, columns[b], predictor))
     return out
+
+
+def _fill(
+    out: dict[str, np.ndarray], b: int, at: np.ndarray, predictor: Predictor, scored: Scored
+) -> None:
+    """Row `b` of every output tensor from one scored request; `at`: its candidate columns."""
+    outputs = scored.inferred.outputs
+    for t in predictor.item_tasks:
+        out[t][b, at] = outputs[t]
+    for t in predictor.user_classes:
+        out[t][b] = outputs[t][0]
+    out["score"][b, at] = scored.scores
+    out["ranking"][b, : len(scored.order)] = at[scored.order]

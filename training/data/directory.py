@@ -28,7 +28,18 @@ def read_directory(folder: Path) -> dict[str, RawTable]:
 
 def read_one(folder: Path, name: str) -> RawTable:
     """One of the three tables of `folder` (its CSV, its Parquet file or its folder of shards)."""
-    shards = folder / name  # a folder of Parquet shards (`python -m training synthesize`)
+    path = table_path(folder, name)
+    return read_shards(path) if path.is_dir() else read_table(path)
+
+
+def table_path(folder: Path, name: str) -> Path:
+    """Where table `name` of `folder` is: `name.csv`, `name.parquet` or a folder `name/` of
+    Parquet shards (`python -m training synthesize`).
+
+    Raises:
+        DataError: none of them, more than one, or a folder without a shard.
+    """
+    shards = folder / name
     found = [p for p in (folder / f"{name}.csv", folder / f"{name}.parquet") if p.is_file()]
     found += [shards] if shards.is_dir() else []
     if not found:
@@ -36,7 +47,9 @@ def read_one(folder: Path, name: str) -> RawTable:
     if len(found) > 1:
         names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in found)
         raise DataError(f"{folder}: more than one {name} table ({names}); keep one")
-    return read_shards(shards) if found[0] == shards else read_table(found[0])
+    if found[0] == shards and not any(shards.glob("*.parquet")):
+        raise DataError(f"{shards}: no .parquet shards")
+    return found[0]
 
 
 def read_shards(folder: Path) -> RawTable:
@@ -47,7 +60,7 @@ def read_shards(folder: Path) -> RawTable:
     """
     paths = sorted(folder.glob("*.parquet"))
     if not paths:
-        raise DataError(f"{folder}: no .parquet shards")
+        raise DataError(f"{folder}: no .parquet shards")  # read_shards may be called directly
     parts = [read_table(p) for p in paths]
     columns = list(parts[0].frame.columns)
     for path, part in zip(paths, parts, strict=True):

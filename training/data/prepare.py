@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from service.artifact import FIRST_ID, TaskSpec
-from training.config import Config, model_name
-from training.data.directory import read_one
+from training.config import BUILT_IN_SOURCES, Config, model_name
+from training.data.directory import read_one, table_path
 from training.data.labels import Labels, item_labels
 from training.data.raw import MAX_PROBLEMS, DataError, Problems, RawTable
 from training.data.split import (
@@ -96,9 +96,7 @@ def prepare_folder(
     _claim(out)
     tmp = out / ".tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    folder = (
-        Path(source) if source not in ("movielens", "synthetic") else _built_in(cfg, source, tmp)
-    )
+    folder = _built_in(cfg, source, tmp) if source in BUILT_IN_SOURCES else Path(source)
     con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(tmp)})
     try:
         scan = _Scan.open(con, folder)
@@ -216,19 +214,13 @@ class _Scan:
 
     @classmethod
     def open(cls, con: Any, folder: Path) -> _Scan:
-        shards, csv = folder / "interactions", folder / "interactions.csv"
-        parquet = folder / "interactions.parquet"
-        found = [p for p in (csv, parquet, shards) if p.exists()]
-        if len(found) != 1:
-            read_one(folder, "interactions")  # raises the in-memory reader's error
-        path = found[0]
-        if path == csv:
+        path = table_path(folder, "interactions")
+        csv = path.suffix == ".csv"
+        if csv:
             scan = f"read_csv('{_quote(path)}', all_varchar=true, header=true) WITH ORDINALITY"
             where, file, word = "ordinality + 1", path.name, "line"
         else:
             glob = f"{path}/*.parquet" if path.is_dir() else str(path)
-            if path.is_dir() and not any(path.glob("*.parquet")):
-                raise DataError(f"{path}: no .parquet shards")
             scan = f"read_parquet('{_quote(Path(glob))}', filename=true, file_row_number=true)"
             where = "file_row_number + 1"
             file, word = (f"{path.name}/" if path.is_dir() else path.name), "row"
@@ -240,7 +232,7 @@ class _Scan:
         }
         originals = {str(row[0]).strip(): str(row[0]) for row in described}
         select = [f'{_as_text(originals[c], types[c])} AS "{c}"' for c in types]
-        name = "regexp_extract(filename, '[^/]*$')" if path != csv else f"'{file}'"
+        name = f"'{file}'" if csv else "regexp_extract(filename, '[^/]*$')"
         con.execute(
             f"CREATE TEMP VIEW inter AS SELECT {', '.join(select)}, "
             f"{name} AS _file, {where} AS _row FROM {scan}"
@@ -251,38 +243,39 @@ class _Scan:
     def validate(self, con: Any, numeric: Sequence[str]) -> None:
         """Every bad cell of the interactions, with file and row (DataError)."""
         problems = Problems()
-        checks = [
+        checks = [  # (column, the rows that are wrong, what is said of each)
             ("user_id", "trim(user_id) = ''", "empty id"),
             ("item_id", "trim(item_id) = ''", "empty id"),
-            ("user_id", "trim(user_id) <> '' AND user_id NOT IN (SELECT id FROM uv)", "users"),
-            ("item_id", "trim(item_id) <> '' AND item_id NOT IN (SELECT id FROM iv)", "items"),
+            (
+                "user_id",
+                "trim(user_id) <> '' AND user_id NOT IN (SELECT id FROM uv)",
+                "{value!r} is not in users",
+            ),
+            (
+                "item_id",
+                "trim(item_id) <> '' AND item_id NOT IN (SELECT id FROM iv)",
+                "{value!r} is not in items",
+            ),
             (
                 "timestamp",
                 f"{_number('timestamp')} IS NULL OR {_number('timestamp')} % 1 <> 0",
-                "an integer (Unix seconds)",
+                "{value!r} is not an integer (Unix seconds)",
             ),
         ]
         checks += [
-            (c, f"trim({_q(c)}) <> '' AND {_number(c)} IS NULL", "a number") for c in numeric
+            (c, f"trim({_q(c)}) <> '' AND {_number(c)} IS NULL", "{value!r} is not a number")
+            for c in numeric
         ]
-        for column, condition, what in checks:
+        for column, condition, said in checks:
             rows = con.sql(
                 f"SELECT place(_file, _row), {_q(column)}, count(*) OVER () FROM inter "
                 f"WHERE {condition} ORDER BY _file, _row LIMIT {MAX_PROBLEMS}"
             ).fetchall()
             for at, value, _ in rows:
-                problems.add(f"{at}, column {column}: " + _problem(what, value))
+                problems.add(f"{at}, column {column}: " + said.format(value=value))
             if rows:
                 problems.count += int(rows[0][2]) - len(rows)
         problems.raise_if_any()
-
-
-def _problem(what: str, value: str) -> str:
-    if what == "empty id":
-        return what
-    if what in ("users", "items"):
-        return f"{value!r} is not in {what}"
-    return f"{value!r} is not {what}"
 
 
 def _as_text(column: str, kind: str) -> str:
@@ -338,10 +331,9 @@ def _sort(
     labels = "".join(f", {_number(c)} AS {_q('label:' + c)}" for c in label_columns)
     con.execute(
         f"""COPY (
-            SELECT uv.idx AS user, iv.idx AS item, {_number("timestamp")}::BIGINT AS timestamp,
-                   iv.idx IN (SELECT idx FROM _cold) AS cold{labels}
+            SELECT uv.idx AS user, iv.idx AS item, iv.idx IN (SELECT idx FROM _cold) AS cold{labels}
             FROM inter JOIN uv ON inter.user_id = uv.id JOIN iv ON inter.item_id = iv.id
-            ORDER BY cold, user, timestamp, inter.item_id, inter._file, inter._row
+            ORDER BY cold, user, {_number("timestamp")}, inter.item_id, inter._file, inter._row
         ) TO '{_quote(out)}' (FORMAT parquet, ROW_GROUP_SIZE {READ_ROWS})"""
     )
 
@@ -423,7 +415,7 @@ class _Writer:
             "history": _fixed(windows(item, position, train, self.length).astype(np.int32)),
         }
         frame = pd.DataFrame(
-            {k[len("label:") :]: v for k, v in rows.items() if k.startswith("label:")}
+            {k.removeprefix("label:"): v for k, v in rows.items() if k.startswith("label:")}
         )
         for task in self.tasks:
             if task.level == "item" and task.column:
@@ -497,7 +489,6 @@ def _whole_users(
         rows = {
             name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names
         }
-        rows.pop("timestamp")
         is_cold = rows.pop("cold").astype(bool)
         warm = {k: v[~is_cold] for k, v in rows.items()}
         cold = {k: v[is_cold] for k, v in rows.items()} if is_cold.any() else None

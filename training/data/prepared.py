@@ -84,7 +84,9 @@ def _log(
 ) -> Log:
     n_items = int(manifest["n_items"])
     user, item = rows["user"].astype(np.int64), rows["item"].astype(np.int64)
-    labels = pd.DataFrame({k.removeprefix("label:"): v for k, v in rows.items() if ":" in k})
+    labels = pd.DataFrame(
+        {k.removeprefix("label:"): v for k, v in rows.items() if k.startswith("label:")}
+    )
     return Log(
         user=user,
         item=item,
@@ -148,8 +150,8 @@ class Shards:
                 if not (folder / name).is_file():
                     raise DataError(f"{folder}: shard {name} is missing (run prepare again)")
             try:
-                meta = pq.read_metadata(folder / shard["file"])
-                schema = pq.read_schema(folder / shard["file"])
+                with pq.ParquetFile(folder / shard["file"]) as parquet:
+                    schema, n_rows = parquet.schema_arrow, parquet.metadata.num_rows
             except (OSError, ValueError) as e:
                 raise DataError(f"{folder / shard['file']}: unreadable ({e})") from None
             if schema_hash(schema) != manifest["schema_sha256"]:
@@ -157,10 +159,9 @@ class Shards:
                     f"{folder / shard['file']}: its schema differs from the manifest's "
                     f"(written by another prepare?):\n{schema}"
                 )
-            if meta.num_rows != shard["rows"]:
+            if n_rows != shard["rows"]:
                 raise DataError(
-                    f"{folder / shard['file']}: {meta.num_rows} rows, the manifest says "
-                    f"{shard['rows']}"
+                    f"{folder / shard['file']}: {n_rows} rows, the manifest says {shard['rows']}"
                 )
             files.append(shard["file"])
             seen.append(shard["seen"])
