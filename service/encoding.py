@@ -35,37 +35,42 @@ class RequestEncoder:
         self.items = {iid: FIRST_ID + i for i, iid in enumerate(items)}
         self.history_length = history_length
 
-    def _lookup(self, ids: Sequence[str], missing: int) -> np.ndarray:
-        return np.fromiter(
-            (self.items.get(i, missing) for i in ids), dtype=np.int64, count=len(ids)
-        )
-
     def encode(self, user_id: str, history: Sequence[str], candidates: Sequence[str]) -> Encoded:
-        """Index arrays for one user (B = 1) and their N candidates."""
+        """Index arrays for one user (B = 1) and their N candidates. Plain lists until the end,
+        and the unknown ids searched for only when the counts say there are some: a request of
+        known ids costs two list lookups and two arrays."""
+        get = self.items.get
         user = self.users.get(user_id, UNK)
+        found = [get(i, PAD) for i in history]
+        candidate = [get(i, UNK) for i in candidates]
+        unknown_history: list[str] = []
+        if n_unknown_history := found.count(PAD):  # unknown ids left out, not fed as UNK
+            unknown_history = list(
+                dict.fromkeys(i for i, idx in zip(history, found, strict=True) if idx == PAD)
+            )
+            found = [idx for idx in found if idx != PAD]
+        known = found[-self.history_length :]
         window = np.full((1, self.history_length), PAD, dtype=np.int64)  # [1, L]
-        indices = self._lookup(history, PAD)
-        found = indices != PAD
-        known = indices[found][-self.history_length :]  # unknown ids left out, not fed as UNK
-        if len(known):
+        if known:
             window[0, -len(known) :] = known
-        candidate = self._lookup(candidates, UNK)  # [N]
-        unknown_candidates = [i for i, idx in zip(candidates, candidate, strict=True) if idx == UNK]
+        unknown_candidates: list[str] = []
+        if n_unknown_candidates := candidate.count(UNK):
+            unknown_candidates = [
+                i for i, idx in zip(candidates, candidate, strict=True) if idx == UNK
+            ]
         return Encoded(
             inputs={
                 "user_id": np.array([user], dtype=np.int64),
                 "history": window,
-                "candidate": candidate,
-                "candidate_row": np.zeros(len(candidates), dtype=np.int64),
+                "candidate": np.array(candidate, dtype=np.int64),  # [N]
+                "candidate_row": np.zeros(len(candidate), dtype=np.int64),
             },
             unknown_user=user == UNK,
-            unknown_history=list(
-                dict.fromkeys(i for i, ok in zip(history, found.tolist(), strict=True) if not ok)
-            ),
+            unknown_history=unknown_history,
             unknown_candidates=unknown_candidates,
             counts={
                 "user": (1, int(user == UNK)),
-                "history": (len(history), len(history) - int(found.sum())),
-                "candidate": (len(candidates), len(unknown_candidates)),
+                "history": (len(history), n_unknown_history),
+                "candidate": (len(candidates), n_unknown_candidates),
             },
         )

@@ -27,6 +27,10 @@ MODEL = "hydrarec.model"  # scope key: the model reference that answered the req
 CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
 
 
+class _TooLarge(Exception):
+    """The body grew past the limit (BodyLimit answers 413)."""
+
+
 class BodyLimit:
     """Answers 413 as soon as a body is known to exceed `max_bytes`, by Content-Length or by
     counting a chunked body, without reading the rest, and 408 when the whole body has not
@@ -55,27 +59,40 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, send, self._too_large())
             return
+        try:
+            # One deadline for the whole body (a timer, not a task per receive as wait_for has)
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._read(receive)
+        except TimeoutError:
+            await self._reject(scope, send, self._timeout())
+            return
+        except _TooLarge:
+            await self._reject(scope, send, self._too_large())
+            return
+        if body is None:  # the client went away
+            scope[CLIENT_GONE] = True
+            return
+        scope[BODY_DONE] = time.perf_counter()
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or None when the client disconnected first.
+
+        Raises:
+            _TooLarge: more than max_bytes arrived.
+        """
         chunks: list[bytes] = []
         size = 0
-        deadline = time.perf_counter() + self.timeout_s
         while True:
-            try:
-                message = await asyncio.wait_for(receive(), deadline - time.perf_counter())
-            except TimeoutError:
-                await self._reject(scope, send, self._timeout())
-                return
-            if message["type"] != "http.request":  # the client went away
-                scope[CLIENT_GONE] = True
-                return
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                await self._reject(scope, send, self._too_large())
-                return
+                raise _TooLarge
             if not message.get("more_body", False):
-                break
-        scope[BODY_DONE] = time.perf_counter()
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+                return b"".join(chunks)
 
     def _too_large(self) -> ServiceError:
         return TooLarge(f"body: larger than HYDRAREC_MAX_BODY_BYTES={self.max_bytes} bytes")

@@ -6,6 +6,7 @@ vocabulary lookups), so the service swaps models by replacing a single reference
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -90,6 +91,11 @@ class Predictor:
         return [t.name for t in self.artifact.manifest.tasks if t.level == "item"]
 
     @cached_property
+    def item_fields(self) -> tuple[str, ...]:
+        """The keys of each ranked item of a response, in order."""
+        return ("item_id", "score", *self.item_tasks)
+
+    @cached_property
     def user_classes(self) -> dict[str, tuple[str, ...]]:
         """The tasks answered once per user, with their class labels."""
         return {t.name: t.classes for t in self.artifact.manifest.tasks if t.level == "user"}
@@ -156,7 +162,7 @@ class Predictor:
         """
         request, outputs = inferred.request, inferred.outputs
         k = request.top_k or self.artifact.manifest.ranking.top_k
-        broken = [name for name, values in outputs.items() if not np.isfinite(values).all()]
+        broken = [name for name, values in outputs.items() if not all_finite(values)]
         if broken:  # a 200 never carries null where its schema says number
             raise ModelFault(f"the model's {', '.join(broken)} output is not finite")
         with metrics.stage["rank"].time():
@@ -173,12 +179,13 @@ class Predictor:
     def body(self, scored: Scored) -> dict[str, Any]:
         """The PredictResponse body of a scored request."""
         request, outputs, order = scored.inferred.request, scored.inferred.outputs, scored.order
-        columns = {"score": scored.scores[order].tolist()} | {
-            t: outputs[t][order].tolist() for t in self.item_tasks
-        }
+        ids = [request.candidates[i] for i in order.tolist()]
+        columns = [
+            scored.scores[order].tolist(),
+            *(outputs[t][order].tolist() for t in self.item_tasks),
+        ]
         items = [
-            {"item_id": request.candidates[i]} | {c: v[row] for c, v in columns.items()}
-            for row, i in enumerate(order.tolist())
+            dict(zip(self.item_fields, row, strict=True)) for row in zip(ids, *columns, strict=True)
         ]
         user = {
             name: dict(zip(classes, outputs[name][0].tolist(), strict=True))
@@ -216,8 +223,15 @@ class Scored:
     order: np.ndarray  # candidate positions, highest score first, cut to top_k
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity in the float32 `values`: exactly when their float64 sum is finite (no
+    float32 values can overflow it); one reduction instead of a mask and a reduction."""
+    return math.isfinite(values.sum(dtype=np.float64))
+
+
 def _count_ids(metrics: Metrics, encoded: Encoded) -> None:
     """Looked-up and unknown ids by kind (their ratio is the out-of-vocabulary rate)."""
     for kind, (total, unknown) in encoded.counts.items():
         metrics.ids_by_kind[kind].inc(total)
-        metrics.unknown_by_kind[kind].inc(unknown)
+        if unknown:  # usually none: a write to the workers' shared file saved
+            metrics.unknown_by_kind[kind].inc(unknown)

@@ -7,8 +7,9 @@ validation history, as a returning user would be served when the items arrive:
   cold items (users who touched too many cold items to leave that many are skipped);
 - like AUC and log loss on the cold interactions with a rating.
 Baselines on the same events: random (exact expectations) and content popularity, a ridge
-regression of a warm item's training interaction count (and, per binary item task with a column,
-its like rate) on its non-text content (token indicators, numbers and missing flags).
+regression of a warm item's log training interaction count (and, per binary item task with a
+column, its like rate) on its non-text content: token indicators, numbers with their missing flag
+and, as popularity is far from linear in a number (MovieLens: year), one indicator per decile.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from training.evaluate import EvalSets, Predictor, evaluated_users, smoothed_rat
 
 PREFIX = "cold_item_"
 RIDGE_ALPHA = 1.0
+N_BINS = 10  # a numeric feature's quantile bins in the baseline's design matrix
 
 
 def cold_item_sets(log: Log, cfg: EvalConfig) -> EvalSets | None:
@@ -76,8 +78,8 @@ def design_matrix(
     n_items: int, arrays: dict[str, np.ndarray], inputs: Sequence[ContentInput]
 ) -> np.ndarray:
     """[n_items, P] non-text content per item index: an intercept, token indicators, numeric
-    values and flags (text is left to the model: the baseline is popularity explained by genres
-    and year)."""
+    values, flags and decile indicators (text is left to the model: the baseline is popularity
+    explained by genres and year)."""
     columns = [np.ones((n_items, 1))]
     for f in inputs:
         x = arrays[f.column]
@@ -87,8 +89,17 @@ def design_matrix(
             np.put_along_axis(hot, tokens, 1.0, axis=1)
             columns.append(hot[:, 2:])  # PAD and UNK carry nothing
         elif f.kind == "numeric":
-            columns.append(x)
+            columns += [x, _deciles(x[:, 0], x[:, 1] == 0)]
     return np.concatenate(columns, axis=1)
+
+
+def _deciles(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """[n, N_BINS] indicator of each known value's quantile bin (all zero when missing)."""
+    if not known.any():
+        return np.zeros((len(values), N_BINS))
+    edges = np.quantile(values[known], np.linspace(0, 1, N_BINS + 1)[1:-1])
+    hot = np.eye(N_BINS)[np.searchsorted(edges, values)]
+    return hot * known[:, None]
 
 
 def _ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -102,12 +113,12 @@ def content_baseline(
     arrays: dict[str, np.ndarray],
     inputs: Sequence[ContentInput],
 ) -> Predictor:
-    """Interaction task: predicted training count from content; binary item tasks with a
+    """Interaction task: predicted log training count from content; binary item tasks with a
     column: predicted smoothed training rate; user tasks are not cold-item figures."""
     x = design_matrix(log.n_items, arrays, inputs)
     train = log.part == TRAIN
     fitted = np.flatnonzero(np.bincount(log.item[train], minlength=log.n_items) > 0)
-    count = np.bincount(log.item[train], minlength=log.n_items).astype(np.float64)
+    count = np.log1p(np.bincount(log.item[train], minlength=log.n_items).astype(np.float64))
     tables = {}
     for t in tasks:
         if t.level != "item":

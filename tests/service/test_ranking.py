@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.predictor import all_finite
 from service.ranking import score, top_k
 
 
@@ -18,3 +19,13 @@ def test_top_k_orders_by_score_and_keeps_ties_in_input_order() -> None:
     scores = np.array([0.5, 0.9, 0.5, 0.1, 0.9])
     assert top_k(scores, 10).tolist() == [1, 4, 0, 2, 3]
     assert top_k(scores, 2).tolist() == [1, 4]
+
+
+def test_all_finite_finds_nan_and_infinity_anywhere() -> None:
+    values = np.linspace(0, 1, 100, dtype=np.float32)
+    assert all_finite(values)
+    assert all_finite(np.full(100, np.finfo(np.float32).max, dtype=np.float32))  # no overflow
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = values.copy()
+        broken[57] = bad
+        assert not all_finite(broken)
