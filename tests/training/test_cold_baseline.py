@@ -20,7 +20,9 @@ def test_numeric_features_get_one_decile_indicator_each_and_none_when_missing() 
     assert hot[known == 1].sum(axis=1).tolist() == [1.0] * 98
     assert hot[known == 0].sum() == 0
     bins = hot[known == 1].argmax(axis=1)
-    assert (np.diff(bins) >= 0).all() and bins[0] == 0 and bins[-1] == N_BINS - 1
+    assert (np.diff(bins) >= 0).all()
+    assert bins[0] == 0
+    assert bins[-1] == N_BINS - 1
     assert np.bincount(bins, minlength=N_BINS).min() >= 9  # deciles: about 10 values each
 
 
