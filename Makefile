@@ -9,6 +9,9 @@ SERVE_STAMP := $(VENV)/.installed-serve
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_PIN := checkov==3.3.30
+# BentoML, a peer in `make bench ARGS=--peers`, pins its own stack: its own venv too
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
 # Where pip takes torch from. Default: PyTorch's CPU-only index, so an ordinary Linux machine
 # does not download the multi-GB CUDA build (macOS wheels are CPU builds anyway); left empty,
 # and pip's own configuration used unchanged, when pip already has a local wheel folder
@@ -58,6 +61,11 @@ $(CHECKOV): Makefile
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet $(CHECKOV_PIN)
 	touch $(CHECKOV)
 
+$(PEERS_STAMP): bench/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers/requirements.txt
+	touch $(PEERS_STAMP)
+
 install: $(STAMP)  ## editable install of the package with every extra (torch: see TORCH_INDEX)
 
 system-deps:  ## the Debian packages the tests run for real (installed when missing, as root)
@@ -103,7 +111,7 @@ experiment: $(STAMP)  ## multi-task grid and item-content ablation, 3 seeds -> r
 serve: $(SERVE_STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT); installs .[serve] only
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service
 
-bench: $(STAMP)  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk installed as root if missing)
+bench: $(STAMP) $(if $(findstring --peers,$(ARGS)),$(PEERS_STAMP))  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk installed as root if missing); ARGS=--peers: FastAPI and BentoML beside it
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk; } \
 		|| { echo "missing wrk: run  sudo apt-get install -y wrk" >&2; exit 1; }
 	$(BIN)/python -m bench $(ARGS)

@@ -7,15 +7,14 @@ machine's cores, so the HTTP figures are a lower bound of what the server alone 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,17 +23,28 @@ import httpx2 as httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.asgi import cpu_per_request
 from bench.limit import same_bodies
+from bench.memory import tree_rss_mib
+from bench.peers.serve import PEERS, missing, serving
 from bench.profile import record, top_frames
 from bench.stats import Spread, repeat
+from bench.wrk import (
+    N_CANDIDATES,
+    WrkRun,
+    interleaved,
+    load_script,
+    request_bodies,
+    warm_up,
+    wrk_command,
+)
 from service.artifact import FIRST_ID
 from service.config import Settings, cores
 from service.engine import InferenceEngine
-from service.repository import load_artifact
-from tests.system.processes import REPOSITORY, running_service
+from service.repository import list_versions, load_artifact
+from tests.system.processes import REPOSITORY, Service, running_service
 
 RESULTS = Path(__file__).with_name("results.md")
-N_CANDIDATES = 100
 BATCH_USERS = (1, 8, 32)
 CONNECTIONS = (1, 8, 32)
 
@@ -81,84 +91,14 @@ def in_process(
     return results
 
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local bodies = {}
-for line in io.lines("%s") do bodies[#bodies + 1] = line end
-local i = 0
-request = function()
-  i = i %% #bodies + 1
-  return wrk.format(nil, nil, nil, bodies[i])
-end
-"""
-UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
-
-
-@dataclass(frozen=True)
-class WrkRun:
-    requests_per_second: float
-    p50_s: float
-    p99_s: float
-    errors: int
-
-
-def request_bodies(path: Path, n: int = 64) -> None:
-    """n JSON bodies, one per line: known users, 20 history items, 100 candidates."""
-    artifact = load_artifact(REPOSITORY, "movielens")
-    users, items = artifact.read_vocab("user_id"), artifact.read_vocab("item_id")
-    rng = np.random.default_rng(1)
-    lines = []
-    for _ in range(n):
-        picked = rng.choice(len(items), 20 + N_CANDIDATES, replace=False)
-        body = {
-            "user_id": users[int(rng.integers(len(users)))],
-            "history": [items[i] for i in picked[:20]],
-            "candidates": [items[i] for i in picked[20:]],
-        }
-        lines.append(json.dumps(body))
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _seconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * UNITS[unit]
-
-
-def wrk(url: str, script: Path, connections: int, seconds: int) -> WrkRun:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            f"{url}/predict",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _seconds(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (
-        sum(int(g) for g in socket.groups()) if socket else 0
-    )
-    return WrkRun(rps, p50, p99, errors)
-
-
 @dataclass(frozen=True)
 class Served:
     """The wrk runs of one server setting and where its requests' time went."""
 
     runs: dict[int, list[WrkRun]]  # by connection count
-    costs: dict[str, float]  # mean seconds per request: each stage, the whole handler
-    batch_size: float | None  # mean requests per session.run (batching on)
+    rss_mib: tuple[float, int]  # the server's resident memory after the runs, its processes
+    costs: dict[str, float]  # mean seconds per request: each stage, the whole handler (hydrarec)
+    batch_size: float | None  # mean requests per session.run (hydrarec, batching on)
 
 
 STAGE_METRIC = "hydrarec_predict_stage_duration_seconds"
@@ -185,23 +125,45 @@ def request_costs(url: str) -> tuple[dict[str, float], float | None]:
     return costs, size
 
 
-def http(seconds: int, repeats: int, settings: dict[str, str]) -> Served:
-    """wrk against `python -m service` (production settings) at each connection count."""
-    results: dict[int, list[WrkRun]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+def http(
+    seconds: int, repeats: int, modes: dict[str, dict[str, str]], peers: bool
+) -> dict[str, Served]:
+    """Every hydrarec setting (`python -m service`, production settings) and, with `peers`,
+    every peer, all started at once and loaded in turn (bench.wrk.interleaved)."""
+    workers = cores()
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        bodies, script = folder / "bodies.jsonl", folder / "post.lua"
-        request_bodies(bodies)
-        script.write_text(WRK_SCRIPT % bodies)
-        env = {"HYDRAREC_LOG_LEVEL": "warning", "PROMETHEUS_MULTIPROC_DIR": str(folder / "m")}
-        with running_service(folder, **env, **settings) as service:
-            wrk(service.url, script, 8, 1)  # warm-up
-            for connections in CONNECTIONS:
-                results[connections] = [
-                    wrk(service.url, script, connections, seconds) for _ in range(repeats)
-                ]
-            costs, batch_size = request_costs(service.url)
-    return Served(results, costs, batch_size)
+        script = load_script(folder)
+        servers: dict[str, Service] = {}
+        for i, (mode, settings) in enumerate(modes.items()):
+            env = {
+                "HYDRAREC_LOG_LEVEL": "warning",
+                "PROMETHEUS_MULTIPROC_DIR": str(folder / f"m{i}"),
+            }
+            servers[mode] = stack.enter_context(
+                running_service(folder, HYDRAREC_WORKERS=str(workers), **env, **settings)
+            )
+        for peer in PEERS if peers else ():
+            model = REPOSITORY / "movielens" / str(max(list_versions(REPOSITORY / "movielens")))
+            servers[peer] = stack.enter_context(
+                serving(peer, model, workers, folder / f"{peer}.log")
+            )
+        urls = {name: f"{server.url}/predict" for name, server in servers.items()}
+        results = interleaved(urls, script, CONNECTIONS, seconds, repeats)
+        served = {}
+        for name, server in servers.items():
+            costs, batch_size = request_costs(server.url) if name in modes else ({}, None)
+            rss = tree_rss_mib(server.process.pid)
+            served[name] = Served(results[name], rss, costs, batch_size)
+    return served
+
+
+def in_process_path(bodies: Path, seconds: float, repeats: int) -> dict[str, Spread]:
+    """The request path without HTTP (bench.asgi), one process: CPU µs per request by mode."""
+    return {
+        mode: repeat(partial(cpu_per_request, bodies, seconds, settings), repeats)
+        for mode, settings in MODES.items()
+    }
 
 
 PROFILE_SVG = RESULTS.with_name("profile.svg")
@@ -212,23 +174,13 @@ def profiled(seconds: int, workers: int) -> tuple[list[tuple[str, float, float]]
     bench/profile.svg; the top frames and the number of samples."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        bodies, script = folder / "bodies.jsonl", folder / "post.lua"
-        request_bodies(bodies)
-        script.write_text(WRK_SCRIPT % bodies)
+        script = load_script(folder)
         env = {"HYDRAREC_LOG_LEVEL": "warning", "HYDRAREC_WORKERS": str(workers)}
         with running_service(folder, **env, **MODES["dynamic batching off"]) as service:
-            wrk(service.url, script, 8, 1)  # warm-up
+            url = f"{service.url}/predict"
+            warm_up(url, script)
             load = subprocess.Popen(
-                [
-                    "wrk",
-                    "-t1",
-                    "-c8",
-                    f"-d{2 * seconds + 10}s",
-                    "-s",
-                    str(script),
-                    f"{service.url}/predict",
-                ],
-                stdout=subprocess.DEVNULL,
+                wrk_command(url, script, 8, 2 * seconds + 10), stdout=subprocess.DEVNULL
             )
             try:
                 record(service.process.pid, seconds, PROFILE_SVG, "flamegraph")
@@ -243,6 +195,7 @@ MODES = {
     "dynamic batching on": {"HYDRAREC_BATCH_MAX_CANDIDATES": "2000"},
     "dynamic batching off": {"HYDRAREC_BATCH_MAX_CANDIDATES": "0"},
 }
+DEFAULT_MODE = "dynamic batching off"  # what the service does without settings (service/config.py)
 
 
 def limit_table(limit: dict[int, Spread]) -> list[str]:
@@ -255,21 +208,85 @@ def limit_table(limit: dict[int, Spread]) -> list[str]:
     return lines
 
 
+def rates(runs: list[WrkRun]) -> Spread:
+    return Spread(tuple(r.requests_per_second for r in runs))
+
+
+def http_table(result: Served, like: float, alone: float) -> list[str]:
+    """| connections | requests/s | ... | rows of one server, with the in-process ratios."""
+    workers = cores()
+    lines = [
+        "| connections | requests/s | candidates/s | p50 ms | p99 ms | errors"
+        f" | / in-process, {workers} processes (like for like) | / in-process, 1 process |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for connections, runs in result.runs.items():
+        rps = rates(runs)
+        candidates = Spread(tuple(v * N_CANDIDATES for v in rps.values))
+        p50 = statistics.median(r.p50_s for r in runs) * 1e3
+        p99 = statistics.median(r.p99_s for r in runs) * 1e3
+        errors = sum(r.errors for r in runs)
+        lines.append(
+            f"| {connections} | {rps} | {candidates} | {p50:.2f} | {p99:.2f} | {errors} |"
+            f" {rps.median / like:.2f} | {rps.median / alone:.2f} |"
+        )
+    return lines
+
+
+def peers_table(served: dict[str, Served]) -> list[str]:
+    """Requests/s of hydrarec (its default setting and batching on) and of each peer, and
+    hydrarec's ratio to each, by connection count."""
+    peers = [name for name in served if name in PEERS]
+    ours = list(dict.fromkeys((DEFAULT_MODE, "dynamic batching on")))
+    header = [f"hydrarec, {m}" for m in ours] + peers
+    header += [f"hydrarec ({m.removeprefix('dynamic ')}) / {p}" for p in peers for m in ours]
+    lines = [
+        "| connections | " + " | ".join(header) + " |",
+        "|---:|" + "---:|" * len(header),
+    ]
+    for c in served[DEFAULT_MODE].runs:
+        median = {name: rates(served[name].runs[c]).median for name in ours + peers}
+        cells = [str(rates(served[name].runs[c])) for name in ours + peers]
+        cells += [f"{median[m] / median[p]:.2f}x" for p in peers for m in ours]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def costs_table(served: dict[str, Served]) -> list[str]:
+    """Mean server-side time per request of each /predict stage, by hydrarec setting."""
+    ours = {name: r for name, r in served.items() if r.costs}
+    lines = ["| | " + " | ".join(ours) + " |", "|---|" + "---:|" * len(ours)]
+    stages = list(dict.fromkeys(k for r in ours.values() for k in r.costs))
+    stages.sort(key=lambda k: k == "whole request")  # the stages, then their total
+    for stage in stages:
+        cells = [
+            f"{r.costs[stage] * 1e6:,.0f} µs" if stage in r.costs else "" for r in ours.values()
+        ]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    sizes = [f"{r.batch_size:.2f}" if r.batch_size else "" for r in ours.values()]
+    lines.append("| requests per session.run | " + " | ".join(sizes) + " |")
+    return lines
+
+
 def report(
     limit: dict[int, Spread],
     served: dict[str, Served],
     threads: int,
     compared: dict[Path, dict[int, Spread]],
     same: dict[int, Spread],
+    path: dict[str, Spread],
     frames: tuple[list[tuple[str, float, float]], int],
 ) -> str:
     workers = cores()
+    like, alone = same[workers].median, same[1].median
     lines = [
         "# hydrarec benchmark",
         "",
         f"`make bench` on {platform.machine()}, {cores()} cores, Python"
         f" {platform.python_version()}, {time.strftime('%Y-%m-%d')}. Median (min-max) of repeated"
-        " runs. The load generator (wrk, one thread) shares the cores with the server.",
+        " runs. The load generator (wrk, one thread) shares the cores with the server. Every"
+        " server is started before the first run and the servers are loaded in turn, one run"
+        " each at a time, so that a change in the machine's speed hits them alike.",
         "",
         f"## In-process limit: `session.run`, {N_CANDIDATES} candidates per user, {threads} ORT"
         " thread(s) (the service's per-worker setting)",
@@ -282,49 +299,57 @@ def report(
         "| processes | calls/s |",
         "|---:|---:|",
         *(f"| {n} | {spread} |" for n, spread in same.items()),
+        "",
+        "### hydrarec's request path without HTTP (`bench/asgi.py`: the service's ASGI app called"
+        " directly, one process, one request at a time, the same bodies)",
+        "",
+        "| setting | CPU µs per request | requests/s per core | session.run's share |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {mode} | {spread} | {1e6 / spread.median:,.0f} |"
+            f" {(1e6 / alone) / spread.median:.2f} |"
+            for mode, spread in path.items()
+        ),
     ]
-    for path, other in compared.items():
-        lines += ["", f"### The same for the artifact in `{path}` (`--compare`)", ""]
+    for other_path, other in compared.items():
+        lines += ["", f"### The same for the artifact in `{other_path}` (`--compare`)", ""]
         lines += limit_table(other)
-    like, alone = same[workers].median, same[1].median
-    for mode, result in served.items():
+    for name, result in served.items():
+        if name in PEERS:
+            continue
+        default = " (the default)" if name == DEFAULT_MODE else ""
         lines += [
             "",
-            f"## HTTP, {mode}: `POST /predict` (1 user x {N_CANDIDATES} candidates),"
+            f"## HTTP, {name}{default}: `POST /predict` (1 user x {N_CANDIDATES} candidates),"
             f" `python -m service`, {workers} workers x {threads} ORT thread(s)",
             "",
-            "| connections | requests/s | candidates/s | p50 ms | p99 ms | errors"
-            f" | / in-process, {workers} processes (like for like) | / in-process, 1 process |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *http_table(result, like, alone),
         ]
-        for connections, runs in result.runs.items():
-            rps = Spread(tuple(r.requests_per_second for r in runs))
-            candidates = Spread(tuple(v * N_CANDIDATES for v in rps.values))
-            p50 = statistics.median(r.p50_s for r in runs) * 1e3
-            p99 = statistics.median(r.p99_s for r in runs) * 1e3
-            errors = sum(r.errors for r in runs)
-            lines.append(
-                f"| {connections} | {rps} | {candidates} | {p50:.2f} | {p99:.2f} | {errors} |"
-                f" {rps.median / like:.2f} | {rps.median / alone:.2f} |"
-            )
+    if any(name in PEERS for name in served):
+        lines += [
+            "",
+            f"## Peers: the same artifact and bodies behind a plain FastAPI app and BentoML,"
+            f" {workers} workers each (`--peers`, code and pins in `bench/peers/`), requests/s",
+            "",
+            *peers_table(served),
+        ]
+        for peer in PEERS:
+            lines += ["", f"### {peer}", "", *http_table(served[peer], like, alone)]
     lines += [
+        "",
+        "## Memory: resident set of each server after its runs, every process of it",
+        "",
+        "| server | RSS MiB | processes | MiB per process |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {name} | {mib:,.0f} | {n} | {mib / max(1, n):,.0f} |"
+            for name, (mib, n) in ((name, r.rss_mib) for name, r in served.items())
+        ),
         "",
         "## Where a request's time goes (mean per request over all runs above, server side, from"
         " the service's own histograms)",
         "",
-        "| | " + " | ".join(served) + " |",
-        "|---|" + "---:|" * len(served),
-    ]
-    stages = list(dict.fromkeys(k for r in served.values() for k in r.costs))
-    stages.sort(key=lambda k: k == "whole request")  # the stages, then their total
-    for stage in stages:
-        cells = [
-            f"{r.costs[stage] * 1e6:,.0f} µs" if stage in r.costs else "" for r in served.values()
-        ]
-        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    sizes = [f"{r.batch_size:.2f}" if r.batch_size else "" for r in served.values()]
-    lines.append("| requests per session.run | " + " | ".join(sizes) + " |")
-    lines += [
+        *costs_table(served),
         "",
         "`whole request` is the app's time for a /predict (complete body to last byte handed to"
         " the server), so it includes waiting on the worker's event loop behind other requests; the"
@@ -355,9 +380,18 @@ def main() -> int:
         help="another model repository (e.g. an int8 export) whose in-process limit and HTTP"
         " figures (batching off) to add, measured in the same run",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also serve the same artifact with a plain FastAPI app and BentoML (bench/peers/)"
+        " and load them in the same runs",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.stderr.write("error: wrk not found: apt-get install -y wrk (make bench does it)\n")
+        return 2
+    if args.peers and (why := missing()):
+        sys.stderr.write(f"error: {why}\n")
         return 2
     workers = cores()
     threads = Settings(model_dir=REPOSITORY, workers=workers).threads
@@ -369,20 +403,17 @@ def main() -> int:
             n: same_bodies(REPOSITORY, bodies, n, threads, args.seconds, args.repeats)
             for n in sorted({1, workers})
         }
+        path = in_process_path(bodies, args.seconds, args.repeats)
     compared = {p: in_process(threads, args.seconds, args.repeats, p) for p in args.compare}
-    served = {
-        mode: http(args.seconds, args.repeats, {"HYDRAREC_WORKERS": str(workers), **settings})
-        for mode, settings in MODES.items()
-    }
-    for path in args.compare:  # the same HTTP run for the other artifact, in the same run
-        served[f"dynamic batching off, `{path}`"] = http(
-            args.seconds,
-            args.repeats,
-            {"HYDRAREC_WORKERS": str(workers), "HYDRAREC_MODEL_DIR": str(path)}
-            | MODES["dynamic batching off"],
-        )
+    modes = dict(MODES)
+    for p in args.compare:  # the same HTTP runs for the other artifact, in the same run
+        modes[f"dynamic batching off, `{p}`"] = {
+            "HYDRAREC_MODEL_DIR": str(p),
+            **MODES["dynamic batching off"],
+        }
+    served = http(args.seconds, args.repeats, modes, args.peers)
     frames = profiled(args.seconds, workers)
-    text = report(limit, served, threads, compared, same, frames)
+    text = report(limit, served, threads, compared, same, path, frames)
     RESULTS.write_text(text)
     sys.stdout.write(text)
     return 0

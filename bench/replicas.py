@@ -20,7 +20,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.__main__ import WRK_SCRIPT, request_bodies, wrk
+from bench.wrk import load_script, warm_up, wrk
 from tests.system.nginx import running_nginx
 from tests.system.processes import free_port
 from tests.system.test_replicas import kill, load, replica, served
@@ -31,9 +31,9 @@ LIMIT = 200_000  # requests at most in the kill run (about a minute here)
 
 
 def throughput(url: str, script: Path, seconds: int, repeats: int) -> tuple[float, float, int]:
-    """(median req/s, median p99 s, errors over all runs)."""
-    wrk(url, script, 8, 1)  # warm-up
-    runs = [wrk(url, script, 8, seconds) for _ in range(repeats)]
+    """(median req/s, median p99 s, errors over all runs) of POST /predict at `url`."""
+    warm_up(f"{url}/predict", script)
+    runs = [wrk(f"{url}/predict", script, 8, seconds) for _ in range(repeats)]
     return (
         statistics.median(r.requests_per_second for r in runs),
         statistics.median(r.p99_s for r in runs),
@@ -49,9 +49,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        bodies, script = folder / "bodies.jsonl", folder / "post.lua"
-        request_bodies(bodies)
-        script.write_text(WRK_SCRIPT % bodies)
+        script = load_script(folder)
         with ExitStack() as stack:
             port = free_port()
             one = replica(stack, folder, port, HYDRAREC_WORKERS="2")

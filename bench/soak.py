@@ -13,25 +13,12 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from bench.__main__ import request_bodies
+from bench.memory import tree_rss_mib
+from bench.wrk import request_bodies
 from tests.system.processes import Service, running_service
 
 RESULTS = Path(__file__).with_name("soak.md")
 CLIENTS = 8
-
-
-def server_rss_mib(service: Service) -> float:
-    """Resident memory of the server and its worker processes."""
-    pids = [service.process.pid]
-    children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    total_kib = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS"):
-                total_kib += int(line.split()[1])
-    return total_kib / 1024
 
 
 def soak(service: Service, bodies: list[bytes], n_requests: int) -> dict[int, int]:
@@ -69,9 +56,9 @@ def main() -> int:
         settings = {"HYDRAREC_LOG_LEVEL": "warning", "PROMETHEUS_MULTIPROC_DIR": str(folder / "m")}
         with running_service(folder, **settings) as service:
             soak(service, bodies, 1000)  # warm-up
-            start_rss, start = server_rss_mib(service), time.perf_counter()
+            start_rss, start = tree_rss_mib(service.process.pid)[0], time.perf_counter()
             statuses = soak(service, bodies, args.requests)
-            seconds, end_rss = time.perf_counter() - start, server_rss_mib(service)
+            seconds, end_rss = time.perf_counter() - start, tree_rss_mib(service.process.pid)[0]
     sent = sum(statuses.values())
     errors = sent - statuses.get(200, 0)
     text = (

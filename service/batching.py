@@ -5,9 +5,11 @@ The graph takes ragged batches (DESIGN.md): B users, each with their own candida
 
 Requests are decoded, encoded and answered on the worker's event loop; only `session.run` runs
 in the batcher's one inference thread, so the loop keeps reading requests while a batch runs.
-A request that finds the batcher idle starts a batch at once, alone (an idle server adds no
-delay); requests that arrive while a batch runs queue up and form the next batch, up to
-HYDRAREC_BATCH_MAX_CANDIDATES candidates. That next batch may wait up to
+A request that finds the batcher idle starts a batch at once (an idle server adds no delay):
+with the requests that reached the batcher in the same turn of the event loop, or alone, and
+then it runs on the loop itself, as without batching (a lone request pays no thread hop).
+Requests that arrive while a batch runs in the inference thread queue up and form the next
+batch, up to HYDRAREC_BATCH_MAX_CANDIDATES candidates. That next batch may wait up to
 HYDRAREC_BATCH_MAX_DELAY_MS for more requests when it is not full (0, the default, never waits).
 """
 
@@ -78,12 +80,15 @@ class Batcher:
             while self._queue:
                 if not first and self._max_delay_s > 0:
                     await self._fill(loop.time() + self._max_delay_s)
-                first = False
                 batch = self._take()
+                inputs = _concatenate([job.inputs for job in batch])
+                alone = first and len(batch) == 1 and not self._queue
+                first = False
                 try:
-                    outputs = await loop.run_in_executor(
-                        self._thread, self._run, _concatenate([job.inputs for job in batch])
-                    )
+                    if alone:  # nobody to overlap with: no thread hop
+                        outputs = self._run(inputs)
+                    else:
+                        outputs = await loop.run_in_executor(self._thread, self._run, inputs)
                     for job, part in zip(batch, self._split(outputs, batch), strict=True):
                         if not job.answer.done():  # a cancelled request (client gone)
                             job.answer.set_result(part)
@@ -122,6 +127,8 @@ class Batcher:
         return batch
 
     def _split(self, outputs: Outputs, batch: list[_Job]) -> list[Outputs]:
+        if len(batch) == 1:
+            return [outputs]
         ends = np.cumsum([job.n_candidates for job in batch])
         starts = ends - [job.n_candidates for job in batch]
         return [

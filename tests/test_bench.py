@@ -1,12 +1,31 @@
-"""The benchmark's own arithmetic: py-spy's collapsed stacks become the right shares."""
+"""The benchmark's own parts: py-spy's collapsed stacks become the right shares, the ASGI
+harness runs the real request path, the peers answer as the service does, a server's process
+tree is found whole."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from bench import asgi
+from bench.memory import tree, tree_rss_mib
+from bench.peers.model import Model
 from bench.profile import top_frames
+from service.config import Settings
+from service.main import create_app
+from service.repository import list_versions
+from tests.system.processes import REPOSITORY
 
 
 def test_top_frames_share_samples_by_function_not_line(tmp_path: Path) -> None:
@@ -23,3 +42,78 @@ def test_top_frames_share_samples_by_function_not_line(tmp_path: Path) -> None:
     assert by_name["handle (b.py)"] == pytest.approx((90.0, 30.0))  # two lines, one function
     assert by_name["loop (a.py)"] == pytest.approx((100.0, 10.0))
     assert [f for f, _, _ in frames][0] == "run (ort.py)"  # ranked by own samples
+
+
+def bodies() -> list[bytes]:
+    """BODIES as a client sends them."""
+    return [json.dumps(b).encode() for b in BODIES]
+
+
+BODIES = [
+    {"user_id": "196", "history": ["242", "302", "377"], "candidates": ["51", "346", "474"]},
+    {"user_id": "nobody", "history": [], "candidates": ["1", "999999"]},
+]
+
+
+@pytest.fixture
+def app() -> Any:
+    """The service's ASGI app on the default model, as bench.asgi builds it."""
+    return create_app(Settings(model_dir=REPOSITORY, workers=1, ort_threads=1))
+
+
+def test_the_asgi_harness_calls_the_real_request_path(app: Any) -> None:
+    async def statuses() -> list[int]:
+        async with app.router.lifespan_context(app):
+            good = [await asgi.call(app, body) for body in bodies()]
+            return [*good, await asgi.call(app, b'{"user_id": "196"}')]  # no candidates
+
+    assert asyncio.run(statuses()) == [200, 200, 422]
+
+
+def test_the_asgi_harness_measures_every_request() -> None:
+    figures = asyncio.run(asgi.measure(bodies(), seconds=0.3))
+    assert figures["requests_per_second"] > 0
+    # a request costs at least its session.run, and the loop cannot be free of CPU
+    assert 10 < figures["cpu_us_per_request"] < 1e6
+
+
+def test_the_peer_model_answers_as_the_service_does(app: Any) -> None:
+    """The peers do hydrarec's work: the same scores, the same top items, the same profile."""
+    folder = REPOSITORY / "movielens" / str(max(list_versions(REPOSITORY / "movielens")))
+    peer = Model(folder)
+    with TestClient(app) as client:
+        for body in BODIES:
+            ours = client.post("/predict", json=body).json()
+            theirs = peer.predict(body["user_id"], body["history"], body["candidates"])
+            assert [i["item_id"] for i in theirs["items"]] == [i["item_id"] for i in ours["items"]]
+            for mine, other in zip(ours["items"], theirs["items"], strict=True):
+                assert other["score"] == pytest.approx(mine["score"], abs=1e-6)
+                assert other["like"] == pytest.approx(mine["like"], abs=1e-6)
+            assert theirs["user"]["gender"] == pytest.approx(ours["user"]["gender"], abs=1e-6)
+
+
+def test_a_process_tree_includes_grandchildren_in_sessions_of_their_own(tmp_path: Path) -> None:
+    """BentoML's workers start new sessions: the tree must still find them (memory, stop)."""
+    spawn = tmp_path / "spawn.py"  # argv[1]: how many generations below this one
+    spawn.write_text(
+        "import subprocess, sys, time\n"
+        "if int(sys.argv[1]):\n"
+        "    subprocess.Popen([sys.executable, __file__, str(int(sys.argv[1]) - 1)],"
+        " start_new_session=True)\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(spawn), "2"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(members := tree(parent.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert members[0] == parent.pid
+        assert len(members) == 3  # the parent, the child, its child in a session of its own
+        mib, n = tree_rss_mib(parent.pid)
+        assert n == 3
+        assert mib > 3 * 5  # three Python interpreters, each several MiB resident
+    finally:
+        for pid in reversed(tree(parent.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        parent.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -114,15 +115,16 @@ def test_a_batch_behind_another_waits_to_fill(artifact: Artifact, engine: Infere
     inputs = requests(artifact, 6)
 
     async def main() -> None:
-        first = asyncio.ensure_future(batcher.run(inputs[0]))
+        # two at once: the first batch runs in the inference thread, leaving the loop free
+        first = [asyncio.ensure_future(batcher.run(one)) for one in inputs[:2]]
         await asyncio.sleep(0.01)  # the first batch is running
-        early = asyncio.ensure_future(batcher.run(inputs[1]))
+        early = asyncio.ensure_future(batcher.run(inputs[2]))
         await asyncio.sleep(0.15)  # after the first batch ended, within the delay
-        late = [asyncio.ensure_future(batcher.run(one)) for one in inputs[2:]]
-        await asyncio.gather(first, early, *late)
+        late = [asyncio.ensure_future(batcher.run(one)) for one in inputs[3:]]
+        await asyncio.gather(*first, early, *late)
 
     asyncio.run(main())
-    assert slow.batches == [1, 5]
+    assert slow.batches == [2, 4]
 
 
 def test_a_lone_request_never_waits_for_company(
@@ -134,6 +136,24 @@ def test_a_lone_request_never_waits_for_company(
     assert isinstance(answer, dict)
     # one session run takes milliseconds; waiting for company would take the whole 5 s
     assert time.monotonic() - started < 0.5, "an idle batcher waited for the batch to fill"
+
+
+def test_a_lone_request_runs_on_the_loop_and_company_in_the_inference_thread(
+    artifact: Artifact, engine: InferenceEngine
+) -> None:
+    threads: list[tuple[int, str]] = []  # (users, thread) of every session.run
+
+    def run(inputs: Inputs) -> Outputs:
+        threads.append((len(inputs["user_id"]), threading.current_thread().name))
+        return engine.run(inputs)
+
+    batcher = Batcher(run, user_tasks(artifact), 2000, 0.0)
+    inputs = requests(artifact, 3)
+    run_all(batcher, inputs[:1])  # alone
+    run_all(batcher, inputs)  # three in the same turn of the loop
+    loop_thread = threading.current_thread().name
+    assert threads[0] == (1, loop_thread)
+    assert threads[1][0] == 3 and threads[1][1].startswith("hydrarec-infer")
 
 
 def test_a_failing_batch_fails_each_of_its_requests(artifact: Artifact) -> None:

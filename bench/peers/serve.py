@@ -1,0 +1,94 @@
+"""Start a peer on 127.0.0.1, in its own process group (stopped by PID on the way out)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2 as httpx
+
+from bench.memory import tree
+from tests.system.processes import Service, free_port, stop_group
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS_VENV = ROOT / ".venv-peers"  # built from requirements.txt by `make bench ARGS=--peers`
+READY_TIMEOUT_S = 120.0
+
+
+def fastapi_command(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def bentoml_command(port: int, workers: int) -> list[str]:
+    del workers  # the service declares them (HYDRAREC_PEER_WORKERS)
+    return [
+        str(PEERS_VENV / "bin" / "bentoml"), "serve", "bench.peers.bentoml_service:Predictor",
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+
+
+PEERS: dict[str, Callable[[int, int], list[str]]] = {
+    "FastAPI": fastapi_command,
+    "BentoML": bentoml_command,
+}
+
+
+def missing() -> str | None:
+    """Why the peers cannot run here, or None."""
+    if not (PEERS_VENV / "bin" / "bentoml").exists():
+        return f"no {PEERS_VENV}/bin/bentoml: `make bench ARGS=--peers` builds it"
+    return None
+
+
+@contextmanager
+def serving(peer: str, model: Path, workers: int, log: Path) -> Iterator[Service]:
+    """The peer serving `model` with `workers` workers, once its /readyz answers."""
+    port = free_port()
+    env = os.environ | {
+        "HYDRAREC_PEER_MODEL": str(model),
+        "HYDRAREC_PEER_WORKERS": str(workers),
+        "PYTHONPATH": str(ROOT),
+        "BENTOML_DO_NOT_TRACK": "true",  # no usage reporting (no network here anyway)
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            PEERS[peer](port, workers),
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{peer} exited with {process.returncode}: {log.read_text()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{peer} not ready in {READY_TIMEOUT_S:.0f} s: {log.read_text()}"
+                )
+            time.sleep(0.5)
+        yield Service(process, url, log)
+    finally:
+        members = tree(process.pid)  # BentoML's workers run in sessions of their own
+        stop_group(process)
+        for pid in members[1:]:  # any its supervisor left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
