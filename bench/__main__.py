@@ -170,13 +170,13 @@ PROFILE_SVG = RESULTS.with_name("profile.svg")
 
 
 def profiled(seconds: int, workers: int) -> tuple[list[tuple[str, float, float]], int]:
-    """py-spy over the server's workers under wrk load (8 connections, batching off): writes
+    """py-spy over the server's workers under wrk load (8 connections, default settings): writes
     bench/profile.svg; the top frames and the number of samples."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         script = load_script(folder)
         env = {"HYDRAREC_LOG_LEVEL": "warning", "HYDRAREC_WORKERS": str(workers)}
-        with running_service(folder, **env, **MODES["dynamic batching off"]) as service:
+        with running_service(folder, **env, **MODES[DEFAULT_MODE]) as service:
             url = f"{service.url}/predict"
             warm_up(url, script)
             load = subprocess.Popen(
@@ -195,7 +195,7 @@ MODES = {
     "dynamic batching on": {"HYDRAREC_BATCH_MAX_CANDIDATES": "2000"},
     "dynamic batching off": {"HYDRAREC_BATCH_MAX_CANDIDATES": "0"},
 }
-DEFAULT_MODE = "dynamic batching off"  # what the service does without settings (service/config.py)
+DEFAULT_MODE = "dynamic batching on"  # what the service does without settings (service/config.py)
 
 
 def limit_table(limit: dict[int, Spread]) -> list[str]:
@@ -234,10 +234,10 @@ def http_table(result: Served, like: float, alone: float) -> list[str]:
 
 
 def peers_table(served: dict[str, Served]) -> list[str]:
-    """Requests/s of hydrarec (its default setting and batching on) and of each peer, and
+    """Requests/s of hydrarec (batching on, the default, and off) and of each peer, and
     hydrarec's ratio to each, by connection count."""
     peers = [name for name in served if name in PEERS]
-    ours = list(dict.fromkeys((DEFAULT_MODE, "dynamic batching on")))
+    ours = list(MODES)
     header = [f"hydrarec, {m}" for m in ours] + peers
     header += [f"hydrarec ({m.removeprefix('dynamic ')}) / {p}" for p in peers for m in ours]
     lines = [
@@ -359,7 +359,7 @@ def report(
     lines += [
         "",
         f"## Profile: py-spy over the {workers} workers, {N_CANDIDATES} candidates, 8 connections,"
-        f" batching off ({samples:,} samples; flame graph: `bench/profile.svg`)",
+        f" {DEFAULT_MODE} ({samples:,} samples; flame graph: `bench/profile.svg`)",
         "",
         "| frame | % of samples in it or below | % in it itself |",
         "|---|---:|---:|",
@@ -378,7 +378,7 @@ def main() -> int:
         action="append",
         default=[],
         help="another model repository (e.g. an int8 export) whose in-process limit and HTTP"
-        " figures (batching off) to add, measured in the same run",
+        " figures (default settings) to add, measured in the same run",
     )
     parser.add_argument(
         "--peers",
@@ -407,9 +407,9 @@ def main() -> int:
     compared = {p: in_process(threads, args.seconds, args.repeats, p) for p in args.compare}
     modes = dict(MODES)
     for p in args.compare:  # the same HTTP runs for the other artifact, in the same run
-        modes[f"dynamic batching off, `{p}`"] = {
+        modes[f"{DEFAULT_MODE}, `{p}`"] = {
             "HYDRAREC_MODEL_DIR": str(p),
-            **MODES["dynamic batching off"],
+            **MODES[DEFAULT_MODE],
         }
     served = http(args.seconds, args.repeats, modes, args.peers)
     frames = profiled(args.seconds, workers)

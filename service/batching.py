@@ -3,21 +3,23 @@
 The graph takes ragged batches (DESIGN.md): B users, each with their own candidates, joined by
 `candidate_row`, so requests are concatenated without padding and each user is encoded once.
 
-Requests are decoded, encoded and answered on the worker's event loop; only `session.run` runs
-in the batcher's one inference thread, so the loop keeps reading requests while a batch runs.
-A request that finds the batcher idle starts a batch at once (an idle server adds no delay):
-with the requests that reached the batcher in the same turn of the event loop, or alone, and
-then it runs on the loop itself, as without batching (a lone request pays no thread hop).
-Requests that arrive while a batch runs in the inference thread queue up and form the next
-batch, up to HYDRAREC_BATCH_MAX_CANDIDATES candidates. That next batch may wait up to
-HYDRAREC_BATCH_MAX_DELAY_MS for more requests when it is not full (0, the default, never waits).
+All of it runs on the worker's event loop, `session.run` included. A worker has one core (ORT
+threads = cores / workers), so an inference thread would only take turns with the loop, and
+its hop per batch cost more than the overlap bought (bench/results.md; 1,801 against 2,048
+requests/s at 8 connections). A request that reaches the batcher queues, and the batch runs on
+the loop's next turn with every request queued by then (those read in the same turn), up to
+HYDRAREC_BATCH_MAX_CANDIDATES candidates. While it runs the loop reads nothing, so requests
+that arrive meanwhile wait in the socket buffers, are read together afterwards and form the
+next batch: under load batches form by themselves, without a fixed delay, and a lone request
+runs at once, as without batching. After a batch of several requests (the worker is under
+concurrent load) the next batch may wait up to HYDRAREC_BATCH_MAX_DELAY_MS to fill (0, the
+default, never waits); after a lone request nothing waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +51,7 @@ class Batcher:
         user_tasks: outputs with one row per user ([B, K]); the others have one per candidate.
         max_candidates: a batch takes queued requests while their candidates fit (a single
             larger request still runs, alone).
-        max_delay_s: how long a batch formed behind another may wait to fill.
+        max_delay_s: how long the batch after one of several requests may wait to fill.
         observe: called with the number of requests of every batch run.
         """
         self._run = run
@@ -60,7 +62,6 @@ class Batcher:
         self._queue: list[_Job] = []
         self._arrived = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrarec-infer")
 
     async def run(self, inputs: Inputs) -> Outputs:
         """The outputs for one request (B = 1), computed alone or within a batch."""
@@ -73,33 +74,31 @@ class Batcher:
         return await job.answer
 
     async def _drain(self) -> None:
-        """Run batches until the queue is empty; every batch but the first may wait to fill."""
+        """Run batches until the queue is empty; after a batch of several requests, the next
+        may wait to fill."""
         loop = asyncio.get_running_loop()
-        first = True
         try:
             while self._queue:
-                if not first and self._max_delay_s > 0:
-                    await self._fill(loop.time() + self._max_delay_s)
                 batch = self._take()
-                inputs = _concatenate([job.inputs for job in batch])
-                alone = first and len(batch) == 1 and not self._queue
-                first = False
-                try:
-                    if alone:  # nobody to overlap with: no thread hop
-                        outputs = self._run(inputs)
-                    else:
-                        outputs = await loop.run_in_executor(self._thread, self._run, inputs)
-                    for job, part in zip(batch, self._split(outputs, batch), strict=True):
-                        if not job.answer.done():  # a cancelled request (client gone)
-                            job.answer.set_result(part)
-                except Exception as e:  # every request of the batch gets the error
-                    for job in batch:
-                        if not job.answer.done():
-                            job.answer.set_exception(e)
-                if self._observe is not None:
-                    self._observe(len(batch))
+                self._answer(batch)
+                if len(batch) > 1 and self._max_delay_s > 0:
+                    await self._fill(loop.time() + self._max_delay_s)
         finally:
             self._drainer = None
+
+    def _answer(self, batch: list[_Job]) -> None:
+        """One session.run for the batch; every request gets its part, or the error."""
+        try:
+            outputs = self._run(_concatenate([job.inputs for job in batch]))
+            for job, part in zip(batch, self._split(outputs, batch), strict=True):
+                if not job.answer.done():  # a cancelled request (client gone)
+                    job.answer.set_result(part)
+        except Exception as e:  # every request of the batch gets the error
+            for job in batch:
+                if not job.answer.done():
+                    job.answer.set_exception(e)
+        if self._observe is not None:
+            self._observe(len(batch))
 
     async def _fill(self, deadline: float) -> None:
         """Wait until the queue holds a full batch or the deadline passes."""
@@ -127,6 +126,8 @@ class Batcher:
         return batch
 
     def _split(self, outputs: Outputs, batch: list[_Job]) -> list[Outputs]:
+        if len(batch) == 1:
+            return [outputs]
         if len(batch) == 1:
             return [outputs]
         ends = np.cumsum([job.n_candidates for job in batch])

@@ -95,17 +95,18 @@ class Settings(BaseSettings):
         description="ONNX Runtime intra-op threads per worker (default: cores / workers)",
     )
     batch_max_candidates: int = Field(
-        default=0,
+        default=2000,
         ge=0,
         le=1_000_000,
-        description="dynamic batching: most candidates in one session.run (0 = off; it pays "
-        "under sustained concurrency, a lone request pays a thread hop; bench/results.md)",
+        description="dynamic batching: most candidates in one session.run (0 = off); a lone "
+        "request runs at once, concurrent ones share a run (bench/results.md)",
     )
     batch_max_delay_ms: float = Field(
         default=0.0,
         ge=0.0,
         le=1000.0,
-        description="how long a queued batch may wait to fill (an idle server never waits)",
+        description="after a batch of several requests, how long the next may wait to fill "
+        "(after a lone request nothing waits)",
     )
     body_timeout_seconds: float = Field(
         default=10.0,

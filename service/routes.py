@@ -103,7 +103,7 @@ async def predict(
 
     All of it runs on the event loop: with one core per worker there is nothing to overlap, and
     a thread hop per request cost more than the work around the model. With dynamic batching
-    only session.run leaves the loop (service/batching.py)."""
+    (service/batching.py) concurrent requests share one session.run, on the loop too."""
     with metrics.stage["decode"].time():
         request = decode_request(body, settings.max_candidates)
     if predictor.batcher is None:

@@ -115,7 +115,7 @@ def test_a_batch_behind_another_waits_to_fill(artifact: Artifact, engine: Infere
     inputs = requests(artifact, 6)
 
     async def main() -> None:
-        # two at once: the first batch runs in the inference thread, leaving the loop free
+        # two at once: a batch of several, so the next one may wait to fill
         first = [asyncio.ensure_future(batcher.run(one)) for one in inputs[:2]]
         await asyncio.sleep(0.01)  # the first batch is running
         early = asyncio.ensure_future(batcher.run(inputs[2]))
@@ -138,7 +138,7 @@ def test_a_lone_request_never_waits_for_company(
     assert time.monotonic() - started < 0.5, "an idle batcher waited for the batch to fill"
 
 
-def test_a_lone_request_runs_on_the_loop_and_company_in_the_inference_thread(
+def test_batches_run_on_the_event_loop_with_the_requests_of_one_turn(
     artifact: Artifact, engine: InferenceEngine
 ) -> None:
     threads: list[tuple[int, str]] = []  # (users, thread) of every session.run
@@ -151,9 +151,25 @@ def test_a_lone_request_runs_on_the_loop_and_company_in_the_inference_thread(
     inputs = requests(artifact, 3)
     run_all(batcher, inputs[:1])  # alone
     run_all(batcher, inputs)  # three in the same turn of the loop
-    loop_thread = threading.current_thread().name
-    assert threads[0] == (1, loop_thread)
-    assert threads[1][0] == 3 and threads[1][1].startswith("hydrarec-infer")
+    loop_thread = threading.current_thread().name  # asyncio.run's loop runs here
+    assert threads == [(1, loop_thread), (3, loop_thread)]
+
+
+def test_after_a_lone_request_nothing_waits_for_the_delay(
+    artifact: Artifact, engine: InferenceEngine
+) -> None:
+    """The fill delay follows batches of several requests only: sequential requests (one
+    client) never wait for it."""
+    batcher = Batcher(engine.run, user_tasks(artifact), 2000, max_delay_s=5.0)
+    inputs = requests(artifact, 3)
+
+    async def one_after_another() -> float:
+        started = time.monotonic()
+        for one in inputs:
+            await batcher.run(one)
+        return time.monotonic() - started
+
+    assert asyncio.run(one_after_another()) < 0.5  # waiting once would take 5 s
 
 
 def test_a_failing_batch_fails_each_of_its_requests(artifact: Artifact) -> None:
@@ -184,12 +200,14 @@ def test_a_cancelled_request_does_not_break_its_batch(
     np.testing.assert_allclose(kept["click"], engine.run(inputs[2])["click"], atol=1e-6)
 
 
-def test_the_api_answers_the_same_with_batching_on(client: TestClient) -> None:
+def test_the_api_answers_the_same_with_batching_on_and_off() -> None:
     body = {"user_id": "196", "history": ["242", "302"], "candidates": ["1", "50", "181", "x"]}
-    with TestClient(create_app(settings_for(batch_max_candidates=2000))) as batched:
+    with TestClient(create_app(settings_for())) as batched:  # batching is the default
         on = batched.post("/predict", json=body).json()
         metrics = batched.get("/metrics").text
-    off = client.post("/predict", json=body).json()
+    with TestClient(create_app(settings_for(batch_max_candidates=0))) as unbatched:
+        off = unbatched.post("/predict", json=body).json()
+        assert "hydrarec_batch_requests_count 0.0" in unbatched.get("/metrics").text
     assert on["unknown"] == off["unknown"]
     assert [i["item_id"] for i in on["items"]] == [i["item_id"] for i in off["items"]]
     for a, b in zip(on["items"], off["items"], strict=True):

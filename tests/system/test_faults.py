@@ -39,7 +39,7 @@ def rss_kib(pid: int) -> int:
 
 
 def test_beyond_the_in_flight_bound_requests_get_an_immediate_503(tmp_path: Path) -> None:
-    # With batching, admitted requests wait for the inference thread, so more than 2 can be in
+    # With batching, admitted requests wait for their batch, so more than 2 can be in
     # flight (without it a worker computes one request at a time: the bound is never reached).
     settings = {"HYDRAREC_MAX_IN_FLIGHT": "2", "HYDRAREC_BATCH_MAX_CANDIDATES": "1000"}
     with running_service(tmp_path, HYDRAREC_WORKERS="1", **settings) as service:
