@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -92,3 +96,36 @@ def test_paths_are_labelled_by_route_never_raw(fresh: TestClient, artifact: Arti
     assert value(found, requests, handler="other", status="4xx", **labels) == 1
     assert value(found, requests, handler="/readyz", status="2xx", **labels) == 1
     assert not any("some-id" in str(key) for key in found)
+
+
+FORKED_WRITES = """
+import os, pathlib
+import service.metrics  # multiprocess mode: the cached process id is installed at import
+from prometheus_client import CollectorRegistry, Counter, values
+from prometheus_client.multiprocess import MultiProcessCollector
+assert values.ValueClass._multiprocess
+counter = Counter("forked", "writes before and after a fork", registry=CollectorRegistry())
+counter.inc()
+child = os.fork()
+if child == 0:
+    counter.inc(2)
+    os._exit(0)
+os.waitpid(child, 0)
+folder = pathlib.Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+registry = CollectorRegistry()
+MultiProcessCollector(registry, str(folder))
+print(sorted(p.name for p in folder.iterdir()), os.getpid(), child,
+      registry.get_sample_value("forked_total"))
+"""
+
+
+def test_a_forked_child_writes_metrics_to_its_own_file(tmp_path: Path) -> None:
+    """The process id is cached (no getpid per update), yet a fork still gets its own file,
+    and the sum over the files counts both processes' updates."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED_WRITES], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    *files, parent, child, total = (x.strip("[],'") for x in out)
+    assert files == sorted([f"counter_{parent}.db", f"counter_{child}.db"])
+    assert float(total) == 3.0
