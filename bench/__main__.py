@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -126,10 +127,15 @@ def request_costs(url: str) -> tuple[dict[str, float], float | None]:
 
 
 def http(
-    seconds: int, repeats: int, modes: dict[str, dict[str, str]], peers: bool
+    seconds: int,
+    repeats: int,
+    modes: dict[str, dict[str, str]],
+    peers: bool,
+    each_round: Callable[[], None],
 ) -> dict[str, Served]:
     """Every hydrarec setting (`python -m service`, production settings) and, with `peers`,
-    every peer, all started at once and loaded in turn (bench.wrk.interleaved)."""
+    every peer, all started at once and loaded in turn, `each_round()` after every round
+    (bench.wrk.interleaved)."""
     workers = cores()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
@@ -149,7 +155,7 @@ def http(
                 serving(peer, model, workers, folder / f"{peer}.log")
             )
         urls = {name: f"{server.url}/predict" for name, server in servers.items()}
-        results = interleaved(urls, script, CONNECTIONS, seconds, repeats)
+        results = interleaved(urls, script, CONNECTIONS, seconds, repeats, each_round)
         served = {}
         for name, server in servers.items():
             costs, batch_size = request_costs(server.url) if name in modes else ({}, None)
@@ -294,7 +300,9 @@ def report(
         *limit_table(limit),
         "",
         f"### On the HTTP runs' own bodies ({N_CANDIDATES} candidates, 20 history items, encoded"
-        " once by the service's encoder): `session.run` calls/s of N processes at once, summed",
+        " once by the service's encoder): `session.run` calls/s of N processes at once, summed;"
+        f" {workers} processes (as many as the server has workers: the like-for-like side of the"
+        " HTTP ratios) once in every round of the HTTP runs, between them, 1 process before",
         "",
         "| processes | calls/s |",
         "|---:|---:|",
@@ -396,14 +404,6 @@ def main() -> int:
     workers = cores()
     threads = Settings(model_dir=REPOSITORY, workers=workers).threads
     limit = in_process(threads, args.seconds, args.repeats)
-    with tempfile.TemporaryDirectory() as tmp:
-        bodies = Path(tmp) / "bodies.jsonl"
-        request_bodies(bodies)  # the bodies every HTTP run sends (the same seed)
-        same = {
-            n: same_bodies(REPOSITORY, bodies, n, threads, args.seconds, args.repeats)
-            for n in sorted({1, workers})
-        }
-        path = in_process_path(bodies, args.seconds, args.repeats)
     compared = {p: in_process(threads, args.seconds, args.repeats, p) for p in args.compare}
     modes = dict(MODES)
     for p in args.compare:  # the same HTTP runs for the other artifact, in the same run
@@ -411,7 +411,18 @@ def main() -> int:
             "HYDRAREC_MODEL_DIR": str(p),
             **MODES[DEFAULT_MODE],
         }
-    served = http(args.seconds, args.repeats, modes, args.peers)
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = Path(tmp) / "bodies.jsonl"
+        request_bodies(bodies)  # the bodies every HTTP run sends (the same seed)
+        same = {1: same_bodies(REPOSITORY, bodies, 1, threads, args.seconds, args.repeats)}
+        path = in_process_path(bodies, args.seconds, args.repeats)
+        during: list[float] = []  # the like-for-like limit, once per round of the HTTP runs
+
+        def limit_round() -> None:
+            during.extend(same_bodies(REPOSITORY, bodies, workers, threads, args.seconds, 1).values)
+
+        served = http(args.seconds, args.repeats, modes, args.peers, limit_round)
+        same[workers] = Spread(tuple(during))
     frames = profiled(args.seconds, workers)
     text = report(limit, served, threads, compared, same, path, frames)
     RESULTS.write_text(text)

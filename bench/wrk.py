@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,11 +95,16 @@ def warm_up(url: str, script: Path) -> None:
 
 
 def interleaved(
-    urls: dict[str, str], script: Path, connections: tuple[int, ...], seconds: int, repeats: int
+    urls: dict[str, str],
+    script: Path,
+    connections: tuple[int, ...],
+    seconds: int,
+    repeats: int,
+    each_round: Callable[[], None] = lambda: None,
 ) -> dict[str, dict[int, list[WrkRun]]]:
     """wrk runs of every server (name -> /predict address), by connection count: each warmed up,
-    then at each connection count one run of each server in turn, `repeats` times, so that a
-    change in the machine's speed during the benchmark hits every server alike."""
+    then at each connection count one run of each server in turn and `each_round()`, `repeats`
+    times, so that a change in the machine's speed during the benchmark hits them all alike."""
     for url in urls.values():
         warm_up(url, script)
     out: dict[str, dict[int, list[WrkRun]]] = {name: {c: [] for c in connections} for name in urls}
@@ -106,4 +112,5 @@ def interleaved(
         for _ in range(repeats):
             for name, url in urls.items():
                 out[name][c].append(wrk(url, script, c, seconds))
+            each_round()
     return out
