@@ -1,4 +1,6 @@
-"""`python -m bench`: the in-process limit, then HTTP against the real server with wrk.
+"""`python -m bench`: the in-process limit, the request path without HTTP (bench/asgi.py), then
+HTTP against the real server with wrk, batching on and off (and, with --peers, a plain FastAPI
+app and BentoML on the same artifact: bench/peers/), every server loaded in turn.
 
 Prints a markdown report and writes it to bench/results.md. Client and server share the
 machine's cores, so the HTTP figures are a lower bound of what the server alone would do.

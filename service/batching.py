@@ -128,8 +128,6 @@ class Batcher:
     def _split(self, outputs: Outputs, batch: list[_Job]) -> list[Outputs]:
         if len(batch) == 1:
             return [outputs]
-        if len(batch) == 1:
-            return [outputs]
         ends = np.cumsum([job.n_candidates for job in batch])
         starts = ends - [job.n_candidates for job in batch]
         return [
