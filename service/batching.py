@@ -5,15 +5,16 @@ The graph takes ragged batches (DESIGN.md): B users, each with their own candida
 
 All of it runs on the worker's event loop, `session.run` included. A worker has one core (ORT
 threads = cores / workers), so an inference thread would only take turns with the loop, and
-its hop per batch cost more than the overlap bought (bench/results.md; 1,801 against 2,048
-requests/s at 8 connections). A request that reaches the batcher queues, and the batch runs on
-the loop's next turn with every request queued by then (those read in the same turn), up to
-HYDRAREC_BATCH_MAX_CANDIDATES candidates. While it runs the loop reads nothing, so requests
-that arrive meanwhile wait in the socket buffers, are read together afterwards and form the
-next batch: under load batches form by themselves, without a fixed delay, and a lone request
-runs at once, as without batching. After a batch of several requests (the worker is under
-concurrent load) the next batch may wait up to HYDRAREC_BATCH_MAX_DELAY_MS to fill (0, the
-default, never waits); after a lone request nothing waits.
+its hop per batch cost more than the overlap bought (README, Performance: 1,801 against 2,048
+requests/s at 8 connections). A request that finds no batch forming leads one: it gives the
+loop one turn, so that the requests read with it queue behind it, then runs the batch itself
+with every request queued by then, up to HYDRAREC_BATCH_MAX_CANDIDATES candidates. A lone
+request pays that one turn (about 3% of its CPU) and nothing else. While a batch runs the loop
+reads nothing, so requests that arrive meanwhile wait in the socket buffers, are read together
+afterwards and form the next batch: under load batches form by themselves, without a fixed
+delay. After a batch of several requests (the worker is under concurrent load) the next batch
+may wait up to HYDRAREC_BATCH_MAX_DELAY_MS to fill (0, the default, never waits); after a lone
+request nothing waits.
 """
 
 from __future__ import annotations
@@ -61,30 +62,44 @@ class Batcher:
         self._observe = observe
         self._queue: list[_Job] = []
         self._arrived = asyncio.Event()
-        self._drainer: asyncio.Task[None] | None = None
+        self._draining = False  # a request (or, after its cancellation, a task) drains the queue
+        self._handover: asyncio.Task[None] | None = None
 
     async def run(self, inputs: Inputs) -> Outputs:
-        """The outputs for one request (B = 1), computed alone or within a batch."""
+        """The outputs for one request (B = 1), computed alone or within a batch.
+
+        The request that finds no batch forming leads: it gives the loop one turn, so that the
+        requests read with it queue too, then runs the batches itself. Those that queue
+        meanwhile wait for the leader's answer (no task, no hop for a lone request)."""
         loop = asyncio.get_running_loop()
         job = _Job(inputs, len(inputs["candidate"]), loop.create_future())
         self._queue.append(job)
         self._arrived.set()
-        if self._drainer is None:
-            self._drainer = loop.create_task(self._drain())
-        return await job.answer
-
-    async def _drain(self) -> None:
-        """Run batches until the queue is empty; after a batch of several requests, the next
-        may wait to fill."""
-        loop = asyncio.get_running_loop()
+        if self._draining:  # a leader is draining the queue: it answers this one too
+            return await job.answer
         try:
+            await self._drain(turn=True)
+        except asyncio.CancelledError:  # the leader's client left: the rest still get answers
+            if self._queue:
+                self._handover = loop.create_task(self._drain())
+            raise
+        return job.answer.result()
+
+    async def _drain(self, turn: bool = False) -> None:
+        """Run batches until the queue is empty (after one turn of the loop, with `turn`);
+        after a batch of several requests, the next may wait to fill."""
+        loop = asyncio.get_running_loop()
+        self._draining = True
+        try:
+            if turn:
+                await asyncio.sleep(0)
             while self._queue:
                 batch = self._take()
                 self._answer(batch)
                 if len(batch) > 1 and self._max_delay_s > 0:
                     await self._fill(loop.time() + self._max_delay_s)
         finally:
-            self._drainer = None
+            self._draining = False
 
     def _answer(self, batch: list[_Job]) -> None:
         """One session.run for the batch; every request gets its part, or the error."""
