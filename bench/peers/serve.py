@@ -7,15 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx2 as httpx
-
 from bench.memory import tree
-from tests.system.processes import Service, free_port, stop_group
+from tests.system.processes import Service, free_port, stop_group, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS_VENV = ROOT / ".venv-peers"  # built from requirements.txt by `make bench ARGS=--peers`
@@ -69,23 +66,10 @@ def serving(peer: str, model: Path, workers: int, log: Path) -> Iterator[Service
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    service = Service(process, f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{peer} exited with {process.returncode}: {log.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{peer} not ready in {READY_TIMEOUT_S:.0f} s: {log.read_text()}"
-                )
-            time.sleep(0.5)
-        yield Service(process, url, log)
+        wait_ready(service, READY_TIMEOUT_S)
+        yield service
     finally:
         members = tree(process.pid)  # BentoML's workers run in sessions of their own
         stop_group(process)

@@ -51,8 +51,9 @@ class Service:
         return self.log.read_text(errors="replace")
 
 
-def wait_ready(service: Service) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_ready(service: Service, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Until GET /readyz answers 200; AssertionError if the server exits or the time is up."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
             raise AssertionError(f"server exited {service.process.returncode}: {service.output()}")
@@ -62,7 +63,7 @@ def wait_ready(service: Service) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"{service.url} not ready within {START_TIMEOUT_S} s: {service.output()}")
+    raise AssertionError(f"{service.url} not ready within {timeout_s} s: {service.output()}")
 
 
 @contextmanager
