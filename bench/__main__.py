@@ -33,18 +33,18 @@ from bench.peers.serve import PEERS, missing, serving
 from bench.profile import record, top_frames
 from bench.stats import Spread, repeat
 from bench.wrk import (
+    BODIES_FILE,
     N_CANDIDATES,
     WrkRun,
     interleaved,
     load_script,
-    request_bodies,
     warm_up,
     wrk_command,
 )
 from service.artifact import FIRST_ID
 from service.config import Settings, cores
 from service.engine import InferenceEngine
-from service.repository import list_versions, load_artifact
+from service.repository import load_artifact
 from tests.system.processes import REPOSITORY, Service, running_service
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -129,6 +129,7 @@ def request_costs(url: str) -> tuple[dict[str, float], float | None]:
 
 
 def http(
+    script: Path,
     seconds: int,
     repeats: int,
     modes: dict[str, dict[str, str]],
@@ -136,12 +137,12 @@ def http(
     each_round: Callable[[], None],
 ) -> dict[str, Served]:
     """Every hydrarec setting (`python -m service`, production settings) and, with `peers`,
-    every peer, all started at once and loaded in turn, `each_round()` after every round
-    (bench.wrk.interleaved)."""
+    every peer serving the default model, all started at once and loaded in turn with the wrk
+    `script`, `each_round()` after every round (bench.wrk.interleaved)."""
     workers = cores()
+    model = load_artifact(REPOSITORY, "movielens").path  # the one the service serves
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        script = load_script(folder)
         servers: dict[str, Service] = {}
         for i, (mode, settings) in enumerate(modes.items()):
             env = {
@@ -152,7 +153,6 @@ def http(
                 running_service(folder, HYDRAREC_WORKERS=str(workers), **env, **settings)
             )
         for peer in PEERS if peers else ():
-            model = REPOSITORY / "movielens" / str(max(list_versions(REPOSITORY / "movielens")))
             servers[peer] = stack.enter_context(
                 serving(peer, model, workers, folder / f"{peer}.log")
             )
@@ -177,12 +177,13 @@ def in_process_path(bodies: Path, seconds: float, repeats: int) -> dict[str, Spr
 PROFILE_SVG = RESULTS.with_name("profile.svg")
 
 
-def profiled(seconds: int, workers: int) -> tuple[list[tuple[str, float, float]], int]:
+def profiled(
+    script: Path, seconds: int, workers: int
+) -> tuple[list[tuple[str, float, float]], int]:
     """py-spy over the server's workers under wrk load (8 connections, default settings): writes
     bench/profile.svg; the top frames and the number of samples."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        script = load_script(folder)
         env = {"HYDRAREC_LOG_LEVEL": "warning", "HYDRAREC_WORKERS": str(workers)}
         with running_service(folder, **env, **MODES[DEFAULT_MODE]) as service:
             url = f"{service.url}/predict"
@@ -414,8 +415,8 @@ def main() -> int:
             **MODES[DEFAULT_MODE],
         }
     with tempfile.TemporaryDirectory() as tmp:
-        bodies = Path(tmp) / "bodies.jsonl"
-        request_bodies(bodies)  # the bodies every HTTP run sends (the same seed)
+        script = load_script(Path(tmp))  # and beside it the bodies every measurement uses
+        bodies = script.with_name(BODIES_FILE)
         same = {1: same_bodies(REPOSITORY, bodies, 1, threads, args.seconds, args.repeats)}
         path = in_process_path(bodies, args.seconds, args.repeats)
         during: list[float] = []  # the like-for-like limit, once per round of the HTTP runs
@@ -423,9 +424,9 @@ def main() -> int:
         def limit_round() -> None:
             during.extend(same_bodies(REPOSITORY, bodies, workers, threads, args.seconds, 1).values)
 
-        served = http(args.seconds, args.repeats, modes, args.peers, limit_round)
+        served = http(script, args.seconds, args.repeats, modes, args.peers, limit_round)
         same[workers] = Spread(tuple(during))
-    frames = profiled(args.seconds, workers)
+        frames = profiled(script, args.seconds, workers)
     text = report(limit, served, threads, compared, same, path, frames)
     RESULTS.write_text(text)
     sys.stdout.write(text)

@@ -17,6 +17,7 @@ from tests.system.processes import REPOSITORY
 
 N_CANDIDATES = 100
 N_HISTORY = 20
+BODIES_FILE = "bodies.jsonl"
 
 SCRIPT = """
 wrk.method = "POST"
@@ -58,8 +59,9 @@ def request_bodies(path: Path, n: int = 64) -> None:
 
 
 def load_script(folder: Path) -> Path:
-    """The bodies and the wrk script that posts them, written to `folder`; the script's path."""
-    bodies, script = folder / "bodies.jsonl", folder / "post.lua"
+    """The bodies (BODIES_FILE) and the wrk script that posts them, written to `folder`; the
+    script's path."""
+    bodies, script = folder / BODIES_FILE, folder / "post.lua"
     request_bodies(bodies)
     script.write_text(SCRIPT % bodies)
     return script

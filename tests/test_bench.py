@@ -24,7 +24,7 @@ from bench.peers.model import Model
 from bench.profile import top_frames
 from service.config import Settings
 from service.main import create_app
-from service.repository import list_versions
+from service.repository import load_artifact
 from tests.system.processes import REPOSITORY
 
 
@@ -79,8 +79,7 @@ def test_the_asgi_harness_measures_every_request() -> None:
 
 def test_the_peer_model_answers_as_the_service_does(app: Any) -> None:
     """The peers do hydrarec's work: the same scores, the same top items, the same profile."""
-    folder = REPOSITORY / "movielens" / str(max(list_versions(REPOSITORY / "movielens")))
-    peer = Model(folder)
+    peer = Model(load_artifact(REPOSITORY, "movielens").path)  # the version the service serves
     with TestClient(app) as client:
         for body in BODIES:
             ours = client.post("/predict", json=body).json()
