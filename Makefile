@@ -37,7 +37,7 @@ EXPERIMENT_ARGS ?= --network.history_length=100 --network.encoder_length=20 \
 
 GRID ?= multitask content  # `make experiment GRID=content`: the item-content ablation only
 
-.PHONY: install system-deps test fuzz lint fmt train experiment serve bench bench-train bench-replicas soak up down clean
+.PHONY: install system-deps test fuzz lint fmt train experiment crossval serve bench bench-train bench-replicas soak up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -107,6 +107,9 @@ experiment: $(STAMP)  ## multi-task grid and item-content ablation, 3 seeds -> r
 		$(BIN)/python -m training experiment --grid $$grid --config $(CONFIG) --data $(DATA) \
 			$(EXPERIMENT_ARGS) $(ARGS) || exit 1; \
 	done
+
+crossval: $(STAMP)  ## 5-fold profile holdout of $(CONFIG): figures over every user with bootstrap intervals -> reports/crossval.md
+	$(BIN)/python -m training crossval --config $(CONFIG) --data $(DATA) $(ARGS)
 
 serve: $(SERVE_STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT); installs .[serve] only
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service

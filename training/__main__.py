@@ -1,5 +1,5 @@
-"""`python -m training {train,evaluate,export,experiment,catalogue,synthesize,prepare}`: argparse ->
-config -> call.
+"""`python -m training {train,evaluate,export,experiment,crossval,catalogue,synthesize,prepare}`:
+argparse -> config -> call.
 
 Flags that are not the command's own (`--optim.epochs=3`, `--network.block=shared_bottom`) override
 config keys. Bad input ends with one clear `error:` line and exit status 2, not a traceback.
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.artifact import ArtifactError
 from training.config import Config, ConfigError, from_dict, load_config
+from training.crossval import N_FOLDS
 from training.data.raw import DataError
 from training.experiment import default_jobs
 from training.export import QUANTIZATIONS, ExportError
@@ -165,6 +166,27 @@ def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _crossval(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training import crossval_report
+    from training.crossval import check_source, run_folds, summarise, with_folds
+    from training.experiment import Base
+    from training.pipeline import prepare
+
+    base = Base(args.config, tuple(overrides))
+    cfg = load_config(base.config, base.overrides)  # a bad config fails here, before any run
+    check_source(args.data, args.folds)
+    if args.jobs < 1 or args.resamples < 1:
+        raise ConfigError("--jobs and --resamples must be >= 1")
+    data = prepare(with_folds(cfg, args.folds), args.data, progress=not args.quiet)
+    folds = run_folds(base, args.data, args.folds, args.jobs, not args.quiet)
+    results = summarise(folds, data.log, data.tasks, cfg.eval.k, args.resamples, not args.quiet)
+    command = shlex.join(["python", "-m", "training", *args.argv])
+    path = crossval_report.write(args.out, results, command)
+    print(path.read_text(encoding="utf-8"))
+    print(f"report: {path} (+ crossval.png, crossval.json)")
+    return 0
+
+
 def _synthesize(args: argparse.Namespace, overrides: list[str]) -> int:
     from training.data.synthesize import Size, synthesize
 
@@ -272,6 +294,21 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
     exp.set_defaults(func=_experiment)
+    cv = sub.add_parser(
+        "crossval",
+        help="k-fold profile holdout: a model per fold, figures over every user with bootstrap "
+        "intervals, beside the baselines and a logistic-regression anchor -> crossval.md",
+    )
+    cv.add_argument("--config", type=Path, help="TOML config every fold trains")
+    cv.add_argument("--data", default="movielens", help="movielens | synthetic | a folder")
+    cv.add_argument("--folds", type=int, default=N_FOLDS, help="folds of the users (k)")
+    cv.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="folds trained at once (1 thread each)"
+    )
+    cv.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the users")
+    cv.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
+    cv.add_argument("--quiet", action="store_true", help="no progress bars")
+    cv.set_defaults(func=_crossval)
     syn = sub.add_parser(
         "synthesize", help="write a synthetic log of any size as Parquet shards (bounded memory)"
     )

@@ -108,6 +108,11 @@ class EvalConfig:
     """Evaluation protocol knobs (DESIGN.md "Evaluation protocol")."""
 
     holdout_fraction: float = 0.2  # users whose profile labels are hidden in training
+    # k-fold profile holdout (`python -m training crossval`): with n_folds >= 2 the users are
+    # split into n_folds fixed random folds and fold `fold` is the holdout (holdout_fraction is
+    # then unused); fold 0 of 5 is the holdout_fraction = 0.2 holdout itself
+    n_folds: int = 0
+    fold: int = 0
     n_rank_negatives: int = 100
     k: int = 10
     n_click_negatives: int = 4  # negatives per test event for click AUC
@@ -303,6 +308,10 @@ def _validate(cfg: Config) -> None:
         (e.max_users >= 0, "eval.max_users must be >= 0 (0 = every user)"),
         (o.gradnorm_alpha >= 0 and o.gradnorm_lr > 0, "optim.gradnorm_alpha/lr must be >= 0/> 0"),
         (0.0 <= e.holdout_fraction < 1.0, "eval.holdout_fraction must be in [0, 1)"),
+        (
+            e.n_folds == 0 or (e.n_folds >= 2 and 0 <= e.fold < e.n_folds),
+            "eval.n_folds must be 0 (holdout_fraction) or >= 2, with 0 <= eval.fold < n_folds",
+        ),
         (e.n_rank_negatives >= e.k >= 1, "eval.n_rank_negatives must be >= eval.k >= 1"),
         (e.n_click_negatives >= 1, "eval.n_click_negatives must be >= 1"),
         (0.0 <= e.cold_item_fraction < 1.0, "eval.cold_item_fraction must be in [0, 1)"),

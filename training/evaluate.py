@@ -26,7 +26,15 @@ from training.data.samples import (
 )
 from training.data.split import TEST, TRAIN, VALID, Log, evaluation_users
 from training.distributed import Ranks, gather_rows
-from training.metrics import accuracy, auc, hit_rate_and_ndcg, log_loss, macro_f1
+from training.metrics import (
+    accuracy,
+    auc,
+    expected_calibration_error,
+    hit_rate_and_ndcg,
+    log_loss,
+    macro_f1,
+    multiclass_log_loss,
+)
 from training.network.heads import to_output
 from training.network.recommender import MultiTaskRecommender
 
@@ -200,22 +208,65 @@ def _training_prior(log: Log, task: TaskSpec) -> np.ndarray:
     return np.bincount(known.values[users], minlength=len(task.classes)) / max(1, users.sum())
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A predictor's outputs on one set of events (item tasks [E, C], user tasks [E, K])."""
+
+    events: Events
+    outputs: dict[str, np.ndarray]
+
+    def take(self, rows: np.ndarray) -> Scored:
+        """The events at `rows` with their outputs."""
+        return Scored(self.events.take(rows), {k: v[rows] for k, v in self.outputs.items()})
+
+
+@dataclass(frozen=True)
+class ScoredSets:
+    """The outputs on each set of an EvalSets (a set it lacks, or an empty profile set: None)."""
+
+    items: Scored | None = None
+    ranking: Scored | None = None
+    profile: Scored | None = None
+
+    def parts(self) -> dict[str, Scored]:
+        """The sets present, by name."""
+        named = {"items": self.items, "ranking": self.ranking, "profile": self.profile}
+        return {k: v for k, v in named.items() if v is not None}
+
+
+def score(sets: EvalSets, predict: Predictor) -> ScoredSets:
+    """Run the predictor on every set."""
+
+    def on(events: Events | None) -> Scored | None:
+        if events is None or not len(events.index):  # a profile set of no holdout user
+            return None
+        return Scored(events, predict(events))
+
+    return ScoredSets(Scored(sets.items, predict(sets.items)), on(sets.ranking), on(sets.profile))
+
+
 def task_metrics(
     log: Log, sets: EvalSets, tasks: Sequence[TaskSpec], predict: Predictor, k: int
 ) -> dict[str, float]:
     """Every protocol metric a predictor reaches on the sets given."""
+    return scored_metrics(log, score(sets, predict), tasks, k)
+
+
+def scored_metrics(
+    log: Log, scored: ScoredSets, tasks: Sequence[TaskSpec], k: int
+) -> dict[str, float]:
+    """Every protocol metric of outputs already computed (a resample of them: the bootstrap)."""
     metrics: dict[str, float] = {}
-    outputs = predict(sets.items)
-    for t in [t for t in tasks if t.level == "item"]:
-        metrics |= _item_metrics(log, sets.items, t, outputs[t.name])
-    interaction = next(t for t in tasks if t.level == "item" and t.column is None)
-    if sets.ranking is not None:
-        hr, ndcg = hit_rate_and_ndcg(predict(sets.ranking)[interaction.name], k)
+    if scored.items is not None:
+        for t in [t for t in tasks if t.level == "item"]:
+            metrics |= _item_metrics(log, scored.items.events, t, scored.items.outputs[t.name])
+    if scored.ranking is not None:
+        interaction = next(t for t in tasks if t.level == "item" and t.column is None)
+        hr, ndcg = hit_rate_and_ndcg(scored.ranking.outputs[interaction.name], k)
         metrics |= {f"hr@{k}": hr, f"ndcg@{k}": ndcg}
-    if sets.profile is not None and len(sets.profile.index):
-        outputs = predict(sets.profile)
+    if scored.profile is not None:
         for t in [t for t in tasks if t.level == "user"]:
-            metrics |= _user_metrics(log, sets.profile, t, outputs[t.name])
+            metrics |= _user_metrics(log, scored.profile.events, t, scored.profile.outputs[t.name])
     return metrics
 
 
@@ -241,7 +292,11 @@ def _user_metrics(log: Log, events: Events, task: TaskSpec, probs: np.ndarray) -
         aucs = [auc(labels[:, j], probs[:, j]) for j in range(labels.shape[1])]
         return {f"{task.name}_auc": float(np.nanmean(aucs))}
     predicted = probs.argmax(axis=1)
-    out = {f"{task.name}_accuracy": accuracy(labels, predicted)}
+    out = {
+        f"{task.name}_accuracy": accuracy(labels, predicted),
+        f"{task.name}_logloss": multiclass_log_loss(labels, probs),
+        f"{task.name}_ece": expected_calibration_error(labels, probs),
+    }
     if len(task.classes) == 2:
         out[f"{task.name}_auc"] = auc(labels == 1, probs[:, 1])
     else:

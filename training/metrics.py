@@ -1,10 +1,12 @@
-"""Metric functions in plain numpy (AUC with ties, log loss, accuracy, macro-F1, HR/NDCG@k)."""
+"""Metric functions in plain numpy (AUC with ties, log loss, calibration error, accuracy,
+macro-F1, HR/NDCG@k)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 EPS = 1e-7
+ECE_BINS = 15  # equal-width confidence bins of the calibration error (Guo et al.'s)
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -23,6 +25,36 @@ def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean binary cross-entropy of probabilities."""
     p = np.clip(probs, EPS, 1 - EPS)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def multiclass_log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean cross-entropy of class probabilities [N, K] against class indices [N]."""
+    picked = probs[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, EPS, 1.0))))
+
+
+def reliability(
+    labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of confidence (the highest probability of each row of [N, K]): how
+    many predictions, the sum of their confidences and how many were right."""
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    bins = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
+    return (
+        np.bincount(bins, minlength=n_bins),
+        np.bincount(bins, weights=confidence, minlength=n_bins),
+        np.bincount(bins, weights=correct, minlength=n_bins),
+    )
+
+
+def expected_calibration_error(
+    labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS
+) -> float:
+    """Top-label ECE (Guo et al. 2017): the mean |accuracy - confidence| over the `reliability`
+    bins, weighted by their share of the predictions."""
+    count, confidence, correct = reliability(labels, probs, n_bins)
+    return float(np.abs(correct - confidence).sum() / max(1, count.sum()))
 
 
 def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:

@@ -22,7 +22,7 @@ from training.data.prepared import Shards, open_prepared, read_manifest
 from training.data.raw import RawTable
 from training.data.samples import Events, make_batch
 from training.data.sources import load_tables
-from training.data.split import TEST, VALID, Log, build_log
+from training.data.split import TEST, VALID, Log, build_log, fold_of
 from training.data.tables import Tables
 from training.data.vocab import Vocab, resolve_tasks
 from training.evaluate import (
@@ -87,6 +87,7 @@ def prepare(cfg: Config, source: str, progress: bool = False) -> Prepared:
         cfg.eval.seed,
         cfg.eval.cold_item_fraction,
         cfg.eval.cold_item_min_interactions,
+        fold_of(cfg.eval),
     )
     content = item_content(
         RawTable(tables.items, "items"), cfg.features, vocabs["item_id"], cfg.eval.seed, progress

@@ -46,6 +46,7 @@ from training.data.split import (
     COLD,
     TRAIN,
     evaluation_users,
+    fold_of,
     pick_cold_items,
     split_parts,
     user_profiles,
@@ -125,7 +126,7 @@ def prepare_folder(
     finally:
         con.close()
     profile, holdout = user_profiles(
-        tables.users, users, tasks, cfg.eval.holdout_fraction, cfg.eval.seed
+        tables.users, users, tasks, cfg.eval.holdout_fraction, cfg.eval.seed, fold_of(cfg.eval)
     )
     writer = _Writer(
         out=out,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from service.artifact import FIRST_ID, PAD, TaskSpec
+from training.config import EvalConfig
 from training.data.labels import Labels, item_labels, user_labels
 from training.data.tables import Tables
 from training.data.vocab import Vocab
@@ -117,9 +118,10 @@ def build_log(
     seed: int,
     cold_fraction: float = 0.0,
     cold_min_interactions: int = 5,
+    fold: tuple[int, int] | None = None,
 ) -> Log:
-    """Sort, split and label every interaction; pick the profile-holdout users and the cold
-    items."""
+    """Sort, split and label every interaction; pick the profile-holdout users (`fold` =
+    (fold, n_folds): that fold of `profile_folds`) and the cold items."""
     inter = tables.interactions.assign(
         _user=users.encode(tables.interactions["user_id"]),
         _item=items.encode(tables.interactions["item_id"]),
@@ -140,7 +142,7 @@ def build_log(
     position = np.r_[position, np.zeros(n_cold, dtype=position.dtype)]
     part = np.r_[part, np.full(n_cold, COLD, dtype=np.int8)]
     user = inter["_user"].to_numpy()
-    profile, holdout = user_profiles(tables.users, users, tasks, holdout_fraction, seed)
+    profile, holdout = user_profiles(tables.users, users, tasks, holdout_fraction, seed, fold)
     item = inter["_item"].to_numpy()
     return Log(
         user=user,
@@ -190,19 +192,37 @@ def user_profiles(
     tasks: Sequence[TaskSpec],
     holdout_fraction: float,
     seed: int,
+    fold: tuple[int, int] | None = None,
 ) -> tuple[dict[str, Labels], np.ndarray]:
-    """Per user index: each user task's labels, and the profile-holdout users ([n_users] bool)."""
+    """Per user index: each user task's labels, and the profile-holdout users ([n_users] bool):
+    a fixed random `holdout_fraction` of them, or fold `fold[0]` of `profile_folds(.., fold[1])`."""
     rows = users.encode(users_table["user_id"])
     profile = {
         t.name: _by_index(user_labels(t, users_table), rows, users.size)
         for t in tasks
         if t.level == "user"
     }
-    rng = np.random.default_rng(seed)
-    chosen = rng.permutation(len(users.ids))[: round(holdout_fraction * len(users.ids))]
+    if fold is None:
+        order = np.random.default_rng(seed).permutation(len(users.ids))
+        chosen = order[: round(holdout_fraction * len(users.ids))] + FIRST_ID
+    else:
+        chosen = profile_folds(users.size, fold[1], seed)[fold[0]]
     holdout = np.zeros(users.size, dtype=bool)
-    holdout[np.asarray(chosen, dtype=np.int64) + FIRST_ID] = True
+    holdout[np.asarray(chosen, dtype=np.int64)] = True
     return profile, holdout
+
+
+def fold_of(cfg: EvalConfig) -> tuple[int, int] | None:
+    """(fold, n_folds) of a k-fold profile holdout, None for the holdout_fraction one."""
+    return (cfg.fold, cfg.n_folds) if cfg.n_folds else None
+
+
+def profile_folds(n_users: int, n_folds: int, seed: int) -> list[np.ndarray]:
+    """The real user indices (vocabulary size `n_users`, PAD and UNK excluded) cut into
+    `n_folds` folds of a fixed random order, sizes within one: every user in exactly one fold.
+    The order is the one the `holdout_fraction` holdout takes its first users from."""
+    order = np.random.default_rng(seed).permutation(n_users - FIRST_ID) + FIRST_ID
+    return np.array_split(order.astype(np.int64), n_folds)
 
 
 def evaluation_users(n_users: int, max_users: int, seed: int) -> np.ndarray:
