@@ -10,6 +10,7 @@ model, so the comparison is like for like.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,8 +56,11 @@ def profile_anchor(
             max_iter=2000,
             random_state=seed,
             use_legacy_attributes=False,
+            l1_ratios=(0.0,),  # plain L2
         )
-        model.fit(bag[fit], known.values[fit])
+        with warnings.catch_warnings():  # a rare class has fewer users than inner folds
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            model.fit(bag[fit], known.values[fit])
         probs = np.zeros((len(users), len(t.classes)))
         probs[:, model.classes_] = model.predict_proba(bag[users])
         out[t.name] = probs

@@ -57,6 +57,9 @@ class NetworkConfig:
     dropout: float = 0.1
     user_embedding: bool = True  # a learned user-id embedding, read by item tasks only
     profile_item_dropout: float = 0.5  # training: share of history items the user tasks miss
+    # user heads add a linear map of the pooled profile vector to the tower (wide & deep): what
+    # logistic regression on the bag of watched items has, beside the deep path
+    wide_profile: bool = False
     # Training: share of item and user ids read as unknown (DropoutNet), so the unknown rows are
     # trained and item content alone must carry an item whose id is unknown.
     id_dropout: float = 0.25
@@ -88,6 +91,9 @@ class OptimConfig:
     gradnorm_lr: float = 0.025  # gradnorm: Adam step of the task weights
     patience: int = 3  # epochs without improvement of `monitor` before stopping
     monitor: str = "click_auc"  # a validation metric (higher is better) or `loss` (lower)
+    # after the joint fit, tune each other item task's own head alone on the kept body for up
+    # to this many epochs, kept at its best validation epoch (training.head_tuning; 0 = off)
+    head_epochs: int = 0
     seed: int = 0
     # torchrun: how long a collective waits for the other ranks before the run fails (a dead
     # or hung rank ends it with an error instead of a hang)
@@ -293,6 +299,7 @@ def _validate(cfg: Config) -> None:
         ),
         (o.n_negatives >= 1 and o.patience >= 1, "optim.n_negatives and patience must be >= 1"),
         (o.user_task_events >= 0, "optim.user_task_events must be >= 0"),
+        (o.head_epochs >= 0, "optim.head_epochs must be >= 0 (0 = off)"),
         (
             not o.esmm
             or any(t.level == "item" and t.kind == "binary" and t.column for t in cfg.tasks),

@@ -25,6 +25,7 @@ TARGETS = {
     "age_accuracy": 0.47,
     "occupation_accuracy": 0.26,
 }
+COLOURS = {MODEL: "C0", ANCHOR: "C1", BASELINE: "C2"}  # one colour per predictor in every panel
 HEADLINE = ("click_auc", "hr@10", "ndcg@10", "like_auc", *TARGETS)
 
 
@@ -94,8 +95,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
 
 def _plot(path: Path, results: dict[str, Any]) -> None:
     figures = results["figures"]
-    shown = [m for m in HEADLINE if m in figures[MODEL]]
-    shown = list(dict.fromkeys(shown))
+    shown = [m for m in dict.fromkeys(HEADLINE) if m in figures[MODEL]]
     calibration = results["calibration"]
     tasks = list(calibration[MODEL])
     n_cols = max(len(shown), len(tasks))
@@ -125,6 +125,7 @@ def _intervals(
             yerr=[[f["value"] - f["low"]], [f["high"] - f["value"]]],
             fmt="o",
             capsize=4,
+            color=COLOURS[name],
             label=name,
         )
     if target is not None:
@@ -136,7 +137,14 @@ def _intervals(
 def _reliability(ax: Any, task: str, curves: dict[str, dict[str, list[float]]]) -> None:
     ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
     for name, curve in curves.items():
-        ax.plot(curve["confidence"], curve["accuracy"], marker="o", markersize=3, label=name)
+        ax.plot(
+            curve["confidence"],
+            curve["accuracy"],
+            marker="o",
+            markersize=3,
+            color=COLOURS[name],
+            label=name,
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence", fontsize=8)

@@ -257,6 +257,7 @@ def train_and_export(
             "artifact": str(artifact),
             "config": config,
             "n_parameters": sum(p.numel() for p in model.parameters()),
+            "head_tuning": history.heads,
             "peak_rss_mib_training": trained_peak,
         },
     )

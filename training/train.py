@@ -44,6 +44,7 @@ from training.distributed import (
     sum_over_ranks,
 )
 from training.evaluate import EvalSets, gathered, model_predictor, task_metrics
+from training.head_tuning import lower_is_better, tune_heads
 from training.losses import joint_loss, task_losses
 from training.network.recommender import ModelArgs, MultiTaskRecommender
 from training.resume import TrainingState
@@ -56,6 +57,8 @@ class History:
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
+    # per tuned task (training.head_tuning): its validation metric, value per tuning epoch, kept
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def fit(
@@ -70,7 +73,8 @@ def fit(
     config: dict[str, Any] | None = None,
     shards: Shards | None = None,
 ) -> History:
-    """Train `model` in place; on return it holds the weights of the best validation epoch.
+    """Train `model` in place; on return it holds the weights of the best validation epoch
+    (with `optim.head_epochs`, then each other item task's head at its own best: head_tuning).
 
     After every epoch (and every `optim.state_every_batches` batches of a streamed one) the
     training state goes to `state_file` (rank 0 writes it, with `config`, the run's config and
@@ -167,8 +171,8 @@ def fit(
         if progress:
             tqdm.write(_summary(epoch, figures))
         score = figures[f"val_{cfg.optim.monitor}"]
-        lower_is_better = cfg.optim.monitor.endswith(("loss", "rmse"))
-        if best is None or (score < best if lower_is_better else score > best):
+        lower = lower_is_better(cfg.optim.monitor)
+        if best is None or (score < best if lower else score > best):
             best, history.best_epoch = score, epoch
             best_state.clear()  # the old copy goes before the new one is made
             best_state = copy.deepcopy(model.state_dict())
@@ -176,6 +180,9 @@ def fit(
         if epoch - history.best_epoch >= cfg.optim.patience:
             break
     model.load_state_dict(best_state)
+    if cfg.optim.head_epochs:
+        kept = history.epochs[history.best_epoch - 1]
+        history.heads = tune_heads(model, log, valid, cfg, kept, progress, shards)
     return history
 
 
@@ -202,6 +209,8 @@ def _check(cfg: Config, ranks: Ranks, shards: Shards | None) -> None:
         )
     if cfg.optim.weighting == "gradnorm":
         raise ConfigError("optim.weighting=gradnorm runs in one process only; use uncertainty")
+    if cfg.optim.head_epochs:
+        raise ConfigError("optim.head_epochs (per-task head tuning) runs in one process only")
 
 
 def _summary(epoch: int, figures: dict[str, float]) -> str:

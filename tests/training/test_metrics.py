@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.metrics import accuracy, auc, hit_rate_and_ndcg, log_loss, macro_f1
+from training.metrics import (
+    accuracy,
+    auc,
+    expected_calibration_error,
+    hit_rate_and_ndcg,
+    log_loss,
+    macro_f1,
+    multiclass_log_loss,
+)
 
 
 def test_auc_perfect_inverted_and_tied() -> None:
@@ -40,3 +48,23 @@ def test_hit_rate_and_ndcg() -> None:
     assert hr == pytest.approx(2 / 3)
     assert ndcg == pytest.approx((1 + 1 / np.log2(3)) / 3)
     assert hit_rate_and_ndcg(np.ones((4, 5)), k=4) == (0.0, 0.0), "ties are not hits"
+
+
+def test_multiclass_log_loss() -> None:
+    probs = np.array([[0.5, 0.5, 0.0], [0.25, 0.75, 0.0]])
+    expected = -(np.log(0.5) + np.log(0.75)) / 2
+    assert multiclass_log_loss(np.array([0, 1]), probs) == pytest.approx(expected)
+    assert multiclass_log_loss(np.array([2]), probs[:1]) > 15, "a zero probability is clipped"
+
+
+def test_expected_calibration_error() -> None:
+    # five predictions at confidence 0.6, three right: calibrated
+    probs = np.tile([0.6, 0.4], (5, 1))
+    assert expected_calibration_error(np.array([0, 0, 0, 1, 1]), probs) == pytest.approx(0.0)
+    # all five wrong at 0.6: |0 - 0.6|; plus five right at 1.0 in their own bin: half weight
+    wrong = np.ones(5, dtype=np.int64)
+    assert expected_calibration_error(wrong, probs) == pytest.approx(0.6)
+    both = np.r_[probs, np.tile([1.0, 0.0], (5, 1))]
+    assert expected_calibration_error(np.r_[wrong, np.zeros(5, np.int64)], both) == pytest.approx(
+        0.3
+    )

@@ -171,3 +171,22 @@ def test_ple_task_experts_learn_from_their_own_task_only(n_levels: int) -> None:
     assert all(p.grad is None for p in top.own[1].parameters())
     assert all(p.grad is not None for p in top.shared.parameters())
     assert second.shape == (7, 4)
+
+
+def test_a_wide_profile_head_adds_a_linear_map_of_the_pooled_profile_rows() -> None:
+    model = _model("gru", "mmoe", wide_profile=True)
+    assert _model("gru", "mmoe").heads["age"].wide is None, "off unless configured"
+    inputs = _inputs(2, 4)
+    head = model.heads["age"]
+    with torch.no_grad():
+        head.wide.weight.zero_()
+        deep = model(**inputs)["age"]
+        weight = torch.randn_like(head.wide.weight)
+        head.wide.weight.copy_(weight)
+        wide = model(**inputs)["age"]
+        history = inputs["history"]
+        rows = model.profile_embedding(model.items.rows(history))  # [B, L, d]
+        seen = (history != PAD).unsqueeze(-1)
+        pooled = (rows * seen).sum(1) / seen.sum(1)
+    assert torch.allclose(wide - deep, pooled @ weight.T, atol=1e-5)
+    assert not torch.allclose(wide, deep)

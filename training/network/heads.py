@@ -28,23 +28,37 @@ class ItemHead(nn.Module):
 
 
 class UserHead(nn.Module):
-    """Tower over the user's task representation: logits [B, K]."""
+    """Tower over the user's task representation: logits [B, K]. With `d_wide`, plus a linear
+    map of the pooled profile vector (the mean of the history's profile-item rows): logistic
+    regression on the bag of watched items, factorised through the profile table, beside the
+    deep path (wide & deep)."""
 
-    def __init__(self, d_user: int, d_tower: int, n_classes: int, dropout: float) -> None:
+    def __init__(
+        self, d_user: int, d_tower: int, n_classes: int, dropout: float, d_wide: int = 0
+    ) -> None:
         super().__init__()
         self.tower = MLP(d_user, (d_tower,), d_out=n_classes, dropout=dropout)
+        self.wide = nn.Linear(d_wide, n_classes, bias=False) if d_wide else None
 
-    def forward(self, user: Tensor) -> Tensor:  # [B, D] -> [B, K]
-        return self.tower(user)
+    def forward(self, user: Tensor, profile: Tensor | None = None) -> Tensor:
+        """[B, D] (and [B, d] pooled profile rows) -> [B, K]."""
+        logits = self.tower(user)
+        if self.wide is None:
+            return logits
+        assert profile is not None, "a wide head reads the pooled profile vector"
+        return logits + self.wide(profile)
 
 
-def build_head(task: TaskSpec, d_user: int, d_item: int, d_tower: int, dropout: float) -> nn.Module:
-    """The head for one task: ItemHead for item tasks, UserHead for user tasks."""
+def build_head(
+    task: TaskSpec, d_user: int, d_item: int, d_tower: int, dropout: float, d_wide: int = 0
+) -> nn.Module:
+    """The head for one task: ItemHead for item tasks, UserHead (wide over `d_wide` profile
+    dimensions when > 0) for user tasks."""
     if task.level == "item":
         return ItemHead(d_user, d_item, d_tower, dropout)
     if not task.classes:
         raise ValueError(f"task {task.name!r} has no classes; build the vocabularies first")
-    return UserHead(d_user, d_tower, len(task.classes), dropout)
+    return UserHead(d_user, d_tower, len(task.classes), dropout, d_wide)
 
 
 def to_output(task: TaskSpec, logits: Tensor) -> Tensor:

@@ -113,6 +113,18 @@ class PLE(nn.Module):
         return xs
 
 
+def task_parameters(block: nn.Module, task: int) -> list[nn.Parameter]:
+    """The block's parameters that only task `task` reads: its MMoE gate; its gate and own
+    experts at PLE's top level (the lower levels' also feed the shared gate); none in a
+    shared bottom."""
+    if isinstance(block, MMoE):
+        return list(block.gates[task].parameters())
+    if isinstance(block, PLE):
+        top = cast(CGC, block.levels[-1])
+        return [*top.gates[task].parameters(), *top.own[task].parameters()]
+    return []
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "shared_bottom": SharedBottom,
     "mmoe": MMoE,

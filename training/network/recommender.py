@@ -10,7 +10,8 @@ differs by level, and this is what makes the tasks help rather than hurt each ot
 on MovieLens-100K (reports/ and the README):
 - item tasks get a user-id embedding (a rating bias, a taste the history does not show);
 - user tasks get the mean of a profile item table that only they train, and read the shared
-  item embeddings without writing them (detach).
+  item embeddings without writing them (detach); with `network.wide_profile` their heads also
+  map that mean linearly to their logits (logistic regression on the watched items, wide & deep).
 Profile heads that can read a user-id embedding recall the training users' labels and fail on
 users they never saw (holdout gender AUC 0.55); profile losses that write the shared item
 embeddings cost click AUC (0.872 against 0.884 without). Encoder weights and experts stay shared.
@@ -31,7 +32,7 @@ from training.data.content import ContentInput
 from training.network.content import EMBEDDING_STD, ItemEncoder, ItemSpec, drop_ids
 from training.network.encoders import MeanEncoder, build_encoder
 from training.network.heads import build_head
-from training.network.multitask import ARCHITECTURES, BlockSpec
+from training.network.multitask import ARCHITECTURES, BlockSpec, task_parameters
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,12 @@ class MultiTaskRecommender(nn.Module):
         self.pool_history = net.encoder != "mean" or self.encoder_length < net.history_length
         d_behaviour = net.d_embedding * (2 if self.pool_history else 1)
         self.block = ARCHITECTURES[net.block](d_behaviour + net.d_embedding, len(args.tasks), spec)
+        d_wide = net.d_embedding if net.wide_profile else 0
         self.heads = nn.ModuleDict(
             {
-                t.name: build_head(t, net.d_hidden, net.d_embedding, net.d_tower, net.dropout)
+                t.name: build_head(
+                    t, net.d_hidden, net.d_embedding, net.d_tower, net.dropout, d_wide
+                )
                 for t in args.tasks
             }
         )
@@ -148,6 +152,11 @@ class MultiTaskRecommender(nn.Module):
         rows = torch.arange(len(items))
         kept = items | (rows == PAD)
         self.items.id_row.copy_(torch.where(kept, rows, torch.full_like(rows, UNK)))
+
+    def task_parameters(self, name: str) -> list[nn.Parameter]:
+        """The parameters only task `name` reads: its head and its part of the block."""
+        index = [t.name for t in self.tasks].index(name)
+        return [*self.heads[name].parameters(), *task_parameters(self.block, index)]
 
     def item_tables(self) -> tuple[Tensor, Tensor | None]:
         """[n_items, d] rows the exported graph looks items up in: the item representation and,
@@ -184,6 +193,7 @@ class MultiTaskRecommender(nn.Module):
         mask = history != PAD  # [B, L]
         emb = self._items(history, tables)  # [B, L, d]
         for_users: list[Tensor] = []  # read only by user heads, so only built when there are some
+        profile: Tensor | None = None
         if self.profile_embedding is not None:
             rows = slice(None) if user_rows is None else user_rows
             seen = mask[rows]
@@ -204,7 +214,7 @@ class MultiTaskRecommender(nn.Module):
         for i, task in enumerate(self.tasks):
             head = self.heads[task.name]
             if task.level == "user":
-                out[task.name] = head(for_users[i])  # [B, K]
+                out[task.name] = head(for_users[i], profile)  # [B, K]
             else:
                 out[task.name] = head(for_items[i].index_select(0, candidate_row), item)  # [N]
         return out

@@ -1,0 +1,97 @@
+"""Per-task model selection: each item task's head kept at its own best validation epoch.
+
+Early stopping follows one monitor (validation click AUC by default), but the tasks peak at
+different epochs: like AUC on MovieLens-100K peaks several epochs before click's. With
+`optim.head_epochs` > 0, after the joint fit every other item task that has a validation metric
+is tuned alone on the kept body: every parameter another task reads stays frozen, the task's own
+parameters (its head, its MMoE gate or PLE top-level gate and experts) train on its loss alone
+for up to `head_epochs` epochs under the same early stopping, and they are kept at their best
+validation epoch. Epoch 0 is the head as the joint fit left it, so tuning never makes a task
+worse on validation, and nothing the other tasks read moves, so their outputs do not change.
+
+User tasks have no validation labels (their holdout users are the test set) and are not tuned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.artifact import TaskSpec
+from training.config import Config
+from training.data.prepared import Shards
+from training.data.split import Log
+from training.evaluate import EvalSets
+from training.network.recommender import MultiTaskRecommender
+from training.weighting import FixedWeighting
+
+
+def tunable(tasks: Sequence[TaskSpec], monitor: str) -> list[tuple[TaskSpec, str]]:
+    """(task, validation metric) of every item task that has one, other than the monitor's."""
+    out = []
+    for t in tasks:
+        if t.level != "item":
+            continue
+        metric = f"{t.name}_rmse" if t.kind == "regression" else f"{t.name}_auc"
+        if metric != monitor:
+            out.append((t, metric))
+    return out
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of a validation metric is the better one."""
+    return metric.endswith(("loss", "rmse"))
+
+
+def tune_heads(
+    model: MultiTaskRecommender,
+    log: Log,
+    valid: EvalSets,
+    cfg: Config,
+    start: dict[str, float],
+    progress: bool = False,
+    shards: Shards | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Tune each tunable task's own parameters alone (in place); per task, the validation
+    metric, its value after each tuning epoch (index 0: `start`, the kept joint epoch's
+    figures) and the epoch kept."""
+    from training.train import train_epoch, validate  # train calls this module
+
+    rng = np.random.default_rng([cfg.optim.seed, 3])
+    out = {}
+    for task, metric in tunable(model.tasks, cfg.optim.monitor):
+        own = model.task_parameters(task.name)
+        mine = {id(p) for p in own}
+        trainable = {id(p): p.requires_grad for p in model.parameters()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in mine)
+        alone = FixedWeighting(
+            [t.model_copy(update={"weight": float(t is task)}) for t in model.tasks]
+        )
+        optimizer = torch.optim.Adam(own, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        values, kept = [start[f"val_{metric}"]], 0
+        best = [p.detach().clone() for p in own]
+        for epoch in range(1, cfg.optim.head_epochs + 1):
+            train_epoch(
+                model, model, log, cfg, optimizer, alone, rng, epoch, progress, shards=shards
+            )
+            values.append(validate(model, log, valid, model.tasks, cfg)[f"val_{metric}"])
+            if _better(metric, values[-1], values[kept]):
+                kept, best = epoch, [p.detach().clone() for p in own]
+            elif epoch - kept >= cfg.optim.patience:
+                break
+        with torch.no_grad():
+            for p, value in zip(own, best, strict=True):
+                p.copy_(value)
+        for p in model.parameters():
+            p.requires_grad_(trainable[id(p)])
+        out[task.name] = {"metric": metric, "values": values, "kept": kept}
+    model.eval()
+    return out
+
+
+def _better(metric: str, value: float, best: float) -> bool:
+    return value < best if lower_is_better(metric) else value > best
