@@ -126,13 +126,14 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
-    from training import content_report, experiment_report
+    from training import content_report, experiment_report, quality_report
     from training.cold import random_figures
     from training.experiment import (
         COLD_INTERACTIONS,
         Base,
         content_grid,
         grid,
+        quality_grid,
         run_grid,
         save_results,
     )
@@ -146,20 +147,22 @@ def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ConfigError("--grid content needs a config with [[features]] to ablate")
     data = prepare(cfg, args.data, progress=not args.quiet)  # embeds the texts once, for all
     tasks = [t.name for t in cfg.tasks]
-    variants = (
-        content_grid(cfg.features, args.quick)
-        if args.grid == "content"
-        else grid(tasks, args.quick)
-    )
+    variants = {
+        "content": lambda: content_grid(cfg.features, args.quick),
+        "quality": lambda: quality_grid(args.quick),
+        "multitask": lambda: grid(tasks, args.quick),
+    }[args.grid]()
     runs = run_grid(base, args.data, variants, range(args.seeds), args.jobs, not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "-m", "training", *args.argv])
-    stem = "content" if args.grid == "content" else "experiments"
+    stem = {"content": "content", "quality": "quality"}.get(args.grid, "experiments")
     save_results(args.out / f"{stem}.json", runs, {"command": command, "data": args.data})
     baselines = evaluate_baselines(data, cfg)
     if args.grid == "content":
         random = random_figures(cfg.eval, data.tasks)
         path = content_report.write(args.out, runs, tasks, baselines, random, command)
+    elif args.grid == "quality":
+        path = quality_report.write(args.out, runs, tasks, baselines, command)
     else:
         path = experiment_report.write(args.out, runs, tasks, baselines, command, COLD_INTERACTIONS)
     print(f"report: {path} (+ {stem}.png, {stem}.json)")
@@ -285,10 +288,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     exp.add_argument(
         "--grid",
-        choices=("multitask", "content"),
+        choices=("multitask", "content", "quality"),
         default="multitask",
         help="multitask: single- vs multi-task variants -> experiments.md; content: the item "
-        "content ablation (ids only, + features, shuffled text) -> content.md",
+        "content ablation (ids only, + features, shuffled text) -> content.md; quality: what "
+        "wide profile heads and per-task head tuning add -> quality.md",
     )
     exp.add_argument("--quick", action="store_true", help="a smaller grid (CI, smoke runs)")
     exp.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")

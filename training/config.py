@@ -316,7 +316,7 @@ def _validate(cfg: Config) -> None:
         (o.gradnorm_alpha >= 0 and o.gradnorm_lr > 0, "optim.gradnorm_alpha/lr must be >= 0/> 0"),
         (0.0 <= e.holdout_fraction < 1.0, "eval.holdout_fraction must be in [0, 1)"),
         (
-            e.n_folds == 0 or (e.n_folds >= 2 and 0 <= e.fold < e.n_folds),
+            (e.n_folds == 0 and e.fold == 0) or (e.n_folds >= 2 and 0 <= e.fold < e.n_folds),
             "eval.n_folds must be 0 (holdout_fraction) or >= 2, with 0 <= eval.fold < n_folds",
         ),
         (e.n_rank_negatives >= e.k >= 1, "eval.n_rank_negatives must be >= eval.k >= 1"),

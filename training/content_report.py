@@ -15,7 +15,7 @@ IDS_ONLY = "ids only"
 CONTROL = "all, text shuffled across items"
 
 
-def _gap(
+def gap(
     summary: dict[str, dict[str, tuple[float, float]]], a: str, b: str, metric: str
 ) -> tuple[float, str]:
     """(a - b in the metric's better direction, verdict) with a tie within the two spreads."""
@@ -38,7 +38,7 @@ def verdicts(
             continue
         cells = []
         for m in metrics:
-            gain, verdict = _gap(summary, variant, against, m)
+            gain, verdict = gap(summary, variant, against, m)
             cells.append(f"{m} {gain:+.4f} ({verdict})")
         lines.append(f"- **{variant}** against {against}: " + ", ".join(cells))
     return lines

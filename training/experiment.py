@@ -66,6 +66,21 @@ def content_grid(features: Sequence[FeatureSpec], quick: bool) -> list[Variant]:
     return variants[::2] if quick else variants
 
 
+HEAD_EPOCHS = 4  # the quality grid's per-task head tuning (optim.head_epochs)
+
+
+def quality_grid(quick: bool) -> list[Variant]:
+    """What each of issue 18's changes adds, each on top of the ones before: the base config;
+    + wide profile heads; + per-task head tuning."""
+    wide = "network.wide_profile=true"
+    variants = [
+        Variant("base config"),
+        Variant("+ wide profile heads", (wide,)),
+        Variant("+ head tuning", (wide, f"optim.head_epochs={HEAD_EPOCHS}")),
+    ]
+    return variants[::2] if quick else variants
+
+
 def grid(tasks: Sequence[str], quick: bool) -> list[Variant]:
     """The full grid, or (quick) one single-task model, MMoE and PLE with fixed weights."""
     fixed = "optim.weighting=fixed"  # one loss: nothing to weigh

@@ -1,0 +1,71 @@
+"""The quality ladder as a report: each change of issue 18 added to the ones before (mean ± std
+over seeds, warm and cold-item figures), a verdict per metric against the step before, and bar
+plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.cold import PREFIX
+from training.content_report import gap
+from training.experiment_report import plot, summarise, table
+
+
+def verdicts(
+    summary: dict[str, dict[str, tuple[float, float]]], metrics: Sequence[str]
+) -> list[str]:
+    """Per step and metric: against the step before it (a gap within the two spreads: tie)."""
+    steps = list(summary)
+    lines = []
+    for before, after in zip(steps, steps[1:], strict=False):
+        cells = []
+        for m in metrics:
+            gain, verdict = gap(summary, after, before, m)
+            cells.append(f"{m} {gain:+.4f} ({verdict})")
+        lines.append(f"- **{after}** against {before}: " + ", ".join(cells))
+    return lines
+
+
+def write(
+    folder: Path,
+    runs: list[dict[str, Any]],
+    tasks: Sequence[str],
+    baselines: dict[str, float],
+    command: str,
+) -> Path:
+    """quality.md + quality.png in `folder`; returns the markdown path."""
+    first = runs[0]["metrics"]
+    shown = [m for m in first if not m.endswith(("macro_f1", "_ece"))]
+    warm = [m for m in shown if not m.startswith(PREFIX)]
+    cold = [m for m in shown if m.startswith(PREFIX)]
+    summary = summarise(runs, "metrics", tasks)
+    plot({"mean over seeds": summary}, warm, folder / "quality.png")
+    seeds = sorted({r["seed"] for r in runs})
+    text = "\n".join(
+        [
+            "# What each quality change adds",
+            "",
+            f"Command: `{command}` ({len(runs)} runs, seeds {seeds}; mean ± std over seeds).",
+            "Each step adds one change to the ones before it, on the evaluation protocol's",
+            "single split (189 holdout users: `python -m training crossval` gives the figures",
+            "that do not hang on them). A gap within the two spreads is a tie.",
+            "",
+            "## Verdicts",
+            "",
+            *verdicts(summary, [*warm, *cold]),
+            "",
+            "## Warm items and profiles",
+            "",
+            table(summary, warm, baselines),
+            "## Cold items",
+            "",
+            table(summary, cold, baselines),
+            "![quality ladder](quality.png)",
+            "",
+        ]
+    )
+    path = folder / "quality.md"
+    path.write_text(text, encoding="utf-8")
+    return path
