@@ -35,7 +35,7 @@ EXPERIMENT_ARGS ?= --network.history_length=100 --network.encoder_length=20 \
 	--network.d_embedding=32 --network.d_hidden=32 --optim.n_negatives=4 \
 	--optim.batch_size=512 --optim.lr=0.002 --optim.epochs=12 --optim.patience=2
 
-GRID ?= multitask content  # `make experiment GRID=content`: the item-content ablation only
+GRID ?= multitask content quality  # `make experiment GRID=content`: the item-content ablation only
 
 .PHONY: install system-deps test fuzz lint fmt train experiment crossval serve bench bench-train bench-replicas soak up down clean
 
@@ -102,7 +102,7 @@ fmt: $(STAMP)
 train: $(STAMP)  ## train on $(DATA) with $(CONFIG) -> models/<name>/<next version>/ + reports/
 	$(BIN)/python -m training train --config $(CONFIG) --data $(DATA) $(ARGS)
 
-experiment: $(STAMP)  ## multi-task grid and item-content ablation, 3 seeds -> reports/{experiments,content}.md
+experiment: $(STAMP)  ## multi-task grid, item-content ablation, quality ladder, 3 seeds -> reports/{experiments,content,quality}.md
 	for grid in $(GRID); do \
 		$(BIN)/python -m training experiment --grid $$grid --config $(CONFIG) --data $(DATA) \
 			$(EXPERIMENT_ARGS) $(ARGS) || exit 1; \

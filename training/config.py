@@ -86,6 +86,10 @@ class OptimConfig:
     # like as p(click and like) = p(click) p(like | click) over every candidate (ESMM), not
     # p(like) over clicked items only; the served `like` stays p(like | click)
     esmm: bool = False
+    # weight of a sampled-softmax term in the interaction task's loss: the real item against its
+    # own n_negatives in one softmax (training.losses.sampled_softmax_loss), beside the binary
+    # loss; 0 = binary only
+    sampled_softmax: float = 0.0
     weighting: str = "uncertainty"  # fixed | uncertainty | gradnorm (training.weighting)
     gradnorm_alpha: float = 1.5  # gradnorm: how hard slow tasks are pulled up
     gradnorm_lr: float = 0.025  # gradnorm: Adam step of the task weights
@@ -300,6 +304,7 @@ def _validate(cfg: Config) -> None:
         (o.n_negatives >= 1 and o.patience >= 1, "optim.n_negatives and patience must be >= 1"),
         (o.user_task_events >= 0, "optim.user_task_events must be >= 0"),
         (o.head_epochs >= 0, "optim.head_epochs must be >= 0 (0 = off)"),
+        (o.sampled_softmax >= 0, "optim.sampled_softmax must be >= 0 (0 = binary loss only)"),
         (
             not o.esmm
             or any(t.level == "item" and t.kind == "binary" and t.column for t in cfg.tasks),

@@ -67,17 +67,22 @@ def content_grid(features: Sequence[FeatureSpec], quick: bool) -> list[Variant]:
 
 
 HEAD_EPOCHS = 4  # the quality grid's per-task head tuning (optim.head_epochs)
+MORE_NEGATIVES = 16  # the quality grid's last step (optim.n_negatives)
 
 
 def quality_grid(quick: bool) -> list[Variant]:
     """What each of issue 18's changes adds, each on top of the ones before: the base config;
-    + wide profile heads; + per-task head tuning."""
-    wide = "network.wide_profile=true"
-    variants = [
-        Variant("base config"),
-        Variant("+ wide profile heads", (wide,)),
-        Variant("+ head tuning", (wide, f"optim.head_epochs={HEAD_EPOCHS}")),
+    + wide profile heads; + per-task head tuning; + a sampled-softmax term in click's loss;
+    + more negatives per event for it."""
+    steps = [
+        ("+ wide profile heads", "network.wide_profile=true"),
+        ("+ head tuning", f"optim.head_epochs={HEAD_EPOCHS}"),
+        ("+ sampled softmax", "optim.sampled_softmax=1.0"),
+        (f"+ {MORE_NEGATIVES} negatives", f"optim.n_negatives={MORE_NEGATIVES}"),
     ]
+    variants = [Variant("base config")]
+    for name, override in steps:
+        variants.append(Variant(name, (*variants[-1].overrides, override)))
     return variants[::2] if quick else variants
 
 

@@ -47,17 +47,32 @@ def entire_space_loss(
     return (per_row * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+def sampled_softmax_loss(logits: Tensor, n_events: int) -> Tensor:
+    """Mean cross-entropy of each event's real item (candidate 0) against its own sampled
+    negatives: a softmax over the event's C candidates (Jean et al., ACL 2015; the listwise
+    objective of sequential recommenders such as SASRec's successors) instead of C independent
+    binary decisions. `logits`: [N = n_events * C], grouped by event as the batches lay them."""
+    grouped = logits.view(n_events, -1)  # [B, C]
+    return F.cross_entropy(grouped, torch.zeros(n_events, dtype=torch.long, device=logits.device))
+
+
 def task_losses(
     tasks: Sequence[TaskSpec],
     logits: dict[str, Tensor],
     labels: dict[str, Tensor],
     masks: dict[str, Tensor],
     esmm: bool = False,
+    softmax: float = 0.0,
 ) -> dict[str, Tensor]:
     """Each task's unweighted loss L_i (how they are combined: `training.weighting`). With
     `esmm`, binary item tasks with a label column are learned on the entire candidate space,
-    chained to the interaction task."""
+    chained to the interaction task. With `softmax` > 0 the interaction task's loss adds that
+    weight times the sampled-softmax loss over each event's candidates."""
     losses = {t.name: task_loss(t, logits[t.name], labels[t.name], masks[t.name]) for t in tasks}
+    if softmax:
+        click = next(t.name for t in tasks if t.level == "item" and t.column is None)
+        n_events = int(labels[click].sum().item())  # one real item (label 1) per event
+        losses[click] = losses[click] + softmax * sampled_softmax_loss(logits[click], n_events)
     if esmm:
         click = next(t.name for t in tasks if t.level == "item" and t.column is None)
         for t in tasks:
@@ -74,12 +89,13 @@ def joint_loss(
     labels: dict[str, Tensor],
     masks: dict[str, Tensor],
     esmm: bool = False,
+    softmax: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the task losses, and each task's unweighted loss.
 
     Returns:
         (total, {task: L_i}).
     """
-    per_task = task_losses(tasks, logits, labels, masks, esmm)
+    per_task = task_losses(tasks, logits, labels, masks, esmm, softmax)
     total = torch.stack([t.weight * per_task[t.name] for t in tasks]).sum()
     return total, per_task

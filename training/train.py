@@ -259,7 +259,9 @@ def train_epoch(
         n_events += len(batch.inputs["user_id"])
         rows, labels, masks = _profile_rows(batch, tasks)
         logits = net(**batch.inputs, user_rows=rows)
-        per_task = task_losses(tasks, logits, labels, masks, cfg.optim.esmm)
+        per_task = task_losses(
+            tasks, logits, labels, masks, cfg.optim.esmm, cfg.optim.sampled_softmax
+        )
         present = {name for name, mask in masks.items() if mask.any()}
         optimizer.zero_grad(set_to_none=True)
         total = weighting.backward(per_task, present, shared)
@@ -363,7 +365,12 @@ def validate(
         for batch in batches(log, mine, tasks, cfg.network.history_length, 1024, hide_holdout=True):
             batch = batch.to(ranks.device)
             total, per_task = joint_loss(
-                tasks, model(**batch.inputs), batch.labels, batch.masks, cfg.optim.esmm
+                tasks,
+                model(**batch.inputs),
+                batch.labels,
+                batch.masks,
+                cfg.optim.esmm,
+                cfg.optim.sampled_softmax,
             )
             rows = len(batch.inputs["user_id"])
             for name, value in {

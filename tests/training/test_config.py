@@ -61,6 +61,7 @@ def test_int_is_accepted_where_float_is_expected() -> None:
         ("eval.n_rank_negatives=5", "eval.n_rank_negatives must be >= eval.k"),
         ("optim.monitor=accuracy", "optim.monitor"),
         ("optim.head_epochs=-1", "optim.head_epochs must be >= 0"),
+        ("optim.sampled_softmax=-1", "optim.sampled_softmax must be >= 0"),
         ("eval.n_folds=1", "eval.n_folds must be 0"),
         ("eval.fold=5", "0 <= eval.fold < n_folds"),
         ("colour=red", "unknown config keys: ['colour']"),

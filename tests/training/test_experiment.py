@@ -145,12 +145,20 @@ def test_the_quality_ladder_adds_each_change_to_the_ones_before() -> None:
     from training.experiment import quality_grid
 
     steps = quality_grid(quick=False)
-    assert [v.name for v in steps] == ["base config", "+ wide profile heads", "+ head tuning"]
+    assert [v.name for v in steps] == [
+        "base config",
+        "+ wide profile heads",
+        "+ head tuning",
+        "+ sampled softmax",
+        "+ 16 negatives",
+    ]
     for before, after in zip(steps, steps[1:], strict=False):
         assert set(before.overrides) < set(after.overrides)
     last = variant_config(Base(None), steps[-1], seed=0)
     assert last.network.wide_profile
     assert last.optim.head_epochs > 0
+    assert last.optim.sampled_softmax > 0
+    assert last.optim.n_negatives == 16
     assert not variant_config(Base(None), steps[0], seed=0).network.wide_profile
 
 
@@ -159,7 +167,8 @@ def test_quick_quality_ladder_through_the_cli(tmp_path) -> None:
     assert main([*args, "--out", str(tmp_path), "--quiet", *TINY]) == 0
 
     raw = json.loads((tmp_path / "quality.json").read_text())
-    assert [r["variant"] for r in raw["runs"]] == ["base config", "+ head tuning"]
+    assert [r["variant"] for r in raw["runs"]] == ["base config", "+ head tuning", "+ 16 negatives"]
     text = (tmp_path / "quality.md").read_text()
     assert "- **+ head tuning** against base config: click_auc" in text
+    assert "- **+ 16 negatives** against + head tuning: click_auc" in text
     assert (tmp_path / "quality.png").stat().st_size > 10_000

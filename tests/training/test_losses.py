@@ -112,3 +112,18 @@ def test_esmm_replaces_only_the_labelled_binary_item_tasks() -> None:
     assert torch.equal(plain["click"], chained["click"])
     assert torch.equal(plain["stars"], chained["stars"])
     assert not torch.allclose(plain["like"], chained["like"])
+
+
+def test_sampled_softmax_is_the_real_items_cross_entropy_over_its_own_candidates() -> None:
+    # two events, three candidates each (column 0 the real item), laid out as the batches do
+    logits = torch.tensor([2.0, 0.0, -1.0, 0.5, 1.5, 0.0], requires_grad=True)
+    labels = {"click": torch.tensor([1.0, 0, 0, 1, 0, 0])}
+    masks = {"click": torch.ones(6, dtype=torch.bool)}
+    plain = task_losses((CLICK,), {"click": logits}, labels, masks)["click"]
+    mixed = task_losses((CLICK,), {"click": logits}, labels, masks, softmax=0.5)["click"]
+    by_hand = -torch.log_softmax(logits.detach().view(2, 3), dim=1)[:, 0].mean()
+    assert torch.allclose(mixed - plain, 0.5 * by_hand)
+    mixed.backward()
+    assert logits.grad is not None
+    # the second event's real item scores below a negative: the softmax pulls it up hardest
+    assert logits.grad[3] < logits.grad[0] < 0
