@@ -98,6 +98,9 @@ class OptimConfig:
     # after the joint fit, tune each other item task's own head alone on the kept body for up
     # to this many epochs, kept at its best validation epoch (training.head_tuning; 0 = off)
     head_epochs: int = 0
+    # share of the training users whose profile labels are held back from training to fit a
+    # temperature per multiclass user task on afterwards (training.calibration; 0 = off)
+    calibration_users: float = 0.0
     seed: int = 0
     # torchrun: how long a collective waits for the other ranks before the run fails (a dead
     # or hung rank ends it with an error instead of a hang)
@@ -305,6 +308,7 @@ def _validate(cfg: Config) -> None:
         (o.user_task_events >= 0, "optim.user_task_events must be >= 0"),
         (o.head_epochs >= 0, "optim.head_epochs must be >= 0 (0 = off)"),
         (o.sampled_softmax >= 0, "optim.sampled_softmax must be >= 0 (0 = binary loss only)"),
+        (0 <= o.calibration_users < 1, "optim.calibration_users must be in [0, 1) (0 = off)"),
         (
             not o.esmm
             or any(t.level == "item" and t.kind == "binary" and t.column for t in cfg.tasks),

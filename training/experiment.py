@@ -67,18 +67,20 @@ def content_grid(features: Sequence[FeatureSpec], quick: bool) -> list[Variant]:
 
 
 HEAD_EPOCHS = 4  # the quality grid's per-task head tuning (optim.head_epochs)
-MORE_NEGATIVES = 16  # the quality grid's last step (optim.n_negatives)
+MORE_NEGATIVES = 16  # the quality grid's more negatives (optim.n_negatives)
+CALIBRATION_USERS = 0.1  # the quality grid's calibration users (optim.calibration_users)
 
 
 def quality_grid(quick: bool) -> list[Variant]:
     """What each of issue 18's changes adds, each on top of the ones before: the base config;
     + wide profile heads; + per-task head tuning; + a sampled-softmax term in click's loss;
-    + more negatives per event for it."""
+    + more negatives per event for it; + temperature scaling of the profile heads."""
     steps = [
         ("+ wide profile heads", "network.wide_profile=true"),
         ("+ head tuning", f"optim.head_epochs={HEAD_EPOCHS}"),
         ("+ sampled softmax", "optim.sampled_softmax=1.0"),
         (f"+ {MORE_NEGATIVES} negatives", f"optim.n_negatives={MORE_NEGATIVES}"),
+        ("+ temperature scaling", f"optim.calibration_users={CALIBRATION_USERS}"),
     ]
     variants = [Variant("base config")]
     for name, override in steps:

@@ -88,6 +88,7 @@ def prepare(cfg: Config, source: str, progress: bool = False) -> Prepared:
         cfg.eval.cold_item_fraction,
         cfg.eval.cold_item_min_interactions,
         fold_of(cfg.eval),
+        cfg.optim.calibration_users,
     )
     content = item_content(
         RawTable(tables.items, "items"), cfg.features, vocabs["item_id"], cfg.eval.seed, progress
@@ -258,6 +259,7 @@ def train_and_export(
             "config": config,
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "head_tuning": history.heads,
+            "calibration": history.calibration,
             "peak_rss_mib_training": trained_peak,
         },
     )

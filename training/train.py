@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from service.artifact import TaskSpec
 from training import resume
+from training.calibration import calibrate
 from training.config import Config, ConfigError
 from training.data.prepared import Shards
 from training.data.samples import (
@@ -59,6 +60,8 @@ class History:
     best_epoch: int = 0
     # per tuned task (training.head_tuning): its validation metric, value per tuning epoch, kept
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per calibrated user task (training.calibration): temperature, users, log loss before/after
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def fit(
@@ -74,7 +77,8 @@ def fit(
     shards: Shards | None = None,
 ) -> History:
     """Train `model` in place; on return it holds the weights of the best validation epoch
-    (with `optim.head_epochs`, then each other item task's head at its own best: head_tuning).
+    (with `optim.head_epochs`, then each other item task's head at its own best: head_tuning;
+    with `optim.calibration_users`, then each multiclass user head's temperature: calibration).
 
     After every epoch (and every `optim.state_every_batches` batches of a streamed one) the
     training state goes to `state_file` (rank 0 writes it, with `config`, the run's config and
@@ -183,6 +187,8 @@ def fit(
     if cfg.optim.head_epochs:
         kept = history.epochs[history.best_epoch - 1]
         history.heads = tune_heads(model, log, valid, cfg, kept, progress, shards)
+    if cfg.optim.calibration_users:
+        history.calibration = calibrate(model, log, cfg.network.history_length)
     return history
 
 
@@ -199,6 +205,11 @@ def _check(cfg: Config, ranks: Ranks, shards: Shards | None) -> None:
         raise ConfigError(
             "optim.state_every_batches needs a prepared folder (train --data PREP): an "
             "in-memory epoch draws all its events when it starts"
+        )
+    if cfg.optim.calibration_users and shards is not None:
+        raise ConfigError(
+            "optim.calibration_users needs the tables (a data folder, movielens or synthetic): "
+            "a prepared folder fixed which users' profile labels training reads"
         )
     if not ranks.distributed:
         return

@@ -62,6 +62,7 @@ def test_int_is_accepted_where_float_is_expected() -> None:
         ("optim.monitor=accuracy", "optim.monitor"),
         ("optim.head_epochs=-1", "optim.head_epochs must be >= 0"),
         ("optim.sampled_softmax=-1", "optim.sampled_softmax must be >= 0"),
+        ("optim.calibration_users=1", "optim.calibration_users must be in [0, 1)"),
         ("eval.n_folds=1", "eval.n_folds must be 0"),
         ("eval.fold=5", "0 <= eval.fold < n_folds"),
         ("colour=red", "unknown config keys: ['colour']"),

@@ -151,6 +151,7 @@ def test_the_quality_ladder_adds_each_change_to_the_ones_before() -> None:
         "+ head tuning",
         "+ sampled softmax",
         "+ 16 negatives",
+        "+ temperature scaling",
     ]
     for before, after in zip(steps, steps[1:], strict=False):
         assert set(before.overrides) < set(after.overrides)
@@ -159,6 +160,7 @@ def test_the_quality_ladder_adds_each_change_to_the_ones_before() -> None:
     assert last.optim.head_epochs > 0
     assert last.optim.sampled_softmax > 0
     assert last.optim.n_negatives == 16
+    assert last.optim.calibration_users > 0
     assert not variant_config(Base(None), steps[0], seed=0).network.wide_profile
 
 
@@ -167,7 +169,11 @@ def test_quick_quality_ladder_through_the_cli(tmp_path) -> None:
     assert main([*args, "--out", str(tmp_path), "--quiet", *TINY]) == 0
 
     raw = json.loads((tmp_path / "quality.json").read_text())
-    assert [r["variant"] for r in raw["runs"]] == ["base config", "+ head tuning", "+ 16 negatives"]
+    assert [r["variant"] for r in raw["runs"]] == [
+        "base config",
+        "+ head tuning",
+        "+ 16 negatives",
+    ]
     text = (tmp_path / "quality.md").read_text()
     assert "- **+ head tuning** against base config: click_auc" in text
     assert "- **+ 16 negatives** against + head tuning: click_auc" in text

@@ -190,3 +190,12 @@ def test_a_wide_profile_head_adds_a_linear_map_of_the_pooled_profile_rows() -> N
         pooled = (rows * seen).sum(1) / seen.sum(1)
     assert torch.allclose(wide - deep, pooled @ weight.T, atol=1e-5)
     assert not torch.allclose(wide, deep)
+
+
+def test_a_checkpoint_without_temperatures_loads_with_temperature_one() -> None:
+    model = _model("gru", "mmoe")
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("temperature")}
+    with torch.no_grad():
+        model.heads["age"].temperature.fill_(2.0)
+    model.load_state_dict(state)  # strict: a missing key would raise
+    assert float(model.heads["age"].temperature) == 1.0

@@ -5,7 +5,7 @@ as candidate 0 and sampled never-interacted items after it. A batch holds B even
 N = B * C candidates (`candidate_row` says whose), so the user side runs once per event, exactly
 like a serving request. Labels: the interaction task (click) is 1 for candidate 0 and 0 for the
 negatives; other item tasks are known for candidate 0 only; user tasks come from the profile,
-hidden for profile-holdout users when training.
+hidden for profile-holdout (and calibration) users when training.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def make_batch(
             known[task.name] = labels.values[events.index], labels.mask[events.index]
         elif task.level == "user":
             labels = log.user_labels[task.name]
-            mask = labels.mask[users] & ~(hide_holdout & log.holdout[users])
+            mask = labels.mask[users] & ~(hide_holdout & log.hidden[users])
             if events.user_labelled is not None:
                 mask &= events.user_labelled
             known[task.name] = labels.values[users], mask

@@ -46,6 +46,14 @@ class Log:
     # ([n_items], [n_users] bool) ids with a training event anywhere, for a log that holds only
     # some users (a prepared folder's evaluation users); None: computed from this log
     trained_ids: tuple[np.ndarray, np.ndarray] | None = None
+    # [n_users] bool: training users whose profile labels are also hidden in training, kept
+    # to calibrate the profile heads on (`optim.calibration_users`, training.calibration)
+    calibration: np.ndarray | None = None
+
+    @property
+    def hidden(self) -> np.ndarray:
+        """[n_users] bool: users whose profile labels training never reads."""
+        return self.holdout if self.calibration is None else self.holdout | self.calibration
 
     @property
     def warm_items(self) -> np.ndarray:
@@ -119,9 +127,11 @@ def build_log(
     cold_fraction: float = 0.0,
     cold_min_interactions: int = 5,
     fold: tuple[int, int] | None = None,
+    calibration_fraction: float = 0.0,
 ) -> Log:
     """Sort, split and label every interaction; pick the profile-holdout users (`fold` =
-    (fold, n_folds): that fold of `profile_folds`) and the cold items."""
+    (fold, n_folds): that fold of `profile_folds`), the calibration users (a fixed random
+    `calibration_fraction` of the others) and the cold items."""
     inter = tables.interactions.assign(
         _user=users.encode(tables.interactions["user_id"]),
         _item=items.encode(tables.interactions["item_id"]),
@@ -158,6 +168,9 @@ def build_log(
         n_items=items.size,
         pair_keys=np.unique(user.astype(np.int64) * items.size + item),
         cold_items=cold_items,
+        calibration=(
+            calibration_users(holdout, calibration_fraction, seed) if calibration_fraction else None
+        ),
     )
 
 
@@ -210,6 +223,15 @@ def user_profiles(
     holdout = np.zeros(users.size, dtype=bool)
     holdout[np.asarray(chosen, dtype=np.int64)] = True
     return profile, holdout
+
+
+def calibration_users(holdout: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """[n_users] bool: a fixed random `fraction` of the real users outside the holdout."""
+    others = np.flatnonzero(~holdout[FIRST_ID:]) + FIRST_ID
+    chosen = np.random.default_rng([seed, 4]).permutation(others)[: round(fraction * len(others))]
+    out = np.zeros(len(holdout), dtype=bool)
+    out[chosen] = True
+    return out
 
 
 def fold_of(cfg: EvalConfig) -> tuple[int, int] | None:

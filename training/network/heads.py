@@ -31,7 +31,10 @@ class UserHead(nn.Module):
     """Tower over the user's task representation: logits [B, K]. With `d_wide`, plus a linear
     map of the pooled profile vector (the mean of the history's profile-item rows): logistic
     regression on the bag of watched items, factorised through the profile table, beside the
-    deep path (wide & deep)."""
+    deep path (wide & deep). The logits are divided by `temperature`, 1 unless the head was
+    calibrated after training (training.calibration)."""
+
+    temperature: Tensor
 
     def __init__(
         self, d_user: int, d_tower: int, n_classes: int, dropout: float, d_wide: int = 0
@@ -39,14 +42,20 @@ class UserHead(nn.Module):
         super().__init__()
         self.tower = MLP(d_user, (d_tower,), d_out=n_classes, dropout=dropout)
         self.wide = nn.Linear(d_wide, n_classes, bias=False) if d_wide else None
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, user: Tensor, profile: Tensor | None = None) -> Tensor:
         """[B, D] (and [B, d] pooled profile rows) -> [B, K]."""
         logits = self.tower(user)
-        if self.wide is None:
-            return logits
-        assert profile is not None, "a wide head reads the pooled profile vector"
-        return logits + self.wide(profile)
+        if self.wide is not None:
+            assert profile is not None, "a wide head reads the pooled profile vector"
+            logits = logits + self.wide(profile)
+        return logits / self.temperature
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # checkpoints from before calibration have no temperature: theirs is 1
+        state_dict.setdefault(prefix + "temperature", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def build_head(
