@@ -59,7 +59,7 @@ class NetworkConfig:
     profile_item_dropout: float = 0.5  # training: share of history items the user tasks miss
     # user heads add a linear map of the pooled profile vector to the tower (wide & deep): what
     # logistic regression on the bag of watched items has, beside the deep path
-    wide_profile: bool = False
+    wide_profile: bool = True
     # Training: share of item and user ids read as unknown (DropoutNet), so the unknown rows are
     # trained and item content alone must carry an item whose id is unknown.
     id_dropout: float = 0.25

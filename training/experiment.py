@@ -82,7 +82,14 @@ def quality_grid(quick: bool) -> list[Variant]:
         (f"+ {MORE_NEGATIVES} negatives", f"optim.n_negatives={MORE_NEGATIVES}"),
         ("+ temperature scaling", f"optim.calibration_users={CALIBRATION_USERS}"),
     ]
-    variants = [Variant("base config")]
+    # the base: the config with every change of the ladder off (v5's default model)
+    off = (
+        "network.wide_profile=false",
+        "optim.head_epochs=0",
+        "optim.sampled_softmax=0",
+        "optim.calibration_users=0",
+    )
+    variants = [Variant("base config", off)]
     for name, override in steps:
         variants.append(Variant(name, (*variants[-1].overrides, override)))
     return variants[::2] if quick else variants

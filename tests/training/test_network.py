@@ -175,7 +175,7 @@ def test_ple_task_experts_learn_from_their_own_task_only(n_levels: int) -> None:
 
 def test_a_wide_profile_head_adds_a_linear_map_of_the_pooled_profile_rows() -> None:
     model = _model("gru", "mmoe", wide_profile=True)
-    assert _model("gru", "mmoe").heads["age"].wide is None, "off unless configured"
+    assert _model("gru", "mmoe", wide_profile=False).heads["age"].wide is None
     inputs = _inputs(2, 4)
     head = model.heads["age"]
     with torch.no_grad():
