@@ -25,6 +25,20 @@ def gap(
     return gain, verdict
 
 
+def verdict_line(
+    summary: dict[str, dict[str, tuple[float, float]]],
+    variant: str,
+    against: str,
+    metrics: Sequence[str],
+) -> str:
+    """One list item: every metric's gap of `variant` over `against`, with its verdict."""
+    cells = []
+    for m in metrics:
+        gain, verdict = gap(summary, variant, against, m)
+        cells.append(f"{m} {gain:+.4f} ({verdict})")
+    return f"- **{variant}** against {against}: " + ", ".join(cells)
+
+
 def verdicts(
     summary: dict[str, dict[str, tuple[float, float]]], metrics: Sequence[str]
 ) -> list[str]:
@@ -34,13 +48,8 @@ def verdicts(
         if variant == IDS_ONLY:
             continue
         against = "all features" if variant == CONTROL else IDS_ONLY
-        if against not in summary:
-            continue
-        cells = []
-        for m in metrics:
-            gain, verdict = gap(summary, variant, against, m)
-            cells.append(f"{m} {gain:+.4f} ({verdict})")
-        lines.append(f"- **{variant}** against {against}: " + ", ".join(cells))
+        if against in summary:
+            lines.append(verdict_line(summary, variant, against, metrics))
     return lines
 
 

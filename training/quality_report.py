@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from training.cold import PREFIX
-from training.content_report import gap
+from training.content_report import verdict_line
 from training.experiment_report import plot, summarise, table
 
 
@@ -18,14 +18,10 @@ def verdicts(
 ) -> list[str]:
     """Per step and metric: against the step before it (a gap within the two spreads: tie)."""
     steps = list(summary)
-    lines = []
-    for before, after in zip(steps, steps[1:], strict=False):
-        cells = []
-        for m in metrics:
-            gain, verdict = gap(summary, after, before, m)
-            cells.append(f"{m} {gain:+.4f} ({verdict})")
-        lines.append(f"- **{after}** against {before}: " + ", ".join(cells))
-    return lines
+    return [
+        verdict_line(summary, after, before, metrics)
+        for before, after in zip(steps, steps[1:], strict=False)
+    ]
 
 
 def write(
