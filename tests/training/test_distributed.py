@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -152,6 +153,7 @@ def test_a_rank_that_dies_or_hangs_ends_the_run_with_an_error(
         start_new_session=True,
     )
     lines: list[str] = []
+    victim = None
     try:
         victim = _wait_for_rank(process.pid, 1)
         time.sleep(3)  # into training
@@ -166,9 +168,13 @@ def test_a_rank_that_dies_or_hangs_ends_the_run_with_an_error(
             process.wait(timeout=60)
             assert process.returncode != 0
     finally:
-        if process.poll() is None:  # a stopped rank only goes with SIGKILL
+        # a stopped rank only goes with SIGKILL, and outlives a launcher that has already exited
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if victim is not None:  # the ranks run in a session of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        process.wait()
     assert any(said in line.lower() for line in lines), "".join(lines)[-3000:]
     assert not (tmp_path / "models").exists()
 
