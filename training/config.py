@@ -60,6 +60,9 @@ class NetworkConfig:
     # user heads add a linear map of the pooled profile vector to the tower (wide & deep): what
     # logistic regression on the bag of watched items has, beside the deep path
     wide_profile: bool = True
+    # item heads add the dot product of the projected user vector and the item vector to the
+    # tower's logit (matrix factorisation's score beside the MLP; see Quality)
+    item_dot: bool = True
     # Training: share of item and user ids read as unknown (DropoutNet), so the unknown rows are
     # trained and item content alone must carry an item whose id is unknown.
     id_dropout: float = 0.25
@@ -89,7 +92,11 @@ class OptimConfig:
     # weight of a sampled-softmax term in the interaction task's loss: the real item against its
     # own n_negatives in one softmax (training.losses.sampled_softmax_loss), beside the binary
     # loss; 0 = binary only
-    sampled_softmax: float = 0.0
+    sampled_softmax: float = 1.0
+    # weight of a full-catalogue softmax term in the interaction task's loss: each event's real
+    # item against every item with training interactions, scored by the item head's dot product
+    # (training.losses.catalogue_softmax_loss; needs network.item_dot); 0 = off
+    catalogue_softmax: float = 0.0
     weighting: str = "uncertainty"  # fixed | uncertainty | gradnorm (training.weighting)
     gradnorm_alpha: float = 1.5  # gradnorm: how hard slow tasks are pulled up
     gradnorm_lr: float = 0.025  # gradnorm: Adam step of the task weights
@@ -308,6 +315,12 @@ def _validate(cfg: Config) -> None:
         (o.user_task_events >= 0, "optim.user_task_events must be >= 0"),
         (o.head_epochs >= 0, "optim.head_epochs must be >= 0 (0 = off)"),
         (o.sampled_softmax >= 0, "optim.sampled_softmax must be >= 0 (0 = binary loss only)"),
+        (o.catalogue_softmax >= 0, "optim.catalogue_softmax must be >= 0 (0 = off)"),
+        (
+            not o.catalogue_softmax or n.item_dot,
+            "optim.catalogue_softmax scores the catalogue by the item heads' dot product: set"
+            " network.item_dot = true",
+        ),
         (0 <= o.calibration_users < 1, "optim.calibration_users must be in [0, 1) (0 = off)"),
         (
             not o.esmm

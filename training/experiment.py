@@ -74,11 +74,14 @@ CALIBRATION_USERS = 0.1  # the quality grid's calibration users (optim.calibrati
 def quality_grid(quick: bool) -> list[Variant]:
     """What each of issue 18's changes adds, each on top of the ones before: the base config;
     + wide profile heads; + per-task head tuning; + a sampled-softmax term in click's loss;
-    + more negatives per event for it; + temperature scaling of the profile heads."""
+    + the item heads' dot product; + a full-catalogue softmax term over it; + more negatives
+    per event; + temperature scaling of the profile heads."""
     steps = [
         ("+ wide profile heads", "network.wide_profile=true"),
         ("+ head tuning", f"optim.head_epochs={HEAD_EPOCHS}"),
         ("+ sampled softmax", "optim.sampled_softmax=1.0"),
+        ("+ dot-product item heads", "network.item_dot=true"),
+        ("+ catalogue softmax", "optim.catalogue_softmax=1.0"),
         (f"+ {MORE_NEGATIVES} negatives", f"optim.n_negatives={MORE_NEGATIVES}"),
         ("+ temperature scaling", f"optim.calibration_users={CALIBRATION_USERS}"),
     ]
@@ -87,6 +90,8 @@ def quality_grid(quick: bool) -> list[Variant]:
         "network.wide_profile=false",
         "optim.head_epochs=0",
         "optim.sampled_softmax=0",
+        "network.item_dot=false",
+        "optim.catalogue_softmax=0",
         "optim.calibration_users=0",
     )
     variants = [Variant("base config", off)]

@@ -56,6 +56,26 @@ def sampled_softmax_loss(logits: Tensor, n_events: int) -> Tensor:
     return F.cross_entropy(grouped, torch.zeros(n_events, dtype=torch.long, device=logits.device))
 
 
+def catalogue_softmax_loss(logits: Tensor, candidate: Tensor, allowed: Tensor) -> Tensor:
+    """Mean cross-entropy of each event's real item against the whole catalogue (the full
+    softmax of SASRec's cross-entropy variant: Klenitskiy & Vasilev, RecSys 2023,
+    https://arxiv.org/abs/2309.07602), which a handful of sampled negatives only approximates.
+    `logits`: [B, n_items] per event; `candidate`: [N = B * C], each event's real item first;
+    `allowed`: [n_items] bool, the items that may be ranked (those with training interactions:
+    an item that is never a positive would only learn to rank last, new items included). An
+    event whose real item is not allowed (a validation event's untrained item) adds nothing."""
+    real = candidate.view(logits.shape[0], -1)[:, 0]  # [B]
+    masked = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)  # [B, n_items]
+    known = allowed[real]  # [B]
+    per_event = F.cross_entropy(masked, real, reduction="none")  # [B]
+    return per_event.where(known, 0.0).sum() / known.sum().clamp(min=1)
+
+
+def interaction_task(tasks: Sequence[TaskSpec]) -> str:
+    """The name of the interaction task (click): the item task without a label column."""
+    return next(t.name for t in tasks if t.level == "item" and t.column is None)
+
+
 def task_losses(
     tasks: Sequence[TaskSpec],
     logits: dict[str, Tensor],
@@ -70,11 +90,11 @@ def task_losses(
     weight times the sampled-softmax loss over each event's candidates."""
     losses = {t.name: task_loss(t, logits[t.name], labels[t.name], masks[t.name]) for t in tasks}
     if softmax:
-        click = next(t.name for t in tasks if t.level == "item" and t.column is None)
+        click = interaction_task(tasks)
         n_events = int(labels[click].sum().item())  # one real item (label 1) per event
         losses[click] = losses[click] + softmax * sampled_softmax_loss(logits[click], n_events)
     if esmm:
-        click = next(t.name for t in tasks if t.level == "item" and t.column is None)
+        click = interaction_task(tasks)
         for t in tasks:
             if t.level == "item" and t.kind == "binary" and t.column is not None:
                 losses[t.name] = entire_space_loss(
@@ -83,19 +103,6 @@ def task_losses(
     return losses
 
 
-def joint_loss(
-    tasks: Sequence[TaskSpec],
-    logits: dict[str, Tensor],
-    labels: dict[str, Tensor],
-    masks: dict[str, Tensor],
-    esmm: bool = False,
-    softmax: float = 0.0,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Weighted sum of the task losses, and each task's unweighted loss.
-
-    Returns:
-        (total, {task: L_i}).
-    """
-    per_task = task_losses(tasks, logits, labels, masks, esmm, softmax)
-    total = torch.stack([t.weight * per_task[t.name] for t in tasks]).sum()
-    return total, per_task
+def weighted_sum(tasks: Sequence[TaskSpec], per_task: dict[str, Tensor]) -> Tensor:
+    """The joint loss with the tasks' fixed weights: sum_i lambda_i * L_i."""
+    return torch.stack([t.weight * per_task[t.name] for t in tasks]).sum()

@@ -46,8 +46,13 @@ from training.distributed import (
 )
 from training.evaluate import EvalSets, gathered, model_predictor, task_metrics
 from training.head_tuning import lower_is_better, tune_heads
-from training.losses import joint_loss, task_losses
-from training.network.recommender import ModelArgs, MultiTaskRecommender
+from training.losses import (
+    catalogue_softmax_loss,
+    interaction_task,
+    task_losses,
+    weighted_sum,
+)
+from training.network.recommender import ModelArgs, MultiTaskRecommender, catalogue_key
 from training.resume import TrainingState
 from training.weighting import FixedWeighting, build_weighting
 
@@ -269,10 +274,7 @@ def train_epoch(
         batch = batch.to(ranks.device)
         n_events += len(batch.inputs["user_id"])
         rows, labels, masks = _profile_rows(batch, tasks)
-        logits = net(**batch.inputs, user_rows=rows)
-        per_task = task_losses(
-            tasks, logits, labels, masks, cfg.optim.esmm, cfg.optim.sampled_softmax
-        )
+        per_task = batch_losses(net, model, batch.inputs, labels, masks, cfg, rows)
         present = {name for name, mask in masks.items() if mask.any()}
         optimizer.zero_grad(set_to_none=True)
         total = weighting.backward(per_task, present, shared)
@@ -342,6 +344,30 @@ def _epoch_batches(
     return source, -(-len(mine) // batch_size)
 
 
+def batch_losses(
+    net: nn.Module,
+    model: MultiTaskRecommender,
+    inputs: dict[str, Tensor],
+    labels: dict[str, Tensor],
+    masks: dict[str, Tensor],
+    cfg: Config,
+    rows: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Each task's unweighted loss on one batch, run through `net` (`model`, or `model` in
+    DistributedDataParallel); with `optim.catalogue_softmax`, the interaction task's loss adds
+    the full-catalogue softmax over the items with training interactions."""
+    o = cfg.optim
+    click = interaction_task(model.tasks) if o.catalogue_softmax else None
+    logits = net(**inputs, user_rows=rows, catalogue=click)
+    per_task = task_losses(model.tasks, logits, labels, masks, o.esmm, o.sampled_softmax)
+    if click is not None:
+        term = catalogue_softmax_loss(
+            logits[catalogue_key(click)], inputs["candidate"], model.items.trained_items()
+        )
+        per_task[click] = per_task[click] + o.catalogue_softmax * term
+    return per_task
+
+
 def _profile_rows(
     batch: Batch, tasks: Sequence[TaskSpec]
 ) -> tuple[Tensor | None, dict[str, Tensor], dict[str, Tensor]]:
@@ -375,14 +401,8 @@ def validate(
     with torch.no_grad():
         for batch in batches(log, mine, tasks, cfg.network.history_length, 1024, hide_holdout=True):
             batch = batch.to(ranks.device)
-            total, per_task = joint_loss(
-                tasks,
-                model(**batch.inputs),
-                batch.labels,
-                batch.masks,
-                cfg.optim.esmm,
-                cfg.optim.sampled_softmax,
-            )
+            per_task = batch_losses(model, model, batch.inputs, batch.labels, batch.masks, cfg)
+            total = weighted_sum(tasks, per_task)
             rows = len(batch.inputs["user_id"])
             for name, value in {
                 "loss": total,

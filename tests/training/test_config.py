@@ -62,6 +62,8 @@ def test_int_is_accepted_where_float_is_expected() -> None:
         ("optim.monitor=accuracy", "optim.monitor"),
         ("optim.head_epochs=-1", "optim.head_epochs must be >= 0"),
         ("optim.sampled_softmax=-1", "optim.sampled_softmax must be >= 0"),
+        ("optim.catalogue_softmax=-1", "optim.catalogue_softmax must be >= 0"),
+        ("network.item_dot=false optim.catalogue_softmax=1", "set network.item_dot = true"),
         ("optim.calibration_users=1", "optim.calibration_users must be in [0, 1)"),
         ("eval.n_folds=1", "eval.n_folds must be 0"),
         ("eval.fold=5", "0 <= eval.fold < n_folds"),
@@ -71,7 +73,7 @@ def test_int_is_accepted_where_float_is_expected() -> None:
 )
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        load_config(None, [override])
+        load_config(None, override.split())
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,7 @@ def test_untrained_ids_read_the_unknown_row() -> None:
     torch.testing.assert_close(table[3], table[UNK])
     assert not torch.allclose(table[2], table[UNK])
     assert torch.count_nonzero(table[PAD]) == 0
+    assert items.trained_items().tolist() == trained.tolist()  # PAD and UNK are no items
 
 
 def _fit(*overrides: str):

@@ -150,6 +150,8 @@ def test_the_quality_ladder_adds_each_change_to_the_ones_before() -> None:
         "+ wide profile heads",
         "+ head tuning",
         "+ sampled softmax",
+        "+ dot-product item heads",
+        "+ catalogue softmax",
         "+ 16 negatives",
         "+ temperature scaling",
     ]
@@ -159,6 +161,8 @@ def test_the_quality_ladder_adds_each_change_to_the_ones_before() -> None:
     assert last.network.wide_profile
     assert last.optim.head_epochs > 0
     assert last.optim.sampled_softmax > 0
+    assert last.network.item_dot
+    assert last.optim.catalogue_softmax > 0
     assert last.optim.n_negatives == 16
     assert last.optim.calibration_users > 0
     assert not variant_config(Base(None), steps[0], seed=0).network.wide_profile
@@ -172,9 +176,10 @@ def test_quick_quality_ladder_through_the_cli(tmp_path) -> None:
     assert [r["variant"] for r in raw["runs"]] == [
         "base config",
         "+ head tuning",
+        "+ dot-product item heads",
         "+ 16 negatives",
     ]
     text = (tmp_path / "quality.md").read_text()
     assert "- **+ head tuning** against base config: click_auc" in text
-    assert "- **+ 16 negatives** against + head tuning: click_auc" in text
+    assert "- **+ 16 negatives** against + dot-product item heads: click_auc" in text
     assert (tmp_path / "quality.png").stat().st_size > 10_000

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from service.artifact import TaskSpec
-from training.losses import entire_space_loss, joint_loss, task_loss, task_losses
+from tests.conftest import tiny_config
+from training.losses import (
+    catalogue_softmax_loss,
+    entire_space_loss,
+    task_loss,
+    task_losses,
+    weighted_sum,
+)
 
 CLICK = TaskSpec(name="click", level="item", kind="binary")
 AGE = TaskSpec(
@@ -47,7 +56,8 @@ def test_a_task_without_labels_adds_zero_and_finite_gradients() -> None:
     labels = {"click": torch.ones(5), "age": torch.tensor([-1, -1])}
     masks = {"click": torch.ones(5, dtype=bool), "age": torch.zeros(2, dtype=bool)}
 
-    total, per_task = joint_loss([CLICK, AGE], logits, labels, masks)
+    per_task = task_losses([CLICK, AGE], logits, labels, masks)
+    total = weighted_sum([CLICK, AGE], per_task)
     total.backward()
 
     assert per_task["age"].item() == 0.0
@@ -57,11 +67,12 @@ def test_a_task_without_labels_adds_zero_and_finite_gradients() -> None:
     assert torch.all(torch.isfinite(logits["click"].grad))
 
 
-def test_joint_loss_is_the_weighted_sum() -> None:
+def test_the_joint_loss_is_the_weighted_sum() -> None:
     logits = {"click": torch.randn(3), "age": torch.randn(2, 3)}
     labels = {"click": torch.tensor([1.0, 0, 1]), "age": torch.tensor([0, 2])}
     masks = {"click": torch.ones(3, dtype=bool), "age": torch.ones(2, dtype=bool)}
-    total, per_task = joint_loss([CLICK, AGE], logits, labels, masks)
+    per_task = task_losses([CLICK, AGE], logits, labels, masks)
+    total = weighted_sum([CLICK, AGE], per_task)
     assert torch.allclose(total, per_task["click"] + 0.5 * per_task["age"])
 
 
@@ -127,3 +138,42 @@ def test_sampled_softmax_is_the_real_items_cross_entropy_over_its_own_candidates
     assert logits.grad is not None
     # the second event's real item scores below a negative: the softmax pulls it up hardest
     assert logits.grad[3] < logits.grad[0] < 0
+
+
+def test_the_catalogue_softmax_ranks_each_real_item_against_the_allowed_items_only() -> None:
+    logits = torch.tensor([[7.0, 7.0, 2.0, 0.0, 9.0], [7.0, 7.0, 1.0, 3.0, 9.0]])  # [B, items]
+    candidate = torch.tensor([2, 3, 3, 2])  # two events, C = 2: real items 2 and 3 first
+    allowed = torch.tensor([False, False, True, True, False])  # PAD, UNK, an untrained item
+    loss = catalogue_softmax_loss(logits, candidate, allowed)
+    by_hand = -(
+        torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[0]
+        + torch.log_softmax(torch.tensor([1.0, 3.0]), 0)[1]
+    )
+    torch.testing.assert_close(loss, by_hand / 2)
+    # an event whose real item may not be ranked (item 4: no training interaction) adds nothing
+    with_unranked = catalogue_softmax_loss(
+        torch.cat([logits, logits[:1]]), torch.tensor([2, 3, 3, 2, 4, 2]), allowed
+    )
+    torch.testing.assert_close(with_unranked, by_hand / 2)
+
+
+def test_training_adds_the_catalogue_term_to_the_interaction_task_only() -> None:
+    from training.data.samples import batches
+    from training.pipeline import new_model, prepare
+    from training.train import batch_losses
+
+    cfg = tiny_config("network.item_dot=true", "optim.catalogue_softmax=0.5")
+    data = prepare(cfg, "synthetic")
+    model = new_model(cfg, data).eval()
+    batch = next(batches(data.log, data.valid.items, data.tasks, 10, 64, hide_holdout=True))
+    with torch.no_grad():
+        mixed = batch_losses(model, model, batch.inputs, batch.labels, batch.masks, cfg)
+        off = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, catalogue_softmax=0))
+        plain = batch_losses(model, model, batch.inputs, batch.labels, batch.masks, off)
+        logits = model(**batch.inputs, catalogue="click")["click@catalogue"]
+        term = catalogue_softmax_loss(
+            logits, batch.inputs["candidate"], model.items.trained_items()
+        )
+    torch.testing.assert_close(mixed["click"] - plain["click"], 0.5 * term)
+    assert term > 0
+    assert all(torch.equal(mixed[t.name], plain[t.name]) for t in data.tasks if t.name != "click")

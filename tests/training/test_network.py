@@ -199,3 +199,18 @@ def test_a_checkpoint_without_temperatures_loads_with_temperature_one() -> None:
         model.heads["age"].temperature.fill_(2.0)
     model.load_state_dict(state)  # strict: a missing key would raise
     assert float(model.heads["age"].temperature) == 1.0
+
+
+def test_a_dot_head_adds_the_dot_product_it_scores_the_whole_catalogue_with() -> None:
+    model = _model("attention", "mmoe", item_dot=True)
+    inputs = _inputs(3, 8)
+    with torch.no_grad():
+        dotted = model(**inputs, catalogue="click")
+        model.heads["click"].dot = False
+        plain = model(**inputs)
+    catalogue = dotted["click@catalogue"]  # [B, n_items]
+    assert catalogue.shape == (3, 20)
+    added = catalogue[inputs["candidate_row"], inputs["candidate"]]  # [N]
+    torch.testing.assert_close(dotted["click"] - plain["click"], added)
+    assert added.abs().max() > 0
+    assert "rating@catalogue" not in dotted

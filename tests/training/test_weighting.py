@@ -12,7 +12,7 @@ from torch import nn
 from service.artifact import TaskSpec
 from tests.conftest import tiny_config
 from training.config import WEIGHTINGS
-from training.losses import joint_loss
+from training.losses import task_losses, weighted_sum
 from training.pipeline import new_model, prepare
 from training.train import fit
 from training.weighting import GradNormWeighting, UncertaintyWeighting, build_weighting
@@ -27,7 +27,8 @@ def test_fixed_is_the_joint_loss() -> None:
     logits = {"a": torch.randn(5), "b": torch.randn(5)}
     labels = {"a": torch.ones(5), "b": torch.zeros(5)}
     masks = {"a": torch.ones(5, dtype=torch.bool), "b": torch.tensor([1, 0, 1, 0, 0]).bool()}
-    total, per_task = joint_loss(TASKS, logits, labels, masks)
+    per_task = task_losses(TASKS, logits, labels, masks)
+    total = weighted_sum(TASKS, per_task)
     fixed = build_weighting("fixed", TASKS)
     assert torch.allclose(fixed.combine(per_task, {"a", "b"}), total)
     assert fixed.weights() == {"a": 1.0, "b": 0.5}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from service.artifact import PAD, TOKEN_KINDS, UNK
+from service.artifact import FIRST_ID, PAD, TOKEN_KINDS, UNK
 from training.data.content import ContentInput
 from training.network.encoders import MeanEncoder
 from training.network.layers import MLP
@@ -140,6 +140,11 @@ class ItemEncoder(nn.Module):
         """Embedding rows of item indices (UNK for untrained ids; some dropped in training)."""
         rows = self.id_row[idx]
         return drop_ids(rows, self.spec.id_dropout) if self.training else rows
+
+    def trained_items(self) -> Tensor:
+        """[n_items] bool: the real items whose id reads its own row (training interactions)."""
+        index = torch.arange(self.spec.n_items, device=self.id_row.device)
+        return (self.id_row == index) & (index >= FIRST_ID)
 
     def forward(self, idx: Tensor) -> Tensor:
         out = self.embedding(self.rows(idx))  # [..., D]

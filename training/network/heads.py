@@ -15,16 +15,27 @@ from training.network.layers import MLP
 
 
 class ItemHead(nn.Module):
-    """Tower over [h_u, e_i, (W h_u) * e_i] for each candidate: logits [N]."""
+    """Tower over [h_u, e_i, (W h_u) * e_i] for each candidate: logits [N]. With `dot`, plus
+    the sum of the cross term, <W h_u, e_i>: the dot product an MLP only approximates (Rendle
+    et al., RecSys 2020, https://arxiv.org/abs/2005.09683)."""
 
-    def __init__(self, d_user: int, d_item: int, d_tower: int, dropout: float) -> None:
+    def __init__(
+        self, d_user: int, d_item: int, d_tower: int, dropout: float, dot: bool = False
+    ) -> None:
         super().__init__()
         self.project = nn.Linear(d_user, d_item)
         self.tower = MLP(d_user + 2 * d_item, (d_tower,), d_out=1, dropout=dropout)
+        self.dot = dot
 
     def forward(self, user: Tensor, item: Tensor) -> Tensor:  # [N, D], [N, d] -> [N]
         cross = self.project(user) * item  # [N, d]
-        return self.tower(torch.cat([user, item, cross], dim=-1)).squeeze(-1)
+        logits = self.tower(torch.cat([user, item, cross], dim=-1)).squeeze(-1)  # [N]
+        return logits + cross.sum(dim=-1) if self.dot else logits
+
+    def dot_all(self, user: Tensor, items: Tensor) -> Tensor:
+        """[B, D] users against [M, d] items -> [B, M]: the dot-product part of the logit of
+        every (user, item) pair, without running the tower on B x M rows."""
+        return self.project(user) @ items.T
 
 
 class UserHead(nn.Module):
@@ -59,12 +70,18 @@ class UserHead(nn.Module):
 
 
 def build_head(
-    task: TaskSpec, d_user: int, d_item: int, d_tower: int, dropout: float, d_wide: int = 0
+    task: TaskSpec,
+    d_user: int,
+    d_item: int,
+    d_tower: int,
+    dropout: float,
+    d_wide: int = 0,
+    dot: bool = False,
 ) -> nn.Module:
     """The head for one task: ItemHead for item tasks, UserHead (wide over `d_wide` profile
     dimensions when > 0) for user tasks."""
     if task.level == "item":
-        return ItemHead(d_user, d_item, d_tower, dropout)
+        return ItemHead(d_user, d_item, d_tower, dropout, dot)
     if not task.classes:
         raise ValueError(f"task {task.name!r} has no classes; build the vocabularies first")
     return UserHead(d_user, d_tower, len(task.classes), dropout, d_wide)
