@@ -105,6 +105,14 @@ def test_user_embedding_can_be_switched_off() -> None:
     )
 
 
+def test_a_checkpoint_from_before_a_network_key_rebuilds_the_network_it_was() -> None:
+    args = _model("gru", "mmoe").args.to_dict()
+    del args["network"]["item_dot"], args["network"]["wide_profile"]
+    rebuilt = ModelArgs.from_dict(args).network
+    assert not rebuilt.item_dot
+    assert not rebuilt.wide_profile
+
+
 def test_model_args_round_trip() -> None:
     args = _model("attention", "mmoe").args
     again = ModelArgs.from_dict(args.to_dict())

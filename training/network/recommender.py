@@ -34,6 +34,10 @@ from training.network.encoders import MeanEncoder, build_encoder
 from training.network.heads import ItemHead, build_head
 from training.network.multitask import ARCHITECTURES, BlockSpec, task_parameters
 
+# Network keys added after checkpoints were written, with the value that reproduces those
+# checkpoints' networks (their defaults later changed to True).
+BEFORE_KEYS: dict[str, Any] = {"wide_profile": False, "item_dot": False}
+
 
 @dataclass(frozen=True)
 class ModelArgs:
@@ -57,11 +61,12 @@ class ModelArgs:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelArgs:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`. A network key that a checkpoint predates reads as what the
+        network was before the key existed, not as today's default."""
         return cls(
             raw["n_users"],
             raw["n_items"],
-            NetworkConfig(**raw["network"]),
+            NetworkConfig(**(BEFORE_KEYS | raw["network"])),
             tuple(TaskSpec.model_validate(t) for t in raw["tasks"]),
             tuple(ContentInput(**f) for f in raw.get("features", ())),
         )
