@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from service.config import Settings
 from service.errors import AdminDisabled, NotJson, NotReady, Unauthorized
@@ -56,18 +57,32 @@ async def require_api_key(
     key: Annotated[str | None, Security(API_KEY)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
 ) -> None:
+    """The API key check as a dependency (see `check_api_key`)."""
+    check_api_key(await app_settings(request), key, bearer.credentials if bearer else None)
+
+
+def check_api_key(settings: Settings, key: str | None, bearer: str | None) -> None:
     """With HYDRAREC_API_KEY set, the request must carry it as `X-API-Key: <key>` or
     `Authorization: Bearer <key>` (compared in constant time; never logged).
 
     Raises:
         Unauthorized: the key is configured and missing or wrong (401).
     """
-    expected = (await app_settings(request)).api_key
+    expected = settings.api_key
     if expected is None:
         return
-    given = key or (bearer.credentials.strip() if bearer is not None else "")
+    given = key or (bearer.strip() if bearer is not None else "")
     if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
         raise Unauthorized("an API key is required: send X-API-Key or Authorization: Bearer")
+
+
+def bearer_credentials(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, read as FastAPI's HTTPBearer
+    reads it (any case of `Bearer`, the token stripped); None for no or another scheme."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (scheme and credentials) or scheme.lower() != "bearer":
+        return None
+    return credentials
 
 
 async def require_admin(request: Request, _key: Annotated[None, Depends(require_api_key)]) -> None:
@@ -88,12 +103,16 @@ async def get_models(request: Request) -> ModelHolder:
 
 
 async def require_json(request: Request) -> None:
+    """The JSON content-type check as a dependency (see `check_json`)."""
+    check_json(request.headers.get("content-type", ""))
+
+
+def check_json(declared: str) -> None:
     """Refuse bodies not declared as JSON, rather than guessing what they are.
 
     Raises:
         NotJson: the Content-Type is missing or not application/json (415).
     """
-    declared = request.headers.get("content-type", "")
     media_type = declared.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise NotJson(

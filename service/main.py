@@ -26,11 +26,11 @@ from service.errors import ServiceError
 from service.lifecycle import ModelHolder
 from service.metrics import NO_MODEL, Metrics
 from service.middleware import AdmissionLimit, BodyLimit, HttpMetrics
+from service.predict_endpoint import PREDICT_PATH, PredictEndpoint
 from service.routes import router
 from service.schemas import ErrorBody
 
 logger = logging.getLogger("hydrarec")
-PREDICT_PATH = "/predict"
 
 
 def is_inference(path: str) -> bool:
@@ -106,7 +106,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(v2.V2Error, on_protocol_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_crash)
-    # The last added is the outermost: metrics, then the whole body, then an admission slot.
+    # The last added is the outermost: metrics, then the whole body, then an admission slot,
+    # then POST /predict is answered without the framework's layers.
+    models: ModelHolder = app.state.models
+    app.add_middleware(
+        PredictEndpoint,
+        models=models,
+        settings=settings,
+        metrics=metrics,
+        on_failure=count_failure,
+    )
     app.add_middleware(
         AdmissionLimit,
         max_in_flight=settings.max_in_flight,
@@ -122,7 +131,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # FastAPI wraps included routers; the templates are those of the router and the docs.
     routes = [r for r in [*app.routes, *router.routes, *v2.router.routes] if isinstance(r, Route)]
-    models: ModelHolder = app.state.models
 
     def serving() -> tuple[str, str]:
         current = models.current

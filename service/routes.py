@@ -1,35 +1,27 @@
 """The HTTP API (DESIGN.md "API"): thin handlers over the predictor.
 
-/predict runs on the event loop (see its docstring), through `PredictRoute`; /metrics, which
-reads the workers' files, is a plain `def` that FastAPI runs in its thread pool.
+POST /predict is served by service.predict_endpoint ahead of the routing (its route here is for
+the OpenAPI document); /metrics, which reads the workers' files, is a plain `def` that FastAPI
+runs in its thread pool.
 """
 
 from __future__ import annotations
 
-import orjson
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.routing import APIRoute
-from starlette.types import Receive, Scope, Send
+from fastapi import APIRouter, Depends, Response
 
 from service.artifact import ArtifactError
-from service.decoding import decode_request
 from service.deps import (
-    API_KEY,
-    BEARER,
     BodyDep,
     MetricsDep,
     ModelsDep,
     PredictorDep,
     SettingsDep,
-    app_settings,
-    get_metrics,
-    get_predictor,
-    read_body,
     require_admin,
     require_api_key,
     require_json,
 )
 from service.errors import ReloadFailed
+from service.predict_endpoint import PREDICT_PATH, predict
 from service.schemas import (
     CatalogueSummary,
     ErrorBody,
@@ -66,63 +58,28 @@ PREDICT_BODY = {
 }
 
 
-JSON_TYPE = (b"content-type", b"application/json")
-
-
-class PredictRoute(APIRoute):
-    """/predict served as plain ASGI: no per-request dependency solving (a tenth of a worker's
-    samples under load), no Request wrapper stack and no Response object (32 µs a request;
-    README, Performance). The route declares its dependencies as usual, so the OpenAPI document
-    (security schemes, body, errors) is FastAPI's own; `handle` calls the same functions
-    itself, in FastAPI's order (the route's, then the endpoint's parameters). What they raise
-    reaches the app's exception handlers as from any route."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in (self.methods or ()):  # 405 with Allow, as from any route
-            await super().handle(scope, receive, send)
-            return
-        request = Request(scope, receive, send)
-        await require_api_key(request, await API_KEY(request), await BEARER(request))
-        await require_json(request)
-        payload: bytes = await self.endpoint(
-            body=await read_body(request),
-            predictor=await get_predictor(request),
-            settings=await app_settings(request),
-            metrics=await get_metrics(request),
-        )
-        length = (b"content-length", str(len(payload)).encode())
-        await send({"type": "http.response.start", "status": 200, "headers": [JSON_TYPE, length]})
-        await send({"type": "http.response.body", "body": payload})
-
-
-async def predict(
+async def predict_route(
     body: BodyDep, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
-) -> bytes:
-    """Every task's output for one user: profile class probabilities and the ranked candidates
-    (the PredictResponse body, as JSON bytes).
+) -> Response:
+    """Every task's output for one user: profile class probabilities and the ranked candidates.
 
-    All of it runs on the event loop: with one core per worker there is nothing to overlap, and
-    a thread hop per request cost more than the work around the model. With dynamic batching
-    (service/batching.py) concurrent requests share one session.run, on the loop too."""
-    with metrics.stage["decode"].time():
-        request = decode_request(body, settings.max_candidates)
-    if predictor.batcher is None:
-        answer = predictor.predict(request, metrics)
-    else:
-        answer = await predictor.predict_batched(request, metrics)
-    with metrics.stage["encode_response"].time():
-        return orjson.dumps(answer)
+    POST requests are answered by service.predict_endpoint before routing, with the same checks
+    in the same order; this route declares them for the OpenAPI document and answers the same
+    (tested) when called through FastAPI's routing."""
+    payload = await predict(body, predictor, settings, metrics)
+    return Response(payload, media_type="application/json")
 
 
 router.add_api_route(
-    "/predict",
-    predict,
+    PREDICT_PATH,
+    predict_route,
     methods=["POST"],
+    description="Every task's output for one user: profile class probabilities and the ranked "
+    "candidates.",
     responses=ERRORS,
     response_model=PredictResponse,
     dependencies=[Depends(require_api_key), Depends(require_json)],
     openapi_extra={"requestBody": PREDICT_BODY},
-    route_class_override=PredictRoute,
 )
 
 
