@@ -36,6 +36,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess, Process
 from service.config import SUPERVISOR_PID, Settings
 from service.main import create_app
 from service.metrics import forget_worker
+from service.protocol import CoalescingHttpToolsProtocol
 
 APP = "service.main:create_app"
 WORKER_APP = "service.server:create_worker_app"
@@ -217,6 +218,7 @@ def serve(settings: Settings) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        http=CoalescingHttpToolsProtocol,
     )
     server = uvicorn.Server(config)
     config.probe_port()
