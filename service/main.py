@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served offline by service.docs
         redoc_url=None,
+        # FastAPI's own OpenTelemetry layer asks for configured providers on every request
+        # (environment lookups, ~1% of a /predict); the service's telemetry is Prometheus.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics

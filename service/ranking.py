@@ -21,4 +21,4 @@ def score(outputs: Mapping[str, np.ndarray], weights: Mapping[str, float], n: in
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores, highest first; ties in input order."""
-    return np.argsort(-scores, kind="stable")[:k]
+    return (-scores).argsort(kind="stable")[:k]

@@ -217,6 +217,7 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
         http=CoalescingHttpToolsProtocol,
     )

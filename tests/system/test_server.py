@@ -101,6 +101,26 @@ def test_predict_over_http_counted_across_workers(
     assert predict_count(url, "4xx") == N_BAD
 
 
+ACCESS_LINE = '"POST /predict HTTP/1.1" 200'
+
+
+def test_requests_are_not_logged_by_default(server: Service) -> None:
+    body = {"user_id": "196", "candidates": ["1", "50"]}
+    assert httpx.post(f"{server.url}/predict", json=body, timeout=10).status_code == 200
+    assert "Application startup complete" in server.output()
+    assert ACCESS_LINE not in server.output()
+
+
+def test_the_access_log_is_a_setting(tmp_path: Path) -> None:
+    with running_service(tmp_path, HYDRAREC_ACCESS_LOG="true") as service:
+        body = {"user_id": "196", "candidates": ["1", "50"]}
+        assert httpx.post(f"{service.url}/predict", json=body, timeout=10).status_code == 200
+        deadline = time.monotonic() + 10
+        while ACCESS_LINE not in service.output():
+            assert time.monotonic() < deadline, "no access log line"
+            time.sleep(0.1)
+
+
 def test_sigterm_shuts_down_cleanly(server: Service) -> None:
     process, url = server.process, server.url
     process.send_signal(signal.SIGTERM)
