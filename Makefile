@@ -114,7 +114,7 @@ crossval: $(STAMP)  ## 5-fold profile holdout of $(CONFIG): figures over every u
 serve: $(SERVE_STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT); installs .[serve] only
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service
 
-bench: $(STAMP) $(if $(findstring --peers,$(ARGS)),$(PEERS_STAMP))  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk installed as root if missing); ARGS=--peers: FastAPI and BentoML beside it
+bench: $(STAMP) $(if $(findstring --peers,$(ARGS)),$(PEERS_STAMP))  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk installed as root if missing); ARGS=--peers: FastAPI, bare ASGI and BentoML beside it
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk; } \
 		|| { echo "missing wrk: run  sudo apt-get install -y wrk" >&2; exit 1; }
 	$(BIN)/python -m bench $(ARGS)

@@ -1,6 +1,7 @@
 """`python -m bench`: the in-process limit, the request path without HTTP (bench/asgi.py), then
 HTTP against the real server with wrk, batching on and off (and, with --peers, a plain FastAPI
-app and BentoML on the same artifact: bench/peers/), every server loaded in turn.
+app, a bare ASGI app and BentoML on the same artifact: bench/peers/), every server loaded in
+turn.
 
 Prints a markdown report and writes it to bench/results.md. Client and server share the
 machine's cores, so the HTTP figures are a lower bound of what the server alone would do.
@@ -339,8 +340,9 @@ def report(
     if any(name in PEERS for name in served):
         lines += [
             "",
-            f"## Peers: the same artifact and bodies behind a plain FastAPI app and BentoML,"
-            f" {workers} workers each (`--peers`, code and pins in `bench/peers/`), requests/s",
+            f"## Peers: the same artifact and bodies behind a plain FastAPI app, a bare ASGI app"
+            f" (no framework) and BentoML, {workers} workers each (`--peers`, code and pins in"
+            " `bench/peers/`), requests/s",
             "",
             *peers_table(served),
         ]
@@ -394,8 +396,8 @@ def main() -> int:
     parser.add_argument(
         "--peers",
         action="store_true",
-        help="also serve the same artifact with a plain FastAPI app and BentoML (bench/peers/)"
-        " and load them in the same runs",
+        help="also serve the same artifact with a plain FastAPI app, a bare ASGI app and BentoML"
+        " (bench/peers/) and load them in the same runs",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:

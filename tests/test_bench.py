@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -89,6 +90,18 @@ def test_the_peer_model_answers_as_the_service_does(app: Any) -> None:
                 assert other["score"] == pytest.approx(mine["score"], abs=1e-6)
                 assert other["like"] == pytest.approx(mine["like"], abs=1e-6)
             assert theirs["user"]["gender"] == pytest.approx(ours["user"]["gender"], abs=1e-6)
+
+
+def test_the_bare_asgi_peer_answers_with_the_peer_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYDRAREC_PEER_MODEL", str(load_artifact(REPOSITORY, "movielens").path))
+    peer = importlib.reload(importlib.import_module("bench.peers.asgi_app"))
+    with TestClient(peer.app) as client:
+        assert client.get("/readyz").status_code == 200
+        for body in BODIES:
+            answer = client.post("/predict", json=body)
+            assert answer.headers["content-type"] == "application/json"
+            expected = peer.model.predict(body["user_id"], body["history"], body["candidates"])
+            assert answer.json() == expected
 
 
 def test_a_process_tree_includes_grandchildren_in_sessions_of_their_own(tmp_path: Path) -> None:

@@ -26,6 +26,13 @@ def fastapi_command(port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
+def asgi_command(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "bench.peers.asgi_app:app", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def bentoml_command(port: int, workers: int) -> list[str]:
     del workers  # the service declares them (HYDRAREC_PEER_WORKERS)
     return [
@@ -36,6 +43,7 @@ def bentoml_command(port: int, workers: int) -> list[str]:
 
 PEERS: dict[str, Callable[[int, int], list[str]]] = {
     "FastAPI": fastapi_command,
+    "bare ASGI": asgi_command,
     "BentoML": bentoml_command,
 }
 
