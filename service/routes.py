@@ -73,6 +73,7 @@ async def predict_route(
 router.add_api_route(
     PREDICT_PATH,
     predict_route,
+    name="predict",  # the operationId clients generate code from: predict_predict_post
     methods=["POST"],
     description="Every task's output for one user: profile class probabilities and the ranked "
     "candidates.",

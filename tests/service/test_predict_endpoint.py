@@ -111,6 +111,16 @@ def test_not_ready_is_the_same_too() -> None:
     assert fast[2]["error"] == "not_ready"
 
 
+def test_the_openapi_document_keeps_the_route() -> None:
+    operation = create_app(settings_for()).openapi()["paths"]["/predict"]["post"]
+    assert operation["operationId"] == "predict_predict_post"
+    assert {"APIKeyHeader", "HTTPBearer"} <= {k for s in operation["security"] for k in s}
+    assert (
+        "user_id" in operation["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    )
+    assert {"401", "415", "422", "503"} <= set(operation["responses"])
+
+
 def test_first_headers_takes_the_first_of_each() -> None:
     scope = {"headers": [(b"x-api-key", b"a"), (b"other", b"b"), (b"x-api-key", b"c")]}
     assert first_headers(scope, (b"x-api-key", b"authorization")) == {b"x-api-key": "a"}
