@@ -24,6 +24,9 @@ OTHER = "other"  # label of paths and methods the app does not route (bounded ca
 BODY_DONE = "hydrarec.body_done"  # scope key: perf_counter() when the whole body had arrived
 CLIENT_GONE = "hydrarec.client_gone"  # scope key: the client disconnected before an answer
 MODEL = "hydrarec.model"  # scope key: the model reference that answered the request
+LIVE_REQUESTS = (
+    "hydrarec.live_requests"  # scope key: the worker's running requests (service/protocol.py)
+)
 CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
 
 

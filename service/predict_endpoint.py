@@ -24,7 +24,7 @@ from service.deps import bearer_credentials, check_api_key, check_json
 from service.errors import NotReady, ServiceError
 from service.lifecycle import ModelHolder
 from service.metrics import Metrics
-from service.middleware import MODEL, send_error
+from service.middleware import LIVE_REQUESTS, MODEL, send_error
 from service.predictor import Predictor
 
 PREDICT_PATH = "/predict"
@@ -33,19 +33,24 @@ JSON_TYPE = (b"content-type", b"application/json")
 logger = logging.getLogger("hydrarec")
 
 
-async def predict(body: bytes, predictor: Predictor, settings: Settings, metrics: Metrics) -> bytes:
+async def predict(
+    body: bytes, predictor: Predictor, settings: Settings, metrics: Metrics, alone: bool = False
+) -> bytes:
     """Every task's output for one user: profile class probabilities and the ranked candidates
     (the PredictResponse body, as JSON bytes).
 
     All of it runs on the event loop: with one core per worker there is nothing to overlap, and
     a thread hop per request cost more than the work around the model. With dynamic batching
-    (service/batching.py) concurrent requests share one session.run, on the loop too."""
+    (service/batching.py) concurrent requests share one session.run, on the loop too; a request
+    `alone` in its worker (no other could join its batch) runs at once, as without batching."""
     with metrics.stage["decode"].time():
         request = decode_request(body, settings.max_candidates)
-    if predictor.batcher is None:
-        answer = predictor.predict(request, metrics)
-    else:
+    if predictor.batcher is not None and not alone:
         answer = await predictor.predict_batched(request, metrics)
+    else:
+        answer = predictor.predict(request, metrics)
+        if predictor.batcher is not None:
+            metrics.batch_requests.observe(1)  # a batch of one, without the batcher's turn
     with metrics.stage["encode_response"].time():
         return orjson.dumps(answer)
 
@@ -106,7 +111,14 @@ class PredictEndpoint:
         if predictor is None:
             raise NotReady("the model is not loaded yet", self.settings.retry_after_seconds)
         scope[MODEL] = predictor.ref  # the request's metrics name the model that answered
-        return await predict(body, predictor, self.settings, self.metrics)
+        return await predict(body, predictor, self.settings, self.metrics, alone(scope))
+
+
+def alone(scope: Scope) -> bool:
+    """Whether this is the only request its worker is answering, as the server says
+    (service/protocol.py); False where the server does not say."""
+    live = scope.get(LIVE_REQUESTS)
+    return live is not None and len(live) <= 1
 
 
 def first_headers(scope: Scope, names: tuple[bytes, ...]) -> Mapping[bytes, str]:

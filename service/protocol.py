@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol, with a response's head and body sent in one write.
+"""uvicorn's httptools protocol as the workers run it: a response's head and body in one write,
+and each request told how many requests its worker is answering.
 
 uvicorn writes a response in two calls, the status line and headers, then the body, and each
 goes to the socket at once: two system calls, two TCP segments (the sockets have Nagle's
@@ -9,6 +10,10 @@ held at the end of the loop turn (a streamed chunk, a 100 Continue) goes out the
 (`loop.call_soon`), so nothing waits for more than a turn (README, Performance). Closing
 flushes first, so nothing written is lost or reordered; what is held when the client has gone
 is dropped, as the transport itself would drop it. Everything else is the transport's own.
+
+Every request's scope also carries the worker's set of running request tasks (LIVE_REQUESTS,
+uvicorn's own set, this request's task included), so /predict can tell a lone request, which no
+other could join in a batch, from one that has company (service/predict_endpoint.py).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.middleware import LIVE_REQUESTS
 
 
 class CoalescingTransport:
@@ -51,9 +58,14 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a CoalescingTransport."""
+class ServiceHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a CoalescingTransport, its requests' scopes carrying the
+    worker's running requests."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         wrapped: Any = CoalescingTransport(transport, self.loop)
         super().connection_made(wrapped)
+
+    def on_headers_complete(self) -> None:
+        self.scope[LIVE_REQUESTS] = self.tasks  # type: ignore[literal-required]
+        super().on_headers_complete()

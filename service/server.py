@@ -36,7 +36,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess, Process
 from service.config import SUPERVISOR_PID, Settings
 from service.main import create_app
 from service.metrics import forget_worker
-from service.protocol import CoalescingHttpToolsProtocol
+from service.protocol import ServiceHttpProtocol
 
 APP = "service.main:create_app"
 WORKER_APP = "service.server:create_worker_app"
@@ -219,7 +219,7 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
-        http=CoalescingHttpToolsProtocol,
+        http=ServiceHttpProtocol,
     )
     server = uvicorn.Server(config)
     config.probe_port()

@@ -1,11 +1,14 @@
-"""service/protocol.py: under a real uvicorn server, every response reaches the socket in one
-write, whole and in order, also on a kept-alive connection and when the server closes it."""
+"""service/protocol.py under a real uvicorn server: every response reaches the socket in one
+write, whole and in order, also on a kept-alive connection and when the server closes it; and a
+lone /predict runs without the batcher, concurrent ones through it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,11 +18,28 @@ import pytest
 import uvicorn
 
 from service.main import create_app
-from service.protocol import CoalescingHttpToolsProtocol
+from service.protocol import ServiceHttpProtocol
 from tests.service.conftest import settings_for
 from tests.system.processes import free_port
 
 BODY = json.dumps({"user_id": "196", "candidates": ["1", "50", "181"]}).encode()
+CONCURRENT_CLIENT = """
+import socket, sys
+port, body = int(sys.argv[1]), sys.argv[2].encode()
+head = "POST /predict HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
+request = (head + f"Content-Length: {len(body)}\\r\\n\\r\\n").encode() + body
+connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+print("connected", flush=True)
+sys.stdin.readline()
+for connection in connections:
+    connection.sendall(request)
+print("sent", flush=True)
+for connection in connections:
+    answer = b""
+    while b"\\r\\n\\r\\n" not in answer:
+        answer += connection.recv(65536)
+    print(answer.split()[1].decode())
+"""
 WRITES: list[bytes] = []  # what reached the real transports, in order
 
 
@@ -37,19 +57,24 @@ class Recorder:
         return getattr(self._transport, name)
 
 
-class RecordedProtocol(CoalescingHttpToolsProtocol):
+class RecordedProtocol(ServiceHttpProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         recorded: Any = Recorder(transport)
         super().connection_made(recorded)
 
 
+APP = create_app(settings_for(max_body_bytes=4096))  # dynamic batching on (the default)
+RUNNING: list[uvicorn.Server] = []  # the module's server, for its event loop
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    """The app under uvicorn on the coalescing protocol, in a thread; its port."""
+    """The app under uvicorn on the service's protocol, in a thread; its port."""
     port = free_port()
-    app = create_app(settings_for(max_body_bytes=4096))
+    app = APP
     config = uvicorn.Config(app, port=port, http=RecordedProtocol, log_level="warning")
     running = uvicorn.Server(config)
+    RUNNING.append(running)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -60,6 +85,19 @@ def server() -> Iterator[int]:
     yield port
     running.should_exit = True
     thread.join(timeout=10)
+
+
+def hold(loop: asyncio.AbstractEventLoop) -> threading.Event:
+    """Block the server's event loop (a callback that waits) until the returned event is set."""
+    release, held = threading.Event(), threading.Event()
+
+    def block() -> None:
+        held.set()
+        release.wait(timeout=60)
+
+    loop.call_soon_threadsafe(block)
+    assert held.wait(timeout=10), "the server's loop never ran the hold"
+    return release
 
 
 def post(body: bytes, close: bool = False) -> bytes:
@@ -114,3 +152,50 @@ def test_a_refusal_that_closes_the_connection_is_sent_whole(server: int) -> None
     assert status == 413
     assert json.loads(body)["error"] == "too_large"
     assert len(WRITES) == 1
+
+
+def test_a_lone_request_skips_the_batcher_and_concurrent_ones_use_it(server: int) -> None:
+    batcher = APP.state.models.current.batcher
+    assert batcher is not None
+    through: list[int] = []
+    real_run = batcher.run
+
+    async def counted(inputs: Any) -> Any:  # the real batcher, its calls counted
+        through.append(len(inputs["candidate"]))
+        return await real_run(inputs)
+
+    batcher.run = counted
+    try:
+        with socket.create_connection(("127.0.0.1", server)) as connection:
+            for _ in range(3):  # one after the other: each alone in the worker
+                connection.sendall(post(BODY))
+                assert responses(connection, 1)[0][0] == 200
+        assert through == []
+        # A client (a process of its own) opens eight connections; once the server holds them
+        # all, its event loop is held while the client sends a request on each; released, the
+        # loop reads them together, and each has company.
+        client = subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_CLIENT, str(server), BODY.decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert client.stdin is not None
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "connected"
+        deadline = time.monotonic() + 10
+        while len(RUNNING[0].server_state.connections) < 8:
+            assert time.monotonic() < deadline, "the server never took the connections"
+            time.sleep(0.01)
+        release = hold(RUNNING[0].servers[0].get_loop())
+        try:
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == "sent"
+        finally:
+            release.set()
+        statuses, _ = client.communicate(timeout=60)
+        assert statuses.split() == ["200"] * 8
+        assert through, "concurrent requests never reached the batcher"
+    finally:
+        batcher.run = real_run
