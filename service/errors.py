@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from service.schemas import ErrorBody, FieldError
+
+logger = logging.getLogger("hydrarec")
 
 
 class ServiceError(Exception):
@@ -129,3 +132,15 @@ def _field_path(loc: Sequence[object]) -> str:
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
     return path or "body"
+
+
+def failure_answer(path: str, exc: Exception) -> ServiceError:
+    """The answer to a request that raised `exc`: a ServiceError as it is, anything else as a
+    500 `internal`. Internal errors are logged (a crash with its traceback); the client's
+    message never carries one."""
+    if isinstance(exc, ServiceError):
+        if exc.status >= 500 and exc.reason == "internal":
+            logger.error("internal error on %s: %s", path, exc.message)
+        return exc
+    logger.error("internal error on %s", path, exc_info=exc)
+    return ServiceError("internal error; see the logs")

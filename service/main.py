@@ -22,7 +22,7 @@ from service import v2
 from service.artifact import ArtifactError
 from service.config import Settings, get_settings
 from service.docs import add_docs
-from service.errors import ServiceError
+from service.errors import ServiceError, failure_answer
 from service.lifecycle import ModelHolder
 from service.metrics import NO_MODEL, Metrics
 from service.middleware import AdmissionLimit, BodyLimit, HttpMetrics
@@ -83,32 +83,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if is_inference(scope["path"]):
             metrics.failures.labels(reason).inc()
 
-    async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ServiceError)
-        if exc.status >= 500 and exc.reason == "internal":
-            logger.error("internal error on %s: %s", request.scope["path"], exc.message)
-        count_failure(request.scope, exc.reason)
-        return _error(exc.status, exc.body(), exc.headers)
+    async def on_failure(request: Request, exc: Exception) -> JSONResponse:
+        error = failure_answer(request.scope["path"], exc)
+        count_failure(request.scope, error.reason)
+        return _error(error.status, error.body(), error.headers)
 
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, ErrorBody(error=reason, message=str(exc.detail)))
 
-    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("internal error on %s", request.scope["path"], exc_info=exc)
-        count_failure(request.scope, "internal")
-        return _error(500, ErrorBody(error="internal", message="internal error; see the logs"))
-
     async def on_protocol_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, v2.V2Error)
         count_failure(request.scope, exc.reason)
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
-    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(ServiceError, on_failure)
     app.add_exception_handler(v2.V2Error, on_protocol_error)
     app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_crash)
+    app.add_exception_handler(Exception, on_failure)
     # The last added is the outermost: metrics, then the whole body, then an admission slot,
     # then POST /predict is answered without the framework's layers.
     models: ModelHolder = app.state.models

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,8 +15,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp
 
+from service.errors import ModelFault
 from service.main import create_app
 from service.predict_endpoint import PredictEndpoint, first_headers
+from service.predictor import Predictor
 from tests.service.conftest import settings_for
 
 KEY = "a-long-enough-secret-key"
@@ -94,6 +97,46 @@ def test_same_answer_as_the_route(keyed: TestClient, headers: dict[str, str], bo
     fast = call(app, portal.call, app.middleware_stack, headers, raw)
     assert fast == call(app, portal.call, framework_of(app), headers, raw)
     assert fast[0] in (200, 401, 415, 422)
+
+
+@pytest.mark.parametrize(
+    ("fault", "message", "logged"),
+    [
+        (RuntimeError("boom"), "internal error; see the logs", "Traceback"),
+        (ModelFault("the model's click output is not finite"), "not finite", "not finite"),
+    ],
+)
+def test_failures_inside_predict_are_answered_as_the_handlers_answer(
+    keyed: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fault: Exception,
+    message: str,
+    logged: str,
+) -> None:
+    """Fault injection: ranking raises; both paths answer 500 `internal` and log it."""
+
+    def broken(*_: object) -> None:
+        raise fault
+
+    monkeypatch.setattr(Predictor, "rank", broken)
+    app, portal = keyed.app, keyed.portal
+    assert isinstance(app, FastAPI)
+    assert portal is not None
+    assert app.middleware_stack is not None
+    headers, raw = {**JSON, "x-api-key": KEY}, json.dumps(OK).encode()
+    with caplog.at_level(logging.ERROR, logger="hydrarec"):
+        fast = call(app, portal.call, app.middleware_stack, headers, raw)
+    assert fast[0] == 500
+    assert fast[2]["error"] == "internal"
+    assert message in fast[2]["message"]
+    assert logged in caplog.text
+    routed = framework_of(app)
+    if isinstance(fault, ModelFault):  # FastAPI's exception middleware answers it the same
+        assert call(app, portal.call, routed, headers, raw) == fast
+    else:  # a crash is answered by Starlette's outermost error middleware, above that layer
+        with pytest.raises(RuntimeError, match="boom"):
+            call(app, portal.call, routed, headers, raw)
 
 
 def test_not_ready_is_the_same_too() -> None:
