@@ -21,6 +21,7 @@ from service.artifact import FeatureSpec, TaskSpec
 ENCODERS = ("mean", "gru", "lstm", "attention")
 WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")  # training.weighting
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("constant", "cosine")  # training.schedule
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,9 @@ class OptimConfig:
     epochs: int = 20
     batch_size: int = 256  # events (users x time steps) per batch
     lr: float = 1e-3
+    # constant | cosine: from lr at the first epoch down half a cosine to about 0 at `epochs`
+    # (training.schedule)
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     n_negatives: int = 8  # sampled negatives per positive for `click`, fresh each epoch
     # Events per user and epoch that carry the user's profile labels (0 = every event). A user's
@@ -311,6 +315,7 @@ def _validate(cfg: Config) -> None:
             o.epochs >= 1 and o.batch_size >= 1 and o.lr > 0,
             "optim.epochs/batch_size/lr must be > 0",
         ),
+        (o.lr_schedule in LR_SCHEDULES, f"optim.lr_schedule must be one of {LR_SCHEDULES}"),
         (o.n_negatives >= 1 and o.patience >= 1, "optim.n_negatives and patience must be >= 1"),
         (o.user_task_events >= 0, "optim.user_task_events must be >= 0"),
         (o.head_epochs >= 0, "optim.head_epochs must be >= 0 (0 = off)"),

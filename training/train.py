@@ -54,6 +54,7 @@ from training.losses import (
 )
 from training.network.recommender import ModelArgs, MultiTaskRecommender, catalogue_key
 from training.resume import TrainingState
+from training.schedule import epoch_lr, set_lr
 from training.weighting import FixedWeighting, build_weighting
 
 
@@ -157,6 +158,7 @@ def fit(
 
     for epoch in range(first, cfg.optim.epochs + 1):
         start = time.perf_counter()
+        set_lr(optimizer, epoch_lr(cfg.optim.lr, cfg.optim.lr_schedule, epoch, cfg.optim.epochs))
         figures = train_epoch(
             net,
             model,
@@ -173,6 +175,7 @@ def fit(
             functools.partial(save_state, epoch - 1),
         )
         position = Position()
+        figures["lr"] = optimizer.param_groups[0]["lr"]  # the rate this epoch stepped at
         figures |= {f"weight_{name}": w for name, w in weighting.weights().items()}
         figures |= validate(model, log, valid, tasks, cfg, ranks)
         figures["seconds"] = time.perf_counter() - start

