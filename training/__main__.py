@@ -133,6 +133,7 @@ def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
         Base,
         content_grid,
         grid,
+        load_runs,
         quality_grid,
         run_grid,
         save_results,
@@ -152,7 +153,8 @@ def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
         "quality": lambda: quality_grid(args.quick),
         "multitask": lambda: grid(tasks, args.quick),
     }[args.grid]()
-    runs = run_grid(base, args.data, variants, range(args.seeds), args.jobs, not args.quiet)
+    reuse = load_runs(args.reuse) if args.reuse else []
+    runs = run_grid(base, args.data, variants, range(args.seeds), args.jobs, not args.quiet, reuse)
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "-m", "training", *args.argv])
     stem = {"content": "content", "quality": "quality"}.get(args.grid, "experiments")
@@ -162,7 +164,8 @@ def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
         random = random_figures(cfg.eval, data.tasks)
         path = content_report.write(args.out, runs, tasks, baselines, random, command)
     elif args.grid == "quality":
-        path = quality_report.write(args.out, runs, tasks, baselines, command)
+        against = {v.name: v.against for v in variants if v.against}
+        path = quality_report.write(args.out, runs, tasks, baselines, command, against)
     else:
         path = experiment_report.write(args.out, runs, tasks, baselines, command, COLD_INTERACTIONS)
     print(f"report: {path} (+ {stem}.png, {stem}.json)")
@@ -292,9 +295,15 @@ def _parser() -> argparse.ArgumentParser:
         default="multitask",
         help="multitask: single- vs multi-task variants -> experiments.md; content: the item "
         "content ablation (ids only, + features, shuffled text) -> content.md; quality: what "
-        "wide profile heads and per-task head tuning add -> quality.md",
+        "each of issue 18's changes adds -> quality.md",
     )
     exp.add_argument("--quick", action="store_true", help="a smaller grid (CI, smoke runs)")
+    exp.add_argument(
+        "--reuse",
+        type=Path,
+        help="an earlier results file (e.g. reports/quality.json): its runs of the same variant, "
+        "seed and config are taken instead of trained again",
+    )
     exp.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
     exp.set_defaults(func=_experiment)

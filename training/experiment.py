@@ -28,7 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from service.artifact import FeatureSpec
-from training.config import WEIGHTINGS, Config, load_config
+from training.config import WEIGHTINGS, Config, ConfigError, load_config
 
 COLD_INTERACTIONS = 5  # a cold user: at most this many interactions seen
 BLOCKS = {"shared_bottom": "shared-bottom", "mmoe": "MMoE", "ple": "PLE"}
@@ -41,6 +41,7 @@ class Variant:
     name: str
     overrides: tuple[str, ...] = ()
     alone: str | None = None  # single-task: only this task's loss counts
+    against: str | None = None  # the quality ladder: the variant a side step is judged against
 
 
 def content_grid(features: Sequence[FeatureSpec], quick: bool) -> list[Variant]:
@@ -69,13 +70,16 @@ def content_grid(features: Sequence[FeatureSpec], quick: bool) -> list[Variant]:
 HEAD_EPOCHS = 4  # the quality grid's per-task head tuning (optim.head_epochs)
 MORE_NEGATIVES = 16  # the quality grid's more negatives (optim.n_negatives)
 CALIBRATION_USERS = 0.1  # the quality grid's calibration users (optim.calibration_users)
+COSINE = "optim.lr_schedule=cosine"  # the quality grid's side step (training.schedule)
 
 
 def quality_grid(quick: bool) -> list[Variant]:
     """What each of issue 18's changes adds, each on top of the ones before: the base config;
     + wide profile heads; + per-task head tuning; + a sampled-softmax term in click's loss;
     + the item heads' dot product; + a full-catalogue softmax term over it; + more negatives
-    per event; + temperature scaling of the profile heads."""
+    per event; + temperature scaling of the profile heads. Then a side step, on the dot-product
+    step (the default model's changes, none of the rejected ones beneath it): + a cosine
+    learning-rate schedule."""
     steps = [
         ("+ wide profile heads", "network.wide_profile=true"),
         ("+ head tuning", f"optim.head_epochs={HEAD_EPOCHS}"),
@@ -93,11 +97,14 @@ def quality_grid(quick: bool) -> list[Variant]:
         "network.item_dot=false",
         "optim.catalogue_softmax=0",
         "optim.calibration_users=0",
+        "optim.lr_schedule=constant",
     )
     variants = [Variant("base config", off)]
     for name, override in steps:
         variants.append(Variant(name, (*variants[-1].overrides, override)))
-    return variants[::2] if quick else variants
+    on = variants[4]  # + dot-product item heads
+    cosine = Variant("+ cosine learning rate", (*on.overrides, COSINE), against=on.name)
+    return [*(variants[::2] if quick else variants), cosine]
 
 
 def grid(tasks: Sequence[str], quick: bool) -> list[Variant]:
@@ -167,7 +174,13 @@ def run_one(base: Base, source: str, variant: Variant, seed: int) -> dict[str, A
         "epochs": len(history.epochs),
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights": {k: v for k, v in history.epochs[-1].items() if k.startswith("weight_")},
+        "config": run_key(cfg),
     }
+
+
+def run_key(cfg: Config) -> dict[str, Any]:
+    """A run's whole config as its results file keeps it (JSON types): what `--reuse` matches."""
+    return json.loads(json.dumps(cfg.to_dict()))
 
 
 def run_grid(
@@ -177,17 +190,46 @@ def run_grid(
     seeds: Sequence[int],
     jobs: int,
     progress: bool = True,
+    reuse: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """Every (variant, seed), `jobs` at a time; results in grid order."""
+    """Every (variant, seed), `jobs` at a time; results in grid order. A run in `reuse` (the
+    runs of an earlier results file) with the same variant, seed and whole config is taken as
+    it is instead of trained again: the runs are deterministic (one thread, fixed seeds)."""
     work = [(v, s) for v in variants for s in seeds]
+    done: dict[int, dict[str, Any]] = {}
+    for i, (v, s) in enumerate(work):
+        key = (v.name, s, json.dumps(run_key(variant_config(base, v, s)), sort_keys=True))
+        for run in reuse:
+            if (run["variant"], run["seed"], json.dumps(run.get("config"), sort_keys=True)) == key:
+                done[i] = run
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, base, source, v, s): i for i, (v, s) in enumerate(work)}
-        done: dict[int, dict[str, Any]] = {}
+        futures = {
+            pool.submit(run_one, base, source, v, s): i
+            for i, (v, s) in enumerate(work)
+            if i not in done
+        }
         for future in tqdm(
-            as_completed(futures), total=len(work), desc="experiment runs", disable=not progress
+            as_completed(futures), total=len(futures), desc="experiment runs", disable=not progress
         ):
             done[futures[future]] = future.result()
     return [done[i] for i in range(len(work))]
+
+
+def load_runs(path: Path) -> list[dict[str, Any]]:
+    """The runs of a results file written by `experiment` (for `--reuse`).
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or holds no list of runs.
+    """
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--reuse {path}: not a results file of `experiment` ({e})") from e
+    if not isinstance(runs, list) or not all(
+        isinstance(r, dict) and {"variant", "seed"} <= r.keys() for r in runs
+    ):
+        raise ConfigError(f"--reuse {path}: its runs are not a list of runs of `experiment`")
+    return runs
 
 
 def default_jobs() -> int:

@@ -4,7 +4,7 @@ plots."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,15 @@ from training.experiment_report import plot, summarise, table
 
 
 def verdicts(
-    summary: dict[str, dict[str, tuple[float, float]]], metrics: Sequence[str]
+    summary: dict[str, dict[str, tuple[float, float]]],
+    metrics: Sequence[str],
+    against: Mapping[str, str],
 ) -> list[str]:
-    """Per step and metric: against the step before it (a gap within the two spreads: tie)."""
+    """Per step and metric: against the step before it, or a side step against the step
+    `against` names for it (a gap within the two spreads: tie)."""
     steps = list(summary)
     return [
-        verdict_line(summary, after, before, metrics)
+        verdict_line(summary, after, against.get(after, before), metrics)
         for before, after in zip(steps, steps[1:], strict=False)
     ]
 
@@ -30,8 +33,10 @@ def write(
     tasks: Sequence[str],
     baselines: dict[str, float],
     command: str,
+    against: Mapping[str, str],
 ) -> Path:
-    """quality.md + quality.png in `folder`; returns the markdown path."""
+    """quality.md + quality.png in `folder` (`against`: each side step's reference step);
+    returns the markdown path."""
     first = runs[0]["metrics"]
     shown = [m for m in first if not m.endswith(("macro_f1", "_ece"))]
     warm = [m for m in shown if not m.startswith(PREFIX)]
@@ -44,14 +49,15 @@ def write(
             "# What each quality change adds",
             "",
             f"Command: `{command}` ({len(runs)} runs, seeds {seeds}; mean ± std over seeds).",
-            "Each step adds one change to the ones before it, on the evaluation protocol's",
-            "single split (189 holdout users: `python -m training crossval` gives the figures",
-            "that do not hang on them). A gap is signed so that positive is better (a log loss",
-            "that falls is a gain); a gap within the two spreads is a tie.",
+            "Each step adds one change to the ones before it (a side step, to the step named in",
+            "its verdict), on the evaluation protocol's single split (189 holdout users:",
+            "`python -m training crossval` gives the figures that do not hang on them). A gap",
+            "is signed so that positive is better (a log loss that falls is a gain); a gap",
+            "within the two spreads is a tie.",
             "",
             "## Verdicts",
             "",
-            *verdicts(summary, [*warm, *cold]),
+            *verdicts(summary, [*warm, *cold], against),
             "",
             "## Warm items and profiles",
             "",

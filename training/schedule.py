@@ -10,6 +10,7 @@ import math
 
 import torch
 
+
 def epoch_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
     """The rate of `epoch` (1-based) of `epochs`: `lr` throughout ("constant"), or from `lr` at
     the first epoch down half a cosine towards 0 at the end ("cosine"; Loshchilov & Hutter,

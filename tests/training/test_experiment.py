@@ -3,6 +3,7 @@ grid through the CLI on tiny synthetic data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -154,10 +155,21 @@ def test_the_quality_ladder_adds_each_change_to_the_ones_before() -> None:
         "+ catalogue softmax",
         "+ 16 negatives",
         "+ temperature scaling",
+        "+ cosine learning rate",
     ]
-    for before, after in zip(steps, steps[1:], strict=False):
+    ladder, side = steps[:-1], steps[-1]
+    for before, after in zip(ladder, ladder[1:], strict=False):
         assert set(before.overrides) < set(after.overrides)
-    last = variant_config(Base(None), steps[-1], seed=0)
+        assert after.against is None
+    assert side.against == "+ dot-product item heads"
+    on = variant_config(Base(None), steps[4], seed=0)
+    assert on.network.item_dot
+    assert not on.optim.catalogue_softmax
+    cosine = variant_config(Base(None), side, seed=0)
+    assert cosine.optim.lr_schedule == "cosine"
+    assert dataclasses.replace(cosine.optim, lr_schedule="constant") == on.optim
+    assert cosine.network == on.network
+    last = variant_config(Base(None), ladder[-1], seed=0)
     assert last.network.wide_profile
     assert last.optim.head_epochs > 0
     assert last.optim.sampled_softmax > 0
@@ -178,8 +190,31 @@ def test_quick_quality_ladder_through_the_cli(tmp_path) -> None:
         "+ head tuning",
         "+ dot-product item heads",
         "+ 16 negatives",
+        "+ cosine learning rate",
     ]
     text = (tmp_path / "quality.md").read_text()
     assert "- **+ head tuning** against base config: click_auc" in text
     assert "- **+ 16 negatives** against + dot-product item heads: click_auc" in text
+    assert "- **+ cosine learning rate** against + dot-product item heads: click_auc" in text
     assert (tmp_path / "quality.png").stat().st_size > 10_000
+
+    # again, reusing the file's runs; the last one's config no longer matches: trained again
+    raw["runs"][-1]["config"]["optim"]["lr_schedule"] = "constant"
+    (tmp_path / "earlier.json").write_text(json.dumps(raw))
+    again = tmp_path / "again"
+    reuse = ["--reuse", str(tmp_path / "earlier.json")]
+    assert main([*args, "--out", str(again), "--quiet", *reuse, *TINY]) == 0
+    rerun = json.loads((again / "quality.json").read_text())["runs"]
+    assert [r["seconds"] for r in rerun[:-1]] == [r["seconds"] for r in raw["runs"][:-1]]
+    assert rerun[-1]["seconds"] != raw["runs"][-1]["seconds"], "trained again"
+    assert rerun[-1]["config"]["optim"]["lr_schedule"] == "cosine"
+    assert rerun[-1]["metrics"] == raw["runs"][-1]["metrics"], "deterministic"
+
+
+def test_a_file_to_reuse_that_is_not_a_results_file_is_refused(tmp_path, capsys) -> None:
+    (tmp_path / "bad.json").write_text('{"runs": [{"variant": "x"}]}')
+    args = ["experiment", "--grid", "quality", "--quick", "--data", "synthetic", *TINY]
+    assert main([*args, "--reuse", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--reuse" in err
+    assert "not a list of runs" in err

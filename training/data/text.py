@@ -216,6 +216,7 @@ class TextEmbedder:
         self.cache.parent.mkdir(parents=True, exist_ok=True)
         # written aside under a name of this process's own, then renamed into place whole
         fd, name = tempfile.mkstemp(prefix=".", suffix=".npz", dir=self.cache.parent)
+        keys, stacked = np.array(list(vectors)), np.stack(list(vectors.values()))
         with os.fdopen(fd, "wb") as partial:
-            np.savez(partial, keys=np.array(list(vectors)), vectors=np.stack(list(vectors.values())))
+            np.savez(partial, keys=keys, vectors=stacked)
         Path(name).replace(self.cache)

