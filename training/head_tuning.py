@@ -24,6 +24,7 @@ from service.artifact import TaskSpec
 from training.config import Config
 from training.data.prepared import Shards
 from training.data.split import Log
+from training.epoch import train_epoch, validate
 from training.evaluate import EvalSets
 from training.network.recommender import MultiTaskRecommender
 from training.weighting import FixedWeighting
@@ -58,8 +59,6 @@ def tune_heads(
     """Tune each tunable task's own parameters alone (in place); per task, the validation
     metric, its value after each tuning epoch (index 0: `start`, the kept joint epoch's
     figures) and the epoch kept."""
-    from training.train import train_epoch, validate  # train calls this module
-
     rng = np.random.default_rng([cfg.optim.seed, 3])
     out = {}
     for task, metric in tunable(model.tasks, cfg.optim.monitor):

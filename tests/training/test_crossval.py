@@ -16,9 +16,9 @@ from training.bootstrap import intervals
 from training.data.prepare import MANIFEST
 from training.data.samples import Events
 from training.data.split import profile_folds
+from training.epoch import epoch_batches
 from training.evaluate import Scored, ScoredSets, scored_metrics
 from training.pipeline import new_model, prepare
-from training.train import _epoch_batches
 
 CLICK = TaskSpec(name="click", level="item", kind="binary")
 
@@ -50,7 +50,7 @@ def test_each_fold_trains_without_its_holdout_labels() -> None:
         seen_holdouts.append(np.flatnonzero(holdout))
         model = new_model(cfg, data)
         rng = np.random.default_rng(0)
-        source, _ = _epoch_batches(model, data.log, cfg, rng, 1, _alone(), None, 0)
+        source, _ = epoch_batches(model, data.log, cfg, rng, 1, _alone(), None, 0)
         labelled = 0
         for batch in source:
             users = batch.inputs["user_id"].numpy()

@@ -9,9 +9,10 @@ import pytest
 from tests.conftest import tiny_config
 from training.config import ConfigError
 from training.distributed import Ranks
+from training.epoch import validate
 from training.head_tuning import tunable
 from training.pipeline import new_model, prepare
-from training.train import fit, validate
+from training.train import fit
 
 
 @pytest.fixture(scope="module")
