@@ -78,6 +78,11 @@ class TaskSpec(_Frozen):
     bins: tuple[float, ...] | None = None
     separator: str = "|"
 
+    @property
+    def interaction(self) -> bool:
+        """The interaction task itself (click): an item task without a label column."""
+        return self.level == "item" and self.column is None
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if not _NAME.match(self.name):

@@ -126,7 +126,7 @@ def content_baseline(
         if t.kind != "binary":
             tables[t.name] = np.zeros(log.n_items)  # no content baseline for regression
             continue
-        target = count if t.column is None else smoothed_rate(log, t)[0]
+        target = count if t.interaction else smoothed_rate(log, t)[0]
         tables[t.name] = x @ _ridge(x[fitted], target[fitted])
 
     def predict(events: Events) -> dict[str, np.ndarray]:

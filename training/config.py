@@ -360,7 +360,7 @@ def _validate(cfg: Config) -> None:
         (bool(cfg.tasks), "at least one task is needed"),
         (len({t.name for t in cfg.tasks}) == len(cfg.tasks), "task names must be unique"),
         (
-            any(t.level == "item" and t.column is None for t in cfg.tasks),
+            any(t.interaction for t in cfg.tasks),
             "one item task must be the interaction itself (column unset), e.g. click",
         ),
     ]

@@ -26,6 +26,7 @@ from training.data.samples import (
 )
 from training.data.split import TEST, TRAIN, VALID, Log, evaluation_users
 from training.distributed import Ranks, gather_rows
+from training.losses import interaction_task
 from training.metrics import (
     accuracy,
     auc,
@@ -261,8 +262,7 @@ def scored_metrics(
         for t in [t for t in tasks if t.level == "item"]:
             metrics |= _item_metrics(log, scored.items.events, t, scored.items.outputs[t.name])
     if scored.ranking is not None:
-        interaction = next(t for t in tasks if t.level == "item" and t.column is None)
-        hr, ndcg = hit_rate_and_ndcg(scored.ranking.outputs[interaction.name], k)
+        hr, ndcg = hit_rate_and_ndcg(scored.ranking.outputs[interaction_task(tasks)], k)
         metrics |= {f"hr@{k}": hr, f"ndcg@{k}": ndcg}
     if scored.profile is not None:
         for t in [t for t in tasks if t.level == "user"]:
@@ -271,7 +271,7 @@ def scored_metrics(
 
 
 def _item_metrics(log: Log, events: Events, task: TaskSpec, scores: np.ndarray) -> dict[str, float]:
-    if task.column is None:
+    if task.interaction:
         labels = np.zeros_like(scores)
         labels[:, 0] = 1.0
         return {f"{task.name}_auc": auc(labels.reshape(-1), scores.reshape(-1))}

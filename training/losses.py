@@ -73,7 +73,7 @@ def catalogue_softmax_loss(logits: Tensor, candidate: Tensor, allowed: Tensor) -
 
 def interaction_task(tasks: Sequence[TaskSpec]) -> str:
     """The name of the interaction task (click): the item task without a label column."""
-    return next(t.name for t in tasks if t.level == "item" and t.column is None)
+    return next(t.name for t in tasks if t.interaction)
 
 
 def task_losses(
@@ -96,7 +96,7 @@ def task_losses(
     if esmm:
         click = interaction_task(tasks)
         for t in tasks:
-            if t.level == "item" and t.kind == "binary" and t.column is not None:
+            if t.level == "item" and t.kind == "binary" and not t.interaction:
                 losses[t.name] = entire_space_loss(
                     logits[click], logits[t.name], labels[click], labels[t.name], masks[t.name]
                 )

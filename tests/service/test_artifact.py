@@ -110,6 +110,13 @@ def test_response_keys_are_not_task_names(name: str) -> None:
         TaskSpec(name=name, level="item", kind="binary")
 
 
+def test_the_interaction_task_is_the_item_task_without_a_label_column() -> None:
+    click = TaskSpec(name="click", level="item", kind="binary")
+    like = TaskSpec(name="like", level="item", kind="binary", column="rating", threshold=4)
+    gender = TaskSpec(name="gender", level="user", kind="multiclass", column="gender")
+    assert [t.interaction for t in (click, like, gender)] == [True, False, False]
+
+
 def test_the_fingerprint_follows_content_not_modification_times(repository: Path) -> None:
     folder = repository / "synth" / "1"
     before = fingerprint(folder)

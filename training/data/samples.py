@@ -172,7 +172,7 @@ def make_batch(
     users = log.user[events.index]  # [B]
     known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for task in tasks:
-        if task.level == "item" and task.column is not None:
+        if task.level == "item" and not task.interaction:
             labels = log.item_labels[task.name]
             known[task.name] = labels.values[events.index], labels.mask[events.index]
         elif task.level == "user":
@@ -211,7 +211,7 @@ def to_batch(
     labels: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     for task in tasks:
-        if task.level == "item" and task.column is None:
+        if task.interaction:
             labels[task.name], masks[task.name] = is_real.astype(np.float32), np.ones_like(is_real)
         elif task.level == "item":
             values, mask = known[task.name]

@@ -157,7 +157,7 @@ class SampleStream(IterableDataset[Batch]):
     def _batch(self, rows: dict[str, np.ndarray]) -> Batch:
         known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for task in self.args.tasks:
-            if task.level == "user" or task.column is not None:
+            if not task.interaction:
                 mask = rows[f"mask_{task.name}"]
                 if task.level == "user":
                     mask = mask & rows["labelled"]
