@@ -22,6 +22,7 @@ from training.data.raw import DataError
 from training.experiment import default_jobs
 from training.export import QUANTIZATIONS, ExportError
 from training.report import markdown_table
+from training.sasrec import SASRecConfig
 
 if TYPE_CHECKING:  # torch is imported only by the commands that need it
     from training.network.recommender import MultiTaskRecommender
@@ -235,6 +236,23 @@ def _catalogue(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _sasrec(args: argparse.Namespace, overrides: list[str]) -> int:
+    from service.repository import verify_folder
+    from training.ranking_anchor import compare, save
+
+    if overrides:
+        raise ConfigError("sasrec takes the artifact's config; overrides are not allowed")
+    if min(args.seeds, args.jobs, args.epochs, args.resamples) < 1:
+        raise ConfigError("--seeds, --jobs, --epochs and --resamples must be >= 1")
+    settings = SASRecConfig(epochs=args.epochs)
+    results = compare(
+        verify_folder(args.model), settings, range(args.seeds), args.jobs, args.resamples
+    )
+    path = save(results, args.out, shlex.join(["python", "-m", "training", *args.argv]))
+    print(f"report: {path} (+ sasrec.png, sasrec.json)")
+    return 0
+
+
 def _from_checkpoint(
     args: argparse.Namespace, overrides: list[str]
 ) -> tuple[MultiTaskRecommender, dict[str, Any], Config, Prepared]:
@@ -361,6 +379,22 @@ def _parser() -> argparse.ArgumentParser:
     cat.add_argument("--items", type=Path, required=True, help="new items, .csv or .parquet")
     cat.add_argument("--quiet", action="store_true", help="no progress bar")
     cat.set_defaults(func=_catalogue)
+    sas = sub.add_parser(
+        "sasrec",
+        help="train SASRec, the ranking anchor, on a model's split and compare the model with "
+        "it on the same test events -> sasrec.md",
+    )
+    sas.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
+    sas.add_argument("--seeds", type=int, default=3, help="SASRec seeds (0, 1, ...)")
+    sas.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="seeds trained at once (1 thread each)"
+    )
+    sas.add_argument(
+        "--epochs", type=int, default=SASRecConfig.epochs, help="SASRec epochs at most"
+    )
+    sas.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the users")
+    sas.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
+    sas.set_defaults(func=_sasrec)
     for name, func, text in (
         ("evaluate", _evaluate, "print test metrics of a checkpoint"),
         ("export", _export, "export a checkpoint as a new artifact"),

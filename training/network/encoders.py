@@ -46,7 +46,7 @@ class AttentionEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.position = nn.Parameter(torch.randn(history_length, d_model) * 0.02)  # [L, D]
-        self.blocks = nn.ModuleList(_Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
@@ -57,7 +57,9 @@ class AttentionEncoder(nn.Module):
         return self.norm(x[:, -1, :])  # [B, D]
 
 
-class _Block(nn.Module):
+class Block(nn.Module):
+    """One pre-LayerNorm self-attention block: attention, then a position-wise feed-forward."""
+
     def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
         super().__init__()
         self.n_heads = n_heads
@@ -77,7 +79,9 @@ class _Block(nn.Module):
             t.reshape(b, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v)
         ]  # 3 x [B, H, L, D/H]
         scores = heads[0] @ heads[1].transpose(-2, -1) / math.sqrt(d // self.n_heads)
-        scores = scores.masked_fill(~mask[:, None, None, :], -1e9)  # [B, H, L, L]
+        # mask: [B, L] the keys every position may read, or [B, L, L] per position (causal)
+        keys = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None, :, :]
+        scores = scores.masked_fill(~keys, -1e9)  # [B, H, L, L]
         attended = self.dropout(scores.softmax(dim=-1)) @ heads[2]  # [B, H, L, D/H]
         x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(b, length, d)))
         return x + self.dropout(self.ffn(self.norm2(x)))

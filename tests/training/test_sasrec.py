@@ -1,0 +1,129 @@
+"""SASRec, the ranking anchor: its sequences hold training events only, its attention looks
+back only, it learns planted tastes, and `python -m training sasrec` compares an artifact with
+it on the same events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.artifact import PAD
+from service.repository import verify_folder
+from tests.conftest import learning_config, training_cli
+from training.bootstrap import Interval
+from training.config import ConfigError
+from training.data.split import TRAIN
+from training.evaluate import baseline_predictor, task_metrics
+from training.pipeline import prepare
+from training.ranking_anchor import artifact_data, verdict
+from training.sasrec import CLICK, SASRec, SASRecConfig, fit_sasrec, predictor, training_sequences
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare(learning_config(), "synthetic")
+
+
+def test_sequences_hold_each_users_training_events_read_with_the_items_before(data) -> None:
+    log = data.log
+    seq = training_sequences(log, length=12)
+    at = seq.targets >= 0
+    assert (log.part[seq.targets[at]] == TRAIN).all(), "never a validation or test event"
+    assert (log.position[seq.targets[at]] > 0).all(), "a first event has nothing to read"
+    assert (seq.inputs[at] == log.item[seq.targets[at] - 1]).all(), "the item just before"
+    assert (seq.inputs[~at] == PAD).all()
+    users = log.user[seq.targets[:, -1]]
+    assert len(np.unique(users)) == len(users), "one row per user"
+    for row in range(3):
+        mine = np.flatnonzero((log.user == users[row]) & (log.part == TRAIN))[1:][-12:]
+        np.testing.assert_array_equal(seq.targets[row][at[row]], mine)  # the last 12, in order
+
+
+def test_attention_looks_back_only() -> None:
+    model = SASRec(30, SASRecConfig(d_model=8, length=6, n_blocks=2, n_heads=2)).eval()
+    a = torch.tensor([[0, 0, 3, 4, 5, 6]])
+    b = torch.tensor([[0, 0, 3, 4, 9, 12]])  # the last two items changed
+    with torch.no_grad():
+        ha, hb = model(a), model(b)
+    torch.testing.assert_close(ha[:, :4], hb[:, :4])
+    assert not torch.allclose(ha[:, 5], hb[:, 5])
+
+
+def test_sasrec_learns_the_planted_tastes_beyond_popularity(data) -> None:
+    settings = SASRecConfig(d_model=32, length=20, epochs=30, check_every=5, batch_size=64)
+    model, checks = fit_sasrec(data.log, learning_config().eval, settings, progress=False)
+    ours = task_metrics(data.log, data.test, [CLICK], predictor(model, data.log, 20), 10)
+    popularity = task_metrics(
+        data.log, data.test, [CLICK], baseline_predictor(data.log, [CLICK]), 10
+    )
+    assert checks[-1]["epoch"] <= 30
+    assert ours["click_auc"] > popularity["click_auc"] + 0.03
+    assert ours["hr@10"] > popularity["hr@10"] + 0.03
+
+
+def test_a_paired_interval_gives_the_verdict() -> None:
+    assert verdict(Interval(0.02, 0.01, 0.03)) == "ahead"
+    assert verdict(Interval(-0.02, -0.03, -0.01)) == "behind"
+    assert verdict(Interval(0.01, -0.01, 0.03)) == "tie"
+
+
+@pytest.fixture(scope="module")
+def compared(trained, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """`python -m training sasrec` on the session's trained artifact: (artifact, report folder)."""
+    _, repository = trained
+    artifact = repository / "synth" / "1"
+    out = tmp_path_factory.mktemp("sasrec")
+    args = ["--model", str(artifact), "--seeds", "2", "--jobs", "2", "--epochs", "5"]
+    run = training_cli("sasrec", *args, "--resamples", "50", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    return artifact, out
+
+
+def test_the_comparison_scores_the_artifact_as_its_manifest_says(compared) -> None:
+    artifact, out = compared
+    results = json.loads((out / "sasrec.json").read_text())
+    figures = results["figures"]
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    for metric in ("click_auc", "hr@10", "ndcg@10"):  # the artifact's figures, rescored
+        assert figures[f"model/{metric}"]["value"] == pytest.approx(
+            manifest["metrics"][metric], abs=1e-4
+        )
+        seeds = [figures[f"SASRec {s}/{metric}"]["value"] for s in (0, 1)]
+        assert figures[f"SASRec/{metric}"]["value"] == pytest.approx(np.mean(seeds))
+        difference = figures[f"model - SASRec/{metric}"]
+        expected = figures[f"model/{metric}"]["value"] - np.mean(seeds)
+        assert difference["value"] == pytest.approx(expected)
+        assert difference["low"] <= difference["value"] <= difference["high"]
+    assert [run["seed"] for run in results["seeds"]] == [0, 1]
+    assert all(run["checks"][-1]["epoch"] == 5 for run in results["seeds"])
+    text = (out / "sasrec.md").read_text()
+    assert "| **model - SASRec** (paired) |" in text
+    assert (out / "sasrec.png").stat().st_size > 10_000
+
+
+def test_an_artifact_of_other_data_is_refused(trained) -> None:
+    _, repository = trained
+    artifact = verify_folder(repository / "synth" / "1")
+    training = dict(artifact.manifest.training)
+    training["synthetic"] = dict(training["synthetic"], n_items=150)  # other items
+    other = artifact.model_copy(
+        update={"manifest": artifact.manifest.model_copy(update={"training": training})}
+    )
+    with pytest.raises(ConfigError, match="item_id vocabulary is not the one of 'synthetic'"):
+        artifact_data(other)
+
+
+def test_overrides_and_bad_counts_are_refused(trained) -> None:
+    _, repository = trained
+    artifact = str(repository / "synth" / "1")
+    for extra, message in (
+        (["--optim.lr=0.1"], "overrides are not allowed"),
+        (["--seeds", "0"], "--seeds, --jobs, --epochs and --resamples must be >= 1"),
+    ):
+        run = training_cli("sasrec", "--model", artifact, *extra)
+        assert run.returncode == 2
+        assert message in run.stderr

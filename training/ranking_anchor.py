@@ -1,0 +1,171 @@
+"""A model artifact against SASRec, the single-task ranking anchor, on the same test events
+(`python -m training sasrec`).
+
+SASRec (training.sasrec) is trained with several seeds on the split the artifact was trained on
+(its manifest's config and data), one single-threaded process per seed. The artifact's graph
+and every SASRec scores the protocol's test sets: each test event's real item against
+`eval.n_click_negatives` untouched items (click AUC) and each user's first test item among
+`eval.n_rank_negatives` (HR@k, NDCG@k). Intervals are the percentile bootstrap over users
+(training.bootstrap); the difference artifact - SASRec (the mean over seeds) is resampled
+paired, the same users for both, so it is far tighter than the two intervals side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.artifact import Artifact
+from training.bootstrap import Interval, intervals
+from training.config import ConfigError, from_dict
+from training.evaluate import EvalSets, Scored, ScoredSets, graph_predictor, score, scored_metrics
+from training.losses import interaction_task
+from training.pipeline import Prepared, prepare
+from training.sasrec import CLICK, SASRecConfig, fit_sasrec, predictor
+
+MODEL = "model"
+ANCHOR = "SASRec"
+DIFFERENCE = f"{MODEL} - {ANCHOR}"
+
+
+def artifact_data(artifact: Artifact) -> tuple[dict[str, Any], str, Prepared]:
+    """The artifact's training config (as a dict), its data source, and that data prepared.
+
+    Raises:
+        ConfigError: the manifest names no data source, or the data's vocabularies are not the
+            artifact's (ids a catalogue added come after them and are allowed).
+    """
+    stored = dict(artifact.manifest.training)
+    source = stored.pop("data", None)
+    if not isinstance(source, str):
+        raise ConfigError(f"{artifact.path}: its manifest names no data source to train SASRec on")
+    data = prepare(from_dict(stored), source, progress=False)
+    for name in ("item_id", "user_id"):
+        ids, served = data.vocabs[name].ids, artifact.read_vocab(name)
+        if served[: len(ids)] != list(ids):
+            raise ConfigError(
+                f"{artifact.path}: its {name} vocabulary is not the one of {source!r} as "
+                "prepared now, so the two cannot score the same events"
+            )
+    return stored, source, data
+
+
+def test_sets(data: Prepared) -> EvalSets:
+    """The test events SASRec can answer: the click events and the ranking events."""
+    return EvalSets(data.test.items, data.test.ranking)
+
+
+def run_seed(
+    config: dict[str, Any], source: str, settings: SASRecConfig, seed: int
+) -> dict[str, Any]:
+    """Train one SASRec (a worker process, one thread) and score the test sets with it."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = from_dict(config)
+    data = prepare(cfg, source, progress=False)
+    start = time.perf_counter()
+    model, checks = fit_sasrec(
+        data.log, cfg.eval, dataclasses.replace(settings, seed=seed), progress=False
+    )
+    seconds = time.perf_counter() - start
+    scored = score(test_sets(data), predictor(model, data.log, settings.length))
+    assert scored.items is not None, "the test sets hold both"
+    assert scored.ranking is not None, "the test sets hold both"
+    return {
+        "seed": seed,
+        "seconds": seconds,
+        "checks": checks,
+        "kept_epoch": max(checks, key=lambda c: c[f"ndcg@{cfg.eval.k}"])["epoch"],
+        "items": scored.items.outputs[CLICK.name],
+        "ranking": scored.ranking.outputs[CLICK.name],
+    }
+
+
+def compare(
+    artifact: Artifact,
+    settings: SASRecConfig,
+    seeds: range,
+    jobs: int,
+    resamples: int,
+) -> dict[str, Any]:
+    """Every figure of the artifact and of SASRec per seed, the mean over seeds and the paired
+    difference, each with its bootstrap interval; SASRec's validation checks per seed."""
+    config, source, data = artifact_data(artifact)
+    k = from_dict(config).eval.k
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_seed, config, source, settings, s) for s in seeds]
+        runs = [f.result() for f in futures]
+    sets = test_sets(data)
+    graph = graph_predictor(
+        artifact.path / "model.onnx", data.log, data.tasks, artifact.manifest.history_length
+    )
+    ours = score(sets, graph)
+    assert ours.items is not None, "the test sets hold both"
+    assert ours.ranking is not None, "the test sets hold both"
+    assert sets.ranking is not None, "the test sets hold both"
+    click = interaction_task(data.tasks)
+
+    def outputs(part: str, mine: Scored) -> dict[str, np.ndarray]:
+        return {MODEL: mine.outputs[click]} | {f"{ANCHOR} {r['seed']}": r[part] for r in runs}
+
+    scored = ScoredSets(
+        items=Scored(sets.items, outputs("items", ours.items)),
+        ranking=Scored(sets.ranking, outputs("ranking", ours.ranking)),
+    )
+    names = [MODEL, *(f"{ANCHOR} {r['seed']}" for r in runs)]
+
+    def figures(resample: ScoredSets) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in names:
+            one = ScoredSets(
+                **{
+                    part: Scored(s.events, {CLICK.name: s.outputs[name]})
+                    for part, s in resample.parts().items()
+                }
+            )
+            for metric, value in scored_metrics(data.log, one, [CLICK], k).items():
+                out[f"{name}/{metric}"] = value
+        for metric in [m.split("/", 1)[1] for m in out if m.startswith(f"{MODEL}/")]:
+            anchor = float(np.mean([out[f"{n}/{metric}"] for n in names[1:]]))
+            out[f"{ANCHOR}/{metric}"] = anchor
+            out[f"{DIFFERENCE}/{metric}"] = out[f"{MODEL}/{metric}"] - anchor
+        return out
+
+    found = intervals([scored], lambda s: data.log.user[s.events.index], figures, resamples)
+    return {
+        "artifact": str(artifact.path),
+        "data": source,
+        "k": k,
+        "users": int(len(sets.ranking.index)),
+        "sasrec": dataclasses.asdict(settings),
+        "seeds": [
+            {key: r[key] for key in ("seed", "seconds", "kept_epoch", "checks")} for r in runs
+        ],
+        "figures": {key: value.to_dict() for key, value in found.items()},
+    }
+
+
+def verdict(difference: Interval) -> str:
+    """ "ahead" / "behind" when the paired interval leaves out 0, else "tie"."""
+    if difference.low > 0:
+        return "ahead"
+    return "behind" if difference.high < 0 else "tie"
+
+
+def save(results: dict[str, Any], folder: Path, command: str) -> Path:
+    """sasrec.json, sasrec.md and sasrec.png in `folder`; returns the markdown path."""
+    from training.ranking_anchor_report import write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sasrec.json").write_text(
+        json.dumps(results | {"command": command}, indent=2) + "\n", encoding="utf-8"
+    )
+    return write(results, folder, command)
