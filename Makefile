@@ -21,6 +21,8 @@ TORCH_INDEX ?= $(if $(PIP_FIND_LINKS)$(shell $(PYTHON) -m pip config get global.
 TORCH_PIN := $(shell sed -n 's/.*"\(torch==[^"]*\)".*/\1/p' pyproject.toml)
 CONFIG ?= configs/movielens.toml
 DATA ?= movielens
+# make sasrec: the default model as trained (10 is 9 plus two films a catalogue added)
+MODEL ?= models/movielens/9
 ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -37,7 +39,7 @@ EXPERIMENT_ARGS ?= --network.history_length=100 --network.encoder_length=20 \
 
 GRID ?= multitask content quality  # `make experiment GRID=content`: the item-content ablation only
 
-.PHONY: install system-deps test fuzz lint fmt train experiment crossval serve bench bench-train bench-replicas soak up down clean
+.PHONY: install system-deps test fuzz lint fmt train experiment crossval sasrec serve bench bench-train bench-replicas soak up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -110,6 +112,9 @@ experiment: $(STAMP)  ## multi-task grid, item-content ablation, quality ladder,
 
 crossval: $(STAMP)  ## 5-fold profile holdout of $(CONFIG): figures over every user with bootstrap intervals -> reports/crossval.md
 	$(BIN)/python -m training crossval --config $(CONFIG) --data $(DATA) $(ARGS)
+
+sasrec: $(STAMP)  ## SASRec, the ranking anchor, against $(MODEL) on the same test events (3 seeds) -> reports/sasrec.md
+	$(BIN)/python -m training sasrec --model $(MODEL) $(ARGS)
 
 serve: $(SERVE_STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT); installs .[serve] only
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service

@@ -154,7 +154,7 @@ def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
         "quality": lambda: quality_grid(args.quick),
         "multitask": lambda: grid(tasks, args.quick),
     }[args.grid]()
-    reuse = load_runs(args.reuse) if args.reuse else []
+    reuse = [run for path in args.reuse or () for run in load_runs(path)]
     runs = run_grid(base, args.data, variants, range(args.seeds), args.jobs, not args.quiet, reuse)
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "-m", "training", *args.argv])
@@ -319,8 +319,10 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--reuse",
         type=Path,
-        help="an earlier results file (e.g. reports/quality.json): its runs of the same variant, "
-        "seed and config are taken instead of trained again",
+        nargs="+",
+        help="earlier results files (e.g. reports/quality.json): their runs of the same variant, "
+        "seed and config are taken instead of trained again (the first file's where several "
+        "match)",
     )
     exp.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")

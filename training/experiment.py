@@ -192,9 +192,11 @@ def run_grid(
     progress: bool = True,
     reuse: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """Every (variant, seed), `jobs` at a time; results in grid order. A run in `reuse` (the
-    runs of an earlier results file) with the same variant, seed and whole config is taken as
-    it is instead of trained again: the runs are deterministic (one thread, fixed seeds)."""
+    """Every (variant, seed), `jobs` at a time; results in grid order. A run in `reuse` (runs
+    of earlier results files) with the same variant, seed and whole config is taken as it is
+    (the first that matches) instead of trained again. One thread and fixed seeds make a run
+    repeat itself exactly on one machine; on another, float rounding moves its figures within
+    the seed spreads."""
     work = [(v, s) for v in variants for s in seeds]
     done: dict[int, dict[str, Any]] = {}
     for i, (v, s) in enumerate(work):
@@ -202,6 +204,7 @@ def run_grid(
         for run in reuse:
             if (run["variant"], run["seed"], json.dumps(run.get("config"), sort_keys=True)) == key:
                 done[i] = run
+                break
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         futures = {
             pool.submit(run_one, base, source, v, s): i
