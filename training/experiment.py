@@ -102,7 +102,7 @@ def quality_grid(quick: bool) -> list[Variant]:
     variants = [Variant("base config", off)]
     for name, override in steps:
         variants.append(Variant(name, (*variants[-1].overrides, override)))
-    on = variants[4]  # + dot-product item heads
+    on = next(v for v in variants if v.name == "+ dot-product item heads")
     cosine = Variant("+ cosine learning rate", (*on.overrides, COSINE), against=on.name)
     return [*(variants[::2] if quick else variants), cosine]
 
