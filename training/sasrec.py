@@ -70,14 +70,14 @@ class SASRec(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.scale = cfg.d_model**0.5
-        causal = torch.ones(cfg.length, cfg.length, dtype=torch.bool).tril()
-        self.register_buffer("causal", causal, persistent=False)  # [L, L]
 
     def forward(self, sequence: Tensor) -> Tensor:
         """[B, L] item indices (left-padded) -> [B, L, D]: position t has read items <= t."""
         present = sequence != PAD  # [B, L]
         x = self.dropout(self.items(sequence) * self.scale + self.position) * present[..., None]
-        mask = self.causal[None] & present[:, None, :]  # [B, L, L]
+        length = sequence.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=sequence.device).tril()
+        mask = causal[None] & present[:, None, :]  # [B, L, L]: earlier items, never padding
         for block in self.blocks:
             x = block(x, mask) * present[..., None]
         return self.norm(x)
