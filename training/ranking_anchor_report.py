@@ -81,35 +81,24 @@ def _plot(
 ) -> None:
     """One panel per metric: each row's value with its interval, the difference beside."""
     fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(4 * (len(metrics) + 1), 3.2))
-    for ax, metric in zip(axes, metrics, strict=False):
-        for y, row in enumerate(rows):
-            f = figures[f"{row}/{metric}"]
-            ax.errorbar(
-                f["value"],
-                y,
-                xerr=[[f["value"] - f["low"]], [f["high"] - f["value"]]],
-                fmt="o",
-                color="C0" if row == MODEL else "C1",
-                capsize=3,
-            )
-        ax.set_yticks(range(len(rows)), [labels.get(r, r).split(" `")[0] for r in rows])
+    panels = [
+        *(
+            (ax, [(f"{row}/{metric}", "C0" if row == MODEL else "C1") for row in rows], metric)
+            for ax, metric in zip(axes, metrics, strict=False)
+        ),
+        (axes[-1], [(f"{DIFFERENCE}/{m}", "C2") for m in metrics], f"{DIFFERENCE} (paired)"),
+    ]
+    for ax, points, title in panels:
+        for y, (key, color) in enumerate(points):
+            f = figures[key]
+            xerr = [[f["value"] - f["low"]], [f["high"] - f["value"]]]
+            ax.errorbar(f["value"], y, xerr=xerr, fmt="o", color=color, capsize=3)
         ax.invert_yaxis()
-        ax.set_title(metric)
-    ax = axes[-1]
-    for y, metric in enumerate(metrics):
-        d = figures[f"{DIFFERENCE}/{metric}"]
-        ax.errorbar(
-            d["value"],
-            y,
-            xerr=[[d["value"] - d["low"]], [d["high"] - d["value"]]],
-            fmt="o",
-            color="C2",
-            capsize=3,
-        )
-    ax.axvline(0.0, color="grey", linewidth=1)
-    ax.set_yticks(range(len(metrics)), metrics)
-    ax.invert_yaxis()
-    ax.set_title(f"{DIFFERENCE} (paired)")
+        ax.set_title(title)
+    for ax in axes[:-1]:
+        ax.set_yticks(range(len(rows)), [labels.get(r, r).split(" `")[0] for r in rows])
+    axes[-1].set_yticks(range(len(metrics)), metrics)
+    axes[-1].axvline(0.0, color="grey", linewidth=1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
