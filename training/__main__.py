@@ -244,12 +244,12 @@ def _sasrec(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ConfigError("sasrec takes the artifact's config; overrides are not allowed")
     if min(args.seeds, args.jobs, args.epochs, args.resamples) < 1:
         raise ConfigError("--seeds, --jobs, --epochs and --resamples must be >= 1")
-    settings = SASRecConfig(epochs=args.epochs)
+    settings = SASRecConfig(epochs=args.epochs, loss=args.loss)
     results = compare(
         verify_folder(args.model), settings, range(args.seeds), args.jobs, args.resamples
     )
     path = save(results, args.out, shlex.join(["python", "-m", "training", *args.argv]))
-    print(f"report: {path} (+ sasrec.png, sasrec.json)")
+    print(f"report: {path} (+ .png, .json)")
     return 0
 
 
@@ -384,7 +384,7 @@ def _parser() -> argparse.ArgumentParser:
     sas = sub.add_parser(
         "sasrec",
         help="train SASRec, the ranking anchor, on a model's split and compare the model with "
-        "it on the same test events -> sasrec.md",
+        "it on the same test events -> sasrec.md (sasrec-ce.md with --loss ce)",
     )
     sas.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
     sas.add_argument("--seeds", type=int, default=3, help="SASRec seeds (0, 1, ...)")
@@ -393,6 +393,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sas.add_argument(
         "--epochs", type=int, default=SASRecConfig.epochs, help="SASRec epochs at most"
+    )
+    sas.add_argument(
+        "--loss",
+        choices=("bce", "ce"),
+        default="bce",
+        help="bce: each next item against one sampled item (the paper's); ce: a softmax over "
+        "every trained item (RecBole's default)",
     )
     sas.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the users")
     sas.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")

@@ -160,12 +160,18 @@ def verdict(difference: Interval) -> str:
     return "behind" if difference.high < 0 else "tie"
 
 
+def stem(loss: str) -> str:
+    """The report files' name: sasrec (the paper's loss) or sasrec-<loss>."""
+    return "sasrec" if loss == "bce" else f"sasrec-{loss}"
+
+
 def save(results: dict[str, Any], folder: Path, command: str) -> Path:
-    """sasrec.json, sasrec.md and sasrec.png in `folder`; returns the markdown path."""
+    """<stem>.json, .md and .png in `folder` (stem: by SASRec's loss); returns the markdown
+    path."""
     from training.ranking_anchor_report import write
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sasrec.json").write_text(
+    (folder / f"{stem(results['sasrec']['loss'])}.json").write_text(
         json.dumps(results | {"command": command}, indent=2) + "\n", encoding="utf-8"
     )
     return write(results, folder, command)

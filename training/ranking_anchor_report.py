@@ -1,5 +1,6 @@
 """The artifact against SASRec as a report: a table of every figure with its interval, the
-paired difference with its verdict, SASRec's runs, and an interval plot (sasrec.md, .png)."""
+paired difference with its verdict, SASRec's runs, and an interval plot (sasrec.md, .png;
+sasrec-ce.* for the softmax-trained SASRec)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from training.bootstrap import Interval  # noqa: E402
-from training.ranking_anchor import ANCHOR, DIFFERENCE, MODEL, verdict  # noqa: E402
+from training.ranking_anchor import ANCHOR, DIFFERENCE, MODEL, stem, verdict  # noqa: E402
 
 
 def metric_names(results: dict[str, Any]) -> list[str]:
@@ -25,7 +26,7 @@ def _cell(figure: dict[str, float]) -> str:
 
 
 def write(results: dict[str, Any], folder: Path, command: str) -> Path:
-    """sasrec.md and sasrec.png in `folder`; returns the markdown path."""
+    """<stem>.md and <stem>.png in `folder`; returns the markdown path."""
     figures, metrics = results["figures"], metric_names(results)
     seeds = [f"{ANCHOR} {run['seed']}" for run in results["seeds"]]
     rows = [MODEL, *seeds, f"{ANCHOR}"]
@@ -65,9 +66,10 @@ def write(results: dict[str, Any], folder: Path, command: str) -> Path:
             f"| {run['seed']} | {run['kept_epoch']} | {run['checks'][-1]['epoch']} "
             f"| {run['seconds']:.0f} |"
         )
-    lines += ["", "![the model against SASRec](sasrec.png)", ""]
-    _plot(figures, metrics, rows, labels, folder / "sasrec.png")
-    path = folder / "sasrec.md"
+    name = stem(results["sasrec"]["loss"])
+    lines += ["", f"![the model against SASRec]({name}.png)", ""]
+    _plot(figures, metrics, rows, labels, folder / f"{name}.png")
+    path = folder / f"{name}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
