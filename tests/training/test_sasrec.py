@@ -53,8 +53,11 @@ def test_attention_looks_back_only() -> None:
     assert not torch.allclose(ha[:, 5], hb[:, 5])
 
 
-def test_sasrec_learns_the_planted_tastes_beyond_popularity(data) -> None:
-    settings = SASRecConfig(d_model=32, length=20, epochs=30, check_every=5, batch_size=64)
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_sasrec_learns_the_planted_tastes_beyond_popularity(data, loss: str) -> None:
+    settings = SASRecConfig(
+        d_model=32, length=20, epochs=30, check_every=5, batch_size=64, loss=loss
+    )
     model, checks = fit_sasrec(data.log, learning_config().eval, settings, progress=False)
     ours = task_metrics(data.log, data.test, [CLICK], predictor(model, data.log, 20), 10)
     popularity = task_metrics(
