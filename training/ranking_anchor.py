@@ -13,6 +13,7 @@ paired, the same users for both, so it is far tighter than the two intervals sid
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -86,7 +87,19 @@ def run_seed(
         "kept_epoch": max(checks, key=lambda c: c[f"ndcg@{cfg.eval.k}"])["epoch"],
         "items": scored.items.outputs[CLICK.name],
         "ranking": scored.ranking.outputs[CLICK.name],
+        "events": events_key(test_sets(data)),
     }
+
+
+def events_key(sets: EvalSets) -> str:
+    """A digest of the test events and their candidates: the seeds' and the artifact's must
+    be the same events, row for row."""
+    digest = hashlib.sha256()
+    for events in (sets.items, sets.ranking):
+        if events is not None:
+            digest.update(events.index.tobytes())
+            digest.update(np.ascontiguousarray(events.candidates).tobytes())
+    return digest.hexdigest()
 
 
 def compare(
@@ -104,6 +117,8 @@ def compare(
         futures = [pool.submit(run_seed, config, source, settings, s) for s in seeds]
         runs = [f.result() for f in futures]
     sets = test_sets(data)
+    if any(r["events"] != events_key(sets) for r in runs):
+        raise RuntimeError("SASRec was scored on other test events than the artifact")
     graph = graph_predictor(
         artifact.path / "model.onnx", data.log, data.tasks, artifact.manifest.history_length
     )
