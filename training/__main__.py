@@ -22,7 +22,7 @@ from training.data.raw import DataError
 from training.experiment import default_jobs
 from training.export import QUANTIZATIONS, ExportError
 from training.report import markdown_table
-from training.sasrec import SASRecConfig
+from training.sasrec import LOSSES, SASRecConfig
 
 if TYPE_CHECKING:  # torch is imported only by the commands that need it
     from training.network.recommender import MultiTaskRecommender
@@ -396,7 +396,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sas.add_argument(
         "--loss",
-        choices=("bce", "ce"),
+        choices=LOSSES,
         default="bce",
         help="bce: each next item against one sampled item (the paper's); ce: a softmax over "
         "every trained item (RecBole's default)",

@@ -169,7 +169,8 @@ def compare(
 
 
 def verdict(difference: Interval) -> str:
-    """ "ahead" / "behind" when the paired interval leaves out 0, else "tie"."""
+    """The verdict of a paired difference: ahead or behind when its interval leaves out 0,
+    else a tie."""
     if difference.low > 0:
         return "ahead"
     return "behind" if difference.high < 0 else "tie"

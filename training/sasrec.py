@@ -38,6 +38,8 @@ from training.data.split import TRAIN, VALID, Log
 from training.evaluate import EvalSets, Predictor, task_metrics
 from training.network.encoders import Block
 
+LOSSES = ("bce", "ce")
+
 
 @dataclass(frozen=True)
 class SASRecConfig:
@@ -115,7 +117,13 @@ def fit_sasrec(
     log: Log, eval_cfg: EvalConfig, cfg: SASRecConfig, progress: bool = True
 ) -> tuple[SASRec, list[dict[str, float]]]:
     """SASRec trained on `log`'s training events, kept at its best validation NDCG@k; and the
-    validation figures of every check."""
+    validation figures of every check.
+
+    Raises:
+        ValueError: an unknown loss.
+    """
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"SASRec's loss must be one of {LOSSES}, not {cfg.loss!r}")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = SASRec(log.n_items, cfg)

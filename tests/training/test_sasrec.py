@@ -69,6 +69,11 @@ def test_sasrec_learns_the_planted_tastes_beyond_popularity(data, loss: str) -> 
     assert ours["hr@10"] > popularity["hr@10"] + 0.03
 
 
+def test_an_unknown_loss_is_refused(data) -> None:
+    with pytest.raises(ValueError, match="SASRec's loss must be one of"):
+        fit_sasrec(data.log, learning_config().eval, SASRecConfig(loss="bpr"), progress=False)
+
+
 def test_a_paired_interval_gives_the_verdict() -> None:
     assert verdict(Interval(0.02, 0.01, 0.03)) == "ahead"
     assert verdict(Interval(-0.02, -0.03, -0.01)) == "behind"
