@@ -93,10 +93,11 @@ class SASRec(nn.Module):
 @dataclass(frozen=True)
 class Sequences:
     """Per user with training interactions: the items read [U, L] and, at each position, the
-    flat index of the event it predicts next (-1: nothing there)."""
+    flat index of the event it predicts next (-1: nothing there) and that event's item (PAD)."""
 
     inputs: np.ndarray
     targets: np.ndarray
+    positives: np.ndarray
 
 
 def training_sequences(log: Log, length: int) -> Sequences:
@@ -110,7 +111,8 @@ def training_sequences(log: Log, length: int) -> Sequences:
         mine = train[max(start, end - length) : end]
         targets[row, length - len(mine) :] = mine
     inputs = np.where(targets >= 0, log.item[np.maximum(targets - 1, 0)], PAD)
-    return Sequences(inputs.astype(np.int64), targets)
+    positives = np.where(targets >= 0, log.item[np.maximum(targets, 0)], PAD)
+    return Sequences(inputs.astype(np.int64), targets, positives.astype(np.int64))
 
 
 def fit_sasrec(
@@ -168,14 +170,14 @@ def _epoch(
     against one fresh sampled item the user never touched; `ce`: against every trained item at
     once (a softmax over them)."""
     model.train()
-    at = data.targets >= 0
-    positives = np.where(at, log.item[np.maximum(data.targets, 0)], PAD)
+    at, positives = data.targets >= 0, data.positives
     if cfg.loss == "bce":
         negatives = np.full(data.targets.shape, PAD, dtype=np.int64)
         negatives[at] = sample_negatives(log, data.targets[at], 1, rng, among=trained_items)[:, 0]
-    slot = np.zeros(log.n_items, dtype=np.int64)  # an item's column among the trained items
-    slot[trained_items] = np.arange(len(trained_items))
-    pool = torch.from_numpy(trained_items)
+    else:
+        slot = np.zeros(log.n_items, dtype=np.int64)  # an item's column among the trained items
+        slot[trained_items] = np.arange(len(trained_items))
+        pool = torch.from_numpy(trained_items)
     order = rng.permutation(len(data.inputs))
     total, n = 0.0, 0
     for start in range(0, len(order), cfg.batch_size):

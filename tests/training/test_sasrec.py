@@ -37,6 +37,8 @@ def test_sequences_hold_each_users_training_events_read_with_the_items_before(da
     assert (log.position[seq.targets[at]] > 0).all(), "a first event has nothing to read"
     assert (seq.inputs[at] == log.item[seq.targets[at] - 1]).all(), "the item just before"
     assert (seq.inputs[~at] == PAD).all()
+    assert (seq.positives[at] == log.item[seq.targets[at]]).all(), "the item it predicts"
+    assert (seq.positives[~at] == PAD).all()
     users = log.user[seq.targets[:, -1]]
     assert len(np.unique(users)) == len(users), "one row per user"
     for row in range(3):
