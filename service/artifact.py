@@ -215,6 +215,40 @@ class RankingSpec(_Frozen):
     top_k: int = Field(default=10, ge=1)
 
 
+class FitSpec(_Frozen):
+    """What the shipped weights learned from, and so what the manifest's `metrics` are.
+
+    Attributes:
+        refit: True: after the evaluated run, the weights were fitted again on all of the data
+            (its validation and test events, held-out profile labels and cold items
+            included) with what that run chose; `metrics` are then the held-out estimate of
+            this recipe, measured on the evaluated run's weights, not on these. False: the
+            evaluated run's weights themselves, which `metrics` measure on data they never saw.
+        epochs: Epochs the shipped weights were trained for.
+        events: Training events (interactions) they learned from.
+        users: Users with at least one training event.
+        items: Items with at least one training event (the others are served from content).
+        user_labels: Per user task, the users whose label training read.
+    """
+
+    refit: bool
+    epochs: int = Field(ge=0)
+    events: int = Field(ge=0)
+    users: int = Field(ge=0)
+    items: int = Field(ge=0)
+    user_labels: dict[str, int] = {}
+
+    @property
+    def metrics_are(self) -> str:
+        """What the manifest's `metrics` measure, in words."""
+        if self.refit:
+            return (
+                "held-out estimate: the same recipe trained without the test split (and cold "
+                "items, and holdout users' labels); these weights were refit on all of the data"
+            )
+        return "held-out measurement of these weights: data they never trained on"
+
+
 class Manifest(_Frozen):
     """Everything the service needs to serve a model, and what it needs to trust it."""
 
@@ -235,6 +269,7 @@ class Manifest(_Frozen):
     baselines: dict[str, float | None] = {}
     parity_max_abs_diff: float
     training: dict[str, object] = {}
+    fit: FitSpec | None = None  # None: an artifact from before the refit (held-out weights)
     files: dict[str, str] = {}
 
     @field_validator("metrics", "baselines", mode="after")

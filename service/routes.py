@@ -25,6 +25,7 @@ from service.predict_endpoint import PREDICT_PATH, predict
 from service.schemas import (
     CatalogueSummary,
     ErrorBody,
+    FitSummary,
     ModelsResponse,
     ModelSummary,
     PredictRequest,
@@ -122,6 +123,11 @@ async def read_models(predictor: PredictorDep, models: ModelsDep) -> ModelsRespo
             features={f.column: f.kind for f in manifest.catalogue.features},
         ),
         metrics=dict(manifest.metrics),
+        fit=(
+            None
+            if manifest.fit is None
+            else FitSummary(**manifest.fit.model_dump(), metrics_are=manifest.fit.metrics_are)
+        ),
         rejected=[
             RejectedVersion(version=str(v), reason=r.reason)
             for v, r in sorted(models.rejected.items())

@@ -142,6 +142,21 @@ class CatalogueSummary(BaseModel):
     features: dict[str, str] = Field(description="item feature column -> kind")
 
 
+class FitSummary(BaseModel):
+    """What the served weights learned from, and so what the model's `metrics` are."""
+
+    refit: bool = Field(
+        description="true: refit on all of the data after the evaluated run, so `metrics` are "
+        "the held-out estimate of the recipe, not a measurement of these weights"
+    )
+    metrics_are: str = Field(description="what `metrics` measure, in words")
+    epochs: int = Field(description="epochs these weights were trained for")
+    events: int = Field(description="training events (interactions) they learned from")
+    users: int = Field(description="users with a training event")
+    items: int = Field(description="items with a training event")
+    user_labels: dict[str, int] = Field(description="per user task, users whose label was read")
+
+
 class RejectedVersion(BaseModel):
     """A version this worker found and could not serve (tried again when its content changes)."""
 
@@ -161,7 +176,10 @@ class ModelSummary(BaseModel):
     top_k: int
     vocabulary_sizes: dict[str, int]
     catalogue: CatalogueSummary
-    metrics: dict[str, float | None]
+    metrics: dict[str, float | None] = Field(description="held-out figures: see fit.metrics_are")
+    fit: FitSummary | None = Field(
+        default=None, description="absent for an artifact written before refits existed"
+    )
     rejected: list[RejectedVersion] = Field(
         default_factory=list, description="versions that could not be served, and why"
     )

@@ -57,14 +57,20 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
         version=args.version,
         progress=not args.quiet,
         resume_from=args.resume,
+        refit_all=args.refit,
     )
     if result is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
-    name = result.artifact.parent.name
-    print(markdown_table(f"{name} (test split)", result.metrics, result.baselines))
+    name, fit = result.artifact.parent.name, result.fit
+    print(markdown_table(f"{name} (test split, held out)", result.metrics, result.baselines))
+    print(f"best epoch {result.history.best_epoch} of {len(result.history.epochs)}")
+    if fit.refit:
+        print(
+            f"refit on all of the data ({fit.epochs} epochs): {fit.events:,} events, "
+            f"{fit.users:,} users, {fit.items:,} items; the figures above are its estimate"
+        )
     print(f"artifact: {result.artifact}")
     print(f"report:   {result.report['md']} (+ .json, curves.png)")
-    print(f"best epoch {result.history.best_epoch} of {len(result.history.epochs)}")
     return 0
 
 
@@ -72,6 +78,12 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     from training.pipeline import evaluate_baselines, evaluate_model
 
     model, raw, cfg, data = _from_checkpoint(args, overrides)
+    if _refit(raw) and args.data in (None, raw["config"]["data"]):
+        raise ConfigError(
+            f"{args.checkpoint} was refit on all of {raw['config']['data']}, its test split "
+            "included: its figures there would be measured on training data. Evaluate the "
+            "held-out checkpoint beside it (heldout.pt), or give --data another source"
+        )
     print(
         markdown_table(
             f"{args.checkpoint} on {args.data or raw['config']['data']} (test split)",
@@ -93,12 +105,24 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
     )
 
     model, raw, cfg, data = _from_checkpoint(args, overrides)
-    metrics = evaluate_model(model, data, cfg)
-    details = {
-        "metrics": metrics,
-        "baselines": evaluate_baselines(data, cfg),
-        "training": raw["config"] | ({"quantize": args.quantize} if args.quantize else {}),
-    }
+    fit = raw.get("fit")
+    if _refit(raw):
+        if args.quantize:
+            raise ConfigError(
+                f"{args.checkpoint} was refit on all of the data: a quantised graph's figures "
+                "would be measured on its training data; quantise the held-out checkpoint "
+                "(heldout.pt) to see what int8 costs"
+            )
+        metrics = raw["estimate"]["metrics"]  # the evaluated run's: the refit's estimate
+        details = {**raw["estimate"], "training": raw["config"], "fit": fit}
+    else:
+        metrics = evaluate_model(model, data, cfg)
+        details = {
+            "metrics": metrics,
+            "baselines": evaluate_baselines(data, cfg),
+            "training": raw["config"] | ({"quantize": args.quantize} if args.quantize else {}),
+            "fit": fit,
+        }
 
     def describe(graph: Path) -> dict[str, object]:
         """The quantised graph's own figures under the protocol."""
@@ -213,13 +237,21 @@ def _prepare(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ConfigError("--shard-events must be >= 1")
     sizes = {} if args.shard_events is None else {"shard_events": args.shard_events}
     manifest = prepare_folder(
-        cfg, args.data, args.out, args.memory_limit, **sizes, progress=not args.quiet
+        cfg,
+        args.data,
+        args.out,
+        args.memory_limit,
+        **sizes,
+        progress=not args.quiet,
+        refit=args.refit,
     )
     print(
         f"{manifest['interactions']:,} interactions, {manifest['train_events']:,} training "
         f"events in {len(manifest['shards'])} shard(s), {manifest['n_users'] - 2:,} users, "
         f"{manifest['n_items'] - 2:,} items: {args.out} (train --data {args.out})"
     )
+    if manifest["refit"]:
+        print(f"the refit's shards: {manifest['refit']['events']:,} events (every interaction)")
     return 0
 
 
@@ -253,6 +285,26 @@ def _sasrec(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _refit_study(args: argparse.Namespace, overrides: list[str]) -> int:
+    import tempfile
+
+    from training import refit_report, refit_study
+
+    cfg = load_config(args.config, overrides)
+    if args.negatives < cfg.eval.k or args.resamples < 1:
+        raise ConfigError("--negatives must be >= eval.k and --resamples >= 1")
+    label = args.config.stem if args.config else "defaults"
+    with tempfile.TemporaryDirectory(prefix="refit-study-") as work:
+        results = refit_study.run(
+            cfg, label, args.data, Path(work), args.negatives, args.resamples, not args.quiet
+        )
+    command = shlex.join(["python", "-m", "training", *args.argv])
+    path = refit_report.write(args.out, f"refit-{label}", results, command)
+    print(path.read_text(encoding="utf-8"))
+    print(f"report: {path} (+ .png, .json)")
+    return 0
+
+
 def _from_checkpoint(
     args: argparse.Namespace, overrides: list[str]
 ) -> tuple[MultiTaskRecommender, dict[str, Any], Config, Prepared]:
@@ -267,6 +319,11 @@ def _from_checkpoint(
     source = str(stored.pop("data"))
     cfg = from_dict(stored)
     return model, raw, cfg, prepare(cfg, args.data or source)
+
+
+def _refit(raw: dict[str, Any]) -> bool:
+    """Whether a checkpoint's weights were refit on all of their data (training.refit)."""
+    return bool(raw.get("fit", {}).get("refit"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -295,6 +352,15 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="continue the run whose state this is (reports/<name>/training-state.pt, written "
         "after every epoch); same config and data, except optim.epochs and optim.patience",
+    )
+    train.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="publish the evaluated model, trained without the held-out data (for studies); "
+        "by default the published model is refit on all of the data with the epochs, head "
+        "tuning and temperatures the evaluated run chose, and carries its figures as the "
+        "estimate",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_train)
@@ -372,6 +438,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="training events per sample shard, whole users (default 250,000)",
     )
+    prep.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="leave out the refit's shards (every event as a training event); the folder then "
+        "trains with train --no-refit only, and prepare sorts and writes the log once, not twice",
+    )
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
     prep.set_defaults(func=_prepare)
     cat = sub.add_parser(
@@ -404,6 +477,20 @@ def _parser() -> argparse.ArgumentParser:
     sas.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the users")
     sas.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
     sas.set_defaults(func=_sasrec)
+    study = sub.add_parser(
+        "refit-study",
+        help="keep each user's next interactions aside, train on the rest, and compare the "
+        "refit with the held-out model on them through /predict -> refit-<config>.md",
+    )
+    study.add_argument("--config", type=Path, help="TOML config (default: built-in defaults)")
+    study.add_argument("--data", default="movielens", help="movielens | synthetic | a folder")
+    study.add_argument(
+        "--negatives", type=int, default=100, help="untouched items the next item is ranked among"
+    )
+    study.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of users")
+    study.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
+    study.add_argument("--quiet", action="store_true", help="no progress bars")
+    study.set_defaults(func=_refit_study)
     for name, func, text in (
         ("evaluate", _evaluate, "print test metrics of a checkpoint"),
         ("export", _export, "export a checkpoint as a new artifact"),

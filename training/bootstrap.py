@@ -32,7 +32,7 @@ class Interval:
         return {"value": self.value, "low": self.low, "high": self.high}
 
 
-class _Groups:
+class UserRows:
     """The rows of one set, grouped by user, so a draw of users becomes a draw of rows."""
 
     def __init__(self, users: np.ndarray, n_users: int) -> None:
@@ -88,7 +88,7 @@ class _Stratum:
         users = {name: user_of(part) for name, part in self.parts.items()}
         self.users = np.unique(np.concatenate(list(users.values())))
         n_users = int(self.users.max()) + 1 if len(self.users) else 0
-        self.groups = {name: _Groups(u, n_users) for name, u in users.items()}
+        self.groups = {name: UserRows(u, n_users) for name, u in users.items()}
 
     def resampled(
         self, rng: np.random.Generator, metrics: Callable[[ScoredSets], dict[str, float]]

@@ -8,7 +8,8 @@ users keeps its profile labels hidden in training, exactly like the holdout user
 that minimises the log loss of softmax(logits / T) on those users, read from their training
 history as the profile test set reads the holdout's. T divides the head's logits
 (`UserHead.temperature`), so the exported graph serves the calibrated probabilities and the
-ranking of classes, hence accuracy and AUC, does not change.
+ranking of classes, hence accuracy and AUC, does not change. A refit (training.refit) learns
+every user's labels, so it has nobody to calibrate on: it takes the evaluated run's temperatures.
 """
 
 from __future__ import annotations
@@ -79,3 +80,17 @@ def calibrate(
             "logloss_after": log_loss_at(log_probs, labels, temperature),
         }
     return out
+
+
+def set_temperatures(
+    model: MultiTaskRecommender, temperatures: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """Set each named user head's temperature (a refit takes the evaluated run's); per task,
+    the temperature set."""
+    for name, temperature in temperatures.items():
+        head = model.heads[name]
+        assert isinstance(head, UserHead), "user tasks have user heads"
+        head.temperature.fill_(temperature)
+    return {
+        name: {"temperature": t, "from": "the evaluated run"} for name, t in temperatures.items()
+    }

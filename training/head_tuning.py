@@ -10,6 +10,8 @@ validation epoch. Epoch 0 is the head as the joint fit left it, so tuning never 
 worse on validation, and nothing the other tasks read moves, so their outputs do not change.
 
 User tasks have no validation labels (their holdout users are the test set) and are not tuned.
+A refit (training.refit) has no validation either: it tunes each head for the epochs the
+evaluated run kept (`fixed`) and keeps the last.
 """
 
 from __future__ import annotations
@@ -50,18 +52,22 @@ def lower_is_better(metric: str) -> bool:
 def tune_heads(
     model: MultiTaskRecommender,
     log: Log,
-    valid: EvalSets,
+    valid: EvalSets | None,
     cfg: Config,
     start: dict[str, float],
     progress: bool = False,
     shards: Shards | None = None,
+    fixed: dict[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Tune each tunable task's own parameters alone (in place); per task, the validation
     metric, its value after each tuning epoch (index 0: `start`, the kept joint epoch's
-    figures) and the epoch kept."""
+    figures) and the epoch kept. With `fixed` (and no `valid`): each task of it trains its
+    number of epochs, unvalidated (values empty), and keeps the last."""
     rng = np.random.default_rng([cfg.optim.seed, 3])
     out = {}
     for task, metric in tunable(model.tasks, cfg.optim.monitor):
+        if fixed is not None and task.name not in fixed:
+            continue
         own = model.task_parameters(task.name)
         mine = {id(p) for p in own}
         trainable = {id(p): p.requires_grad for p in model.parameters()}
@@ -71,12 +77,16 @@ def tune_heads(
             [t.model_copy(update={"weight": float(t is task)}) for t in model.tasks]
         )
         optimizer = torch.optim.Adam(own, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        values, kept = [start[f"val_{metric}"]], 0
+        values, kept = ([] if valid is None else [start[f"val_{metric}"]]), 0
         best = [p.detach().clone() for p in own]
-        for epoch in range(1, cfg.optim.head_epochs + 1):
+        epochs = cfg.optim.head_epochs if fixed is None else fixed[task.name]
+        for epoch in range(1, epochs + 1):
             train_epoch(
                 model, model, log, cfg, optimizer, alone, rng, epoch, progress, shards=shards
             )
+            if valid is None:
+                kept, best = epoch, [p.detach().clone() for p in own]
+                continue
             values.append(validate(model, log, valid, model.tasks, cfg)[f"val_{metric}"])
             if _better(metric, values[-1], values[kept]):
                 kept, best = epoch, [p.detach().clone() for p in own]

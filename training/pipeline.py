@@ -1,28 +1,31 @@
 """The steps from a data source to a published artifact and a report, as callable functions.
 
-`prepare` (tables -> vocabularies -> split -> evaluation sets), `train_and_export` (fit, evaluate,
-checkpoint, export, report) and the evaluation helpers; the CLI and the tests call these.
+`prepare` (tables -> vocabularies -> split -> evaluation sets), `train_and_export` (fit,
+evaluate, refit on all of the data, checkpoint, export, report) and the evaluation helpers; the
+CLI and the tests call these.
 """
 
 from __future__ import annotations
 
 import resource
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from service.artifact import UNK, TaskSpec
+from service.artifact import UNK, FitSpec, TaskSpec
 from training import cold, distributed, resume
-from training.config import Config, model_name
+from training.config import Config, ConfigError, model_name
 from training.data.content import ItemContent, item_content
 from training.data.prepare import is_prepared
 from training.data.prepared import Shards, open_prepared, read_manifest
 from training.data.raw import RawTable
 from training.data.samples import Events, make_batch
 from training.data.sources import load_tables
-from training.data.split import TEST, VALID, Log, build_log, fold_of
+from training.data.split import TEST, VALID, Log, build_log, fold_of, whole_log
 from training.data.tables import Tables
 from training.data.vocab import Vocab, resolve_tasks
 from training.evaluate import (
@@ -35,8 +38,9 @@ from training.evaluate import (
 )
 from training.export import export_artifact
 from training.network.recommender import ModelArgs, MultiTaskRecommender
+from training.refit import Whole, learned_from, refit
 from training.report import write_report
-from training.train import History, fit, save_checkpoint
+from training.train import CHECKPOINT, HELDOUT_CHECKPOINT, History, fit, save_checkpoint
 
 N_PARITY_EVENTS = 1000
 
@@ -54,6 +58,23 @@ class Prepared:
     content: ItemContent
     cold_items: EvalSets | None  # the cold-item events (None without cold items)
     shards: Shards | None = None  # a prepared folder's training events, streamed
+    whole: Whole | None = None  # a prepared folder's refit: every event, streamed
+
+    def everything(self) -> Whole:
+        """All of the data as training events, for the refit (training.refit).
+
+        Raises:
+            ConfigError: a prepared folder without the refit's shards (prepare --no-refit).
+        """
+        if self.whole is not None:
+            return self.whole
+        if self.tables is None:
+            raise ConfigError(
+                "this prepared folder has no refit shards (prepare --no-refit): prepare it "
+                "again, or train --no-refit"
+            )
+        users, items = self.vocabs["user_id"], self.vocabs["item_id"]
+        return Whole(whole_log(self.tables, users, items, self.tasks), None)
 
 
 @dataclass(frozen=True)
@@ -62,9 +83,10 @@ class RunResult:
 
     artifact: Path
     report: dict[str, Path]
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the evaluated run's (the estimate, with a refit)
     baselines: dict[str, float]
-    history: History
+    history: History  # the evaluated run's
+    fit: FitSpec  # what the published weights learned from
 
 
 def prepare(cfg: Config, source: str, progress: bool = False) -> Prepared:
@@ -116,6 +138,14 @@ def _from_folder(cfg: Config, folder: Path, progress: bool) -> Prepared:
         progress,
     )
     log = prepared.log
+    whole = None
+    if prepared.refit is not None:  # the evaluation users' log with nothing held out
+        shards, trained = prepared.refit
+        nothing = np.zeros_like(log.holdout)
+        log_all = replace(
+            log, holdout=nothing, cold_items=np.zeros_like(log.cold_items), trained_ids=trained
+        )
+        whole = Whole(log_all, shards)
     return Prepared(
         None,
         prepared.tasks,
@@ -126,6 +156,7 @@ def _from_folder(cfg: Config, folder: Path, progress: bool) -> Prepared:
         content,
         cold.cold_item_sets(log, cfg.eval),
         prepared.shards,
+        whole,
     )
 
 
@@ -136,8 +167,9 @@ def run_name(cfg: Config, source: str) -> str:
     return model_name(cfg, source)
 
 
-def new_model(cfg: Config, data: Prepared) -> MultiTaskRecommender:
-    """A freshly initialised network for this data (seeded)."""
+def new_model(cfg: Config, data: Prepared, log: Log | None = None) -> MultiTaskRecommender:
+    """A freshly initialised network for this data (seeded), its ids trained as in `log`
+    (default: the evaluated run's, `data.log`)."""
     torch.manual_seed(cfg.optim.seed)
     model = MultiTaskRecommender(
         ModelArgs(
@@ -149,7 +181,7 @@ def new_model(cfg: Config, data: Prepared) -> MultiTaskRecommender:
         )
     )
     model.items.set_content({k: torch.from_numpy(v) for k, v in data.content.arrays.items()})
-    items, users = data.log.trained()
+    items, users = (data.log if log is None else log).trained()
     model.set_trained(torch.from_numpy(items), torch.from_numpy(users))
     return model
 
@@ -194,13 +226,18 @@ def train_and_export(
     version: int | None = None,
     progress: bool = True,
     resume_from: Path | None = None,
+    refit_all: bool = True,
 ) -> RunResult | None:
-    """Train on `source`, evaluate, export `repository/<name>/<version>/`, write the report.
+    """Train on `source` and evaluate; with `refit_all`, fit again on all of the data with what
+    the evaluated run chose (training.refit); export the refit (else the evaluated model) as
+    `repository/<name>/<version>/` with the evaluated run's figures, and write the report.
 
-    The checkpoint and report go to `reports/<name>/<version>/`. Under `torchrun` every rank
+    The checkpoint and report go to `reports/<name>/<version>/` (`checkpoint.pt`: the published
+    weights; `heldout.pt`: the evaluated ones, beside a refit). Under `torchrun` every rank
     trains (`training.distributed`) and rank 0 alone evaluates and writes; the others get None.
-    The training state goes to `reports/<name>/training-state.pt` after every epoch;
-    `resume_from` continues a run from such a file (`training.resume`).
+    The evaluated run's state goes to `reports/<name>/training-state.pt` after every epoch;
+    `resume_from` continues it from such a file (`training.resume`); the refit, a known number
+    of epochs, runs whole after it.
 
     Raises:
         ConfigError: no name for a data folder, or a state of another run (before any work).
@@ -217,6 +254,7 @@ def train_and_export(
             data = prepare(cfg, source, progress and ranks.main)
         model = new_model(cfg, data)
         state_file = reports / cfg.name / resume.STATE_FILE
+        started = time.perf_counter()
         history = fit(
             model,
             data.log,
@@ -229,25 +267,40 @@ def train_and_export(
             config,
             data.shards,
         )
+        seconds = {"evaluated": time.perf_counter() - started}
+        evaluated = learned_from(data.log, data.shards, history.best_epoch, refit=False)
+        shipped, fitted = model, evaluated
+        refit_history = None
+        if refit_all:
+            started, whole = time.perf_counter(), data.everything()
+            shipped = new_model(cfg, data, whole.log)
+            refit_history, fitted = refit(
+                shipped, whole, cfg, history, progress and ranks.main, ranks, config
+            )
+            seconds["refit"] = time.perf_counter() - started
         trained_peak = peak_rss_mib()  # training's peak, before evaluation and export
     finally:
         distributed.stop(ranks)
     model.cpu()  # evaluation and export run on the CPU
+    shipped.cpu()
     if not ranks.main:  # the other ranks' work is done: rank 0 evaluates and writes
         return None
     metrics, baselines = evaluate_model(model, data, cfg), evaluate_baselines(data, cfg)
     artifact = export_artifact(
-        model,
+        shipped,
         data.vocabs,
         data.content,
         parity_inputs(data, cfg),
         repository,
         cfg.name,
-        {"metrics": metrics, "baselines": baselines, "training": config},
+        {"metrics": metrics, "baselines": baselines, "training": config, "fit": fitted},
         version=version,
     )
     run_dir = reports / cfg.name / artifact.name
-    save_checkpoint(run_dir / "checkpoint.pt", model, config)
+    estimate = {"metrics": metrics, "baselines": baselines}
+    save_checkpoint(run_dir / CHECKPOINT, shipped, config, fitted, estimate)
+    if refit_all:
+        save_checkpoint(run_dir / HELDOUT_CHECKPOINT, model, config, evaluated, estimate)
     report = write_report(
         run_dir,
         f"{cfg.name} v{artifact.name} ({source})",
@@ -261,9 +314,12 @@ def train_and_export(
             "head_tuning": history.heads,
             "calibration": history.calibration,
             "peak_rss_mib_training": trained_peak,
+            "fit": fitted.model_dump(),
+            "seconds": seconds,
+            "refit_epochs": None if refit_history is None else refit_history.epochs,
         },
     )
-    return RunResult(artifact, report, metrics, baselines, history)
+    return RunResult(artifact, report, metrics, baselines, history, fitted)
 
 
 def peak_rss_mib() -> float:

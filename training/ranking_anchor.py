@@ -40,9 +40,16 @@ def artifact_data(artifact: Artifact) -> tuple[dict[str, Any], str, Prepared]:
     """The artifact's training config (as a dict), its data source, and that data prepared.
 
     Raises:
-        ConfigError: the manifest names no data source, or the data's vocabularies are not the
+        ConfigError: the artifact was refit on all of its data (its test events were training
+            events), the manifest names no data source, or the data's vocabularies are not the
             artifact's (ids a catalogue added come after them and are allowed).
     """
+    fit = artifact.manifest.fit
+    if fit is not None and fit.refit:
+        raise ConfigError(
+            f"{artifact.path}: refit on all of its data, so its test events were training "
+            "events; compare a held-out model (train --no-refit)"
+        )
     stored = dict(artifact.manifest.training)
     source = stored.pop("data", None)
     if not isinstance(source, str):

@@ -3,8 +3,9 @@
 Each epoch (training.epoch) draws fresh negatives, trains with Adam on the joint loss at the
 epoch's learning rate (training.schedule; tqdm shows the live loss), then measures the
 validation loss and metrics; the best epoch's weights are kept and training stops after
-`patience` epochs without improvement of `optim.monitor`. Also the checkpoint's reader and
-writer.
+`patience` epochs without improvement of `optim.monitor`. A refit (training.refit) replays what
+such a run chose instead: its kept number of epochs at the same learning rates, its head-tuning
+epochs and its temperatures, with no validation. Also the checkpoint's reader and writer.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from service.artifact import FitSpec
 from training import resume
-from training.calibration import calibrate
+from training.calibration import calibrate, set_temperatures
 from training.config import Config, ConfigError
 from training.data.prepared import Shards
 from training.data.split import Log
@@ -35,6 +37,9 @@ from training.network.recommender import ModelArgs, MultiTaskRecommender
 from training.resume import TrainingState
 from training.schedule import epoch_lr, set_lr
 from training.weighting import build_weighting
+
+CHECKPOINT = "checkpoint.pt"  # reports/<name>/<version>/: the published weights
+HELDOUT_CHECKPOINT = "heldout.pt"  # beside a refit's: the evaluated run's weights
 
 
 @dataclass
@@ -49,10 +54,28 @@ class History:
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Replay:
+    """What a refit repeats of an evaluated run, which validation chose (training.refit)."""
+
+    epochs: int  # the kept (best) epoch: the refit trains this many, at the same rates
+    head_epochs: dict[str, int] = field(default_factory=dict)  # per tuned task, epochs kept
+    temperatures: dict[str, float] = field(default_factory=dict)  # per calibrated user task
+
+    @classmethod
+    def of(cls, history: History) -> Replay:
+        """What the run of `history` chose."""
+        return cls(
+            epochs=history.best_epoch,
+            head_epochs={task: int(h["kept"]) for task, h in history.heads.items()},
+            temperatures={task: float(c["temperature"]) for task, c in history.calibration.items()},
+        )
+
+
 def fit(
     model: MultiTaskRecommender,
     log: Log,
-    valid: EvalSets,
+    valid: EvalSets | None,
     cfg: Config,
     progress: bool = True,
     ranks: Ranks = ALONE,
@@ -60,6 +83,7 @@ def fit(
     resume_from: TrainingState | None = None,
     config: dict[str, Any] | None = None,
     shards: Shards | None = None,
+    replay: Replay | None = None,
 ) -> History:
     """Train `model` in place; on return it holds the weights of the best validation epoch
     (with `optim.head_epochs`, then each other item task's head at its own best: head_tuning;
@@ -75,11 +99,16 @@ def fit(
     all end with the same weights and history. With `shards` (a prepared folder), each epoch
     streams every rank's own slice of the training events instead (training.data.stream).
 
+    With `replay` (and no `valid`), nothing is validated: the model trains `replay.epochs`
+    epochs at the rates the schedule gives them within `optim.epochs`, keeps the last, tunes
+    each head for its kept epochs and takes the replayed temperatures.
+
     Raises:
         ConfigError: a setting several ranks cannot run with, or states within an epoch
             without a prepared folder.
     """
     _check(cfg, ranks, shards)
+    assert (valid is None) == (replay is not None), "validation or a replay, not both"
     torch.manual_seed(cfg.optim.seed + ranks.rank)  # dropout differs by rank, the data does not
     rng = np.random.default_rng(cfg.optim.seed)  # the same order and negatives on every rank
     tasks = model.tasks
@@ -135,7 +164,7 @@ def fit(
             ),
         )
 
-    for epoch in range(first, cfg.optim.epochs + 1):
+    for epoch in range(first, (replay.epochs if replay else cfg.optim.epochs) + 1):
         start = time.perf_counter()
         set_lr(optimizer, epoch_lr(cfg.optim.lr, cfg.optim.lr_schedule, epoch, cfg.optim.epochs))
         figures = train_epoch(
@@ -156,11 +185,15 @@ def fit(
         position = Position()
         figures["lr"] = optimizer.param_groups[0]["lr"]  # the rate this epoch stepped at
         figures |= {f"weight_{name}": w for name, w in weighting.weights().items()}
-        figures |= validate(model, log, valid, tasks, cfg, ranks)
+        if valid is not None:
+            figures |= validate(model, log, valid, tasks, cfg, ranks)
         figures["seconds"] = time.perf_counter() - start
         history.epochs.append(figures)
         if progress:
             tqdm.write(_summary(epoch, figures))
+        if valid is None:  # a replay keeps its last epoch
+            history.best_epoch = epoch
+            continue
         score = figures[f"val_{cfg.optim.monitor}"]
         lower = lower_is_better(cfg.optim.monitor)
         if best is None or (score < best if lower else score > best):
@@ -170,6 +203,10 @@ def fit(
         save_state(epoch, Position())
         if epoch - history.best_epoch >= cfg.optim.patience:
             break
+    if replay is not None:
+        history.heads = tune_heads(model, log, None, cfg, {}, progress, shards, replay.head_epochs)
+        history.calibration = set_temperatures(model, replay.temperatures)
+        return history
     model.load_state_dict(best_state)
     if cfg.optim.head_epochs:
         kept = history.epochs[history.best_epoch - 1]
@@ -204,16 +241,31 @@ def _check(cfg: Config, ranks: Ranks, shards: Shards | None) -> None:
 
 
 def _summary(epoch: int, figures: dict[str, float]) -> str:
-    shown = ["train_loss", "val_loss", *(k for k in figures if k.endswith("_auc"))]
+    shown: list[str] = [k for k in ("train_loss", "val_loss") if k in figures]
+    shown += [k for k in figures if k.endswith("_auc")]
     line = "  ".join(f"{k} {figures[k]:.4f}" for k in shown)
     return f"epoch {epoch:>2} ({figures['seconds']:.0f} s): {line}"
 
 
-def save_checkpoint(path: Path, model: MultiTaskRecommender, config: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path,
+    model: MultiTaskRecommender,
+    config: dict[str, Any],
+    fit: FitSpec,
+    estimate: dict[str, dict[str, float]],
+) -> None:
     """Weights + model args + the run's config (with its data source), so the checkpoint
-    rebuilds itself and can be evaluated or exported again."""
+    rebuilds itself and can be evaluated or exported again; what the weights learned from (a
+    refit's says so: its test split was training data) and the evaluated run's figures (which
+    a refit's export publishes, since its own test figures would be measured on training data)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"model_args": model.args.to_dict(), "config": config, "state_dict": model.state_dict()}
+    state = {
+        "model_args": model.args.to_dict(),
+        "config": config,
+        "state_dict": model.state_dict(),
+        "fit": fit.model_dump(),
+        "estimate": estimate,
+    }
     torch.save(state, path)
 
 

@@ -40,18 +40,28 @@ def test_train_evaluate_export_on_a_data_folder(data_dir: Path, tmp_path: Path) 
         *flags,
         cwd=tmp_path,
     )
-    evaluated = _run("evaluate", "--checkpoint", "reports/mylog/1/checkpoint.pt", cwd=tmp_path)
+    evaluated = _run("evaluate", "--checkpoint", "reports/mylog/1/heldout.pt", cwd=tmp_path)
     exported = _run("export", "--checkpoint", "reports/mylog/1/checkpoint.pt", cwd=tmp_path)
+    refused = _run("evaluate", "--checkpoint", "reports/mylog/1/checkpoint.pt", cwd=tmp_path)
 
-    # Then there are two verified versions, a report, and the same figures from evaluate
+    # Then there are two verified versions of the refit, a report, and the same figures from
+    # evaluating the held-out checkpoint; the refit's own test figures are refused
     assert trained.returncode == 0, trained.stderr
     assert "artifact: models/mylog/1" in trained.stdout
+    assert "refit on all of the data" in trained.stdout
     assert evaluated.returncode == 0, evaluated.stderr
     assert exported.returncode == 0, exported.stderr
-    assert load_artifact(tmp_path / "models", "mylog").manifest.version == 2
+    exported_manifest = load_artifact(tmp_path / "models", "mylog").manifest
+    assert exported_manifest.version == 2
+    assert exported_manifest.fit is not None
+    assert exported_manifest.fit.refit
     report = json.loads((tmp_path / "reports/mylog/1/report.json").read_text())
     assert f"| click_auc | {report['metrics']['click_auc']:.4f} |" in evaluated.stdout
+    assert exported_manifest.metrics["click_auc"] == report["metrics"]["click_auc"]
     assert (tmp_path / "reports/mylog/1/curves.png").stat().st_size > 1000
+    assert refused.returncode == 2
+    assert "heldout.pt" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_bad_data_is_one_clear_error(data_dir: Path, tmp_path: Path) -> None:

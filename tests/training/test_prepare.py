@@ -26,7 +26,8 @@ MOVIELENS = Path("configs/movielens.toml")
 
 def shard_columns(folder: Path) -> dict[str, np.ndarray]:
     """Every sample shard's columns, concatenated in shard order."""
-    shards = Shards.open(folder, read_manifest(folder))
+    manifest = read_manifest(folder)
+    shards = Shards.open(folder, manifest["shards"], manifest["schema_sha256"])
     parts = [columns for columns, _ in shards.read(0, shards.n_rows)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

@@ -17,8 +17,12 @@ Layout of PREP (`prepared.json` lists it, with the row counts and the sample sch
   of that shard's users, so negatives are drawn from what they never touched;
 - `eval.npz`: the whole sequences of the evaluation users (`eval.max_users`, 0 = all), from which
   validation, test and cold-item sets are drawn exactly as in memory;
+- `refit/part-NNNNN.parquet`, `refit/seen-NNNNN.parquet`: the same for the refit
+  (training.refit): every interaction a training event in its user's whole sequence (validation,
+  test and cold-item ones too), no profile label masked; left out by `prepare --no-refit`;
 - `profile.npz` (per user index: task labels, holdout), `ids.npz` (trained items and users, cold
-  items), `vocab/{user_id,item_id}.txt`, `items.parquet` (the items table, for item content).
+  items; the refit's trained items and users), `vocab/{user_id,item_id}.txt`, `items.parquet`
+  (the items table, for item content).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +60,7 @@ from training.data.tables import parse_tables
 from training.data.vocab import Vocab, resolve_tasks
 
 MANIFEST = "prepared.json"
-FORMAT = 1
+FORMAT = 2  # 2: the refit's shards
 SHARD_EVENTS = 250_000  # training events per sample shard (about: whole users)
 READ_ROWS = 65_536  # sorted interactions read back per batch
 
@@ -84,8 +88,10 @@ def prepare_folder(
     memory_limit: str = "4GB",
     shard_events: int = SHARD_EVENTS,
     progress: bool = True,
+    refit: bool = True,
 ) -> dict[str, Any]:
     """Prepare `source` (a data folder, or `movielens` / `synthetic`) into `out`; the manifest.
+    With `refit`, also the refit's shards (every interaction a training event).
 
     Raises:
         DataError: the input is invalid (every problem named), or `out` holds other files.
@@ -119,8 +125,10 @@ def prepare_folder(
         cold_items = pick_cold_items(
             counts, cfg.eval.cold_item_fraction, cfg.eval.cold_item_min_interactions, cfg.eval.seed
         )
-        sorted_log = tmp / "sorted.parquet"
+        sorted_log, sorted_whole = tmp / "sorted.parquet", tmp / "sorted-whole.parquet"
         _sort(con, cold_items, label_columns, sorted_log)
+        if refit:  # no item is cold there: every interaction in its user's sequence
+            _sort(con, np.zeros_like(cold_items), label_columns, sorted_whole)
     except duckdb.Error as e:
         raise DataError(f"{folder}: interactions unreadable ({e})") from None
     finally:
@@ -139,6 +147,16 @@ def prepare_folder(
         shard_events=shard_events,
     )
     writer.write(sorted_log, progress)
+    whole = None
+    if refit:
+        whole = replace(
+            writer,
+            holdout=np.zeros_like(holdout),
+            evaluated=np.zeros_like(writer.evaluated),
+            subdir="refit",
+            whole=True,
+        )
+        whole.write(sorted_whole, progress)
     users.save(out / "vocab" / "user_id.txt")
     items.save(out / "vocab" / "item_id.txt")
     tables.items.to_parquet(out / "items.parquet", index=False)
@@ -146,12 +164,17 @@ def prepare_folder(
     arrays |= {f"label_{k}": v.values for k, v in profile.items()}
     arrays |= {f"mask_{k}": v.mask for k, v in profile.items()}
     np.savez(out / "profile.npz", **arrays)
-    np.savez(
-        out / "ids.npz",
-        trained_items=writer.trained_items > 0,
-        trained_users=writer.trained_users > 0,
-        cold_items=cold_items,
-    )
+    ids: dict[str, Any] = {
+        "trained_items": writer.trained_items > 0,
+        "trained_users": writer.trained_users > 0,
+        "cold_items": cold_items,
+    }
+    if whole is not None:
+        ids |= {
+            "refit_trained_items": whole.trained_items > 0,
+            "refit_trained_users": whole.trained_users > 0,
+        }
+    np.savez(out / "ids.npz", **ids)
     manifest = {
         "format": FORMAT,
         "name": name,
@@ -164,6 +187,7 @@ def prepare_folder(
         "train_events": sum(s["rows"] for s in writer.shards),
         "schema_sha256": schema_hash(writer.schema),
         "shards": writer.shards,
+        "refit": None if whole is None else {"events": whole.n_rows, "shards": whole.shards},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(tmp)
@@ -352,20 +376,23 @@ class _Writer:
     holdout: np.ndarray
     evaluated: np.ndarray
     shard_events: int
-    shards: list[dict[str, Any]] = field(default_factory=list)
-    n_rows: int = 0
+    subdir: str = "samples"  # where the shards go
+    whole: bool = False  # the refit's: every event a training event, no evaluation users
+    shards: list[dict[str, Any]] = field(init=False)
+    n_rows: int = field(init=False)
     trained_items: np.ndarray = field(init=False)
     trained_users: np.ndarray = field(init=False)
     schema: pa.Schema = field(init=False)
-    _pending: list[pa.Table] = field(default_factory=list)
-    _seen: list[np.ndarray] = field(default_factory=list)
-    _eval: list[dict[str, np.ndarray]] = field(default_factory=list)
+    _pending: list[pa.Table] = field(init=False)
+    _seen: list[np.ndarray] = field(init=False)
+    _eval: list[dict[str, np.ndarray]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.trained_items = np.zeros(self.n_items, dtype=np.int64)
         self.trained_users = np.zeros(len(self.holdout), dtype=np.int64)
         self.schema = sample_schema(self.tasks, self.length, self.profile)
-        (self.out / "samples").mkdir(parents=True, exist_ok=True)
+        self.shards, self.n_rows, self._pending, self._seen, self._eval = [], 0, [], [], []
+        (self.out / self.subdir).mkdir(parents=True, exist_ok=True)
 
     def write(self, sorted_log: Path, progress: bool) -> None:
         file = pq.ParquetFile(sorted_log)
@@ -393,6 +420,8 @@ class _Writer:
         self._flush()
         if not self.shards:
             raise DataError("the log has no training event (every user has fewer than 3 items?)")
+        if self.whole:
+            return
         merged: dict[str, Any] = (
             {k: np.concatenate([part[k] for part in self._eval]) for k in self._eval[0]}
             if self._eval
@@ -403,6 +432,8 @@ class _Writer:
     def _warm(self, rows: dict[str, np.ndarray], base: int) -> None:
         user, item = rows["user"], rows["item"]
         position, part = split_parts(user)
+        if self.whole:
+            part = np.full_like(part, TRAIN)
         train = np.flatnonzero(part == TRAIN)
         self.trained_items += np.bincount(item[train], minlength=self.n_items)
         per_user = np.bincount(user[train], minlength=len(self.holdout))
@@ -443,7 +474,7 @@ class _Writer:
         if not rows:
             return
         n = len(self.shards)
-        samples, seen = f"samples/part-{n:05d}.parquet", f"samples/seen-{n:05d}.parquet"
+        samples, seen = f"{self.subdir}/part-{n:05d}.parquet", f"{self.subdir}/seen-{n:05d}.parquet"
         pq.write_table(pa.concat_tables(self._pending), self.out / samples, compression="zstd")
         keys = np.concatenate(self._seen)
         pq.write_table(pa.table({"key": keys}), self.out / seen, compression="zstd")

@@ -39,6 +39,8 @@ class PreparedFolder:
     log: Log  # the evaluation users' sequences, with the whole log's trained ids
     items: pd.DataFrame  # the items table (item content)
     shards: Shards
+    # the refit's shards and trained (items, users) ids; None: prepared with --no-refit
+    refit: tuple[Shards, tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def open_prepared(folder: Path, cfg: Config) -> PreparedFolder:
@@ -56,7 +58,11 @@ def open_prepared(folder: Path, cfg: Config) -> PreparedFolder:
             f"{folder} was prepared with another config; differs in {', '.join(differ)} "
             "(prepare again with this config, or train with the one it was prepared with)"
         )
-    shards = Shards.open(folder, manifest)
+    shards = Shards.open(folder, manifest["shards"], manifest["schema_sha256"])
+    whole = manifest["refit"]
+    refit_shards = (
+        None if whole is None else Shards.open(folder, whole["shards"], manifest["schema_sha256"])
+    )
     tasks = tuple(TaskSpec.model_validate(t) for t in manifest["tasks"])
     try:
         vocabs = {
@@ -70,9 +76,14 @@ def open_prepared(folder: Path, cfg: Config) -> PreparedFolder:
             np.load(folder / "ids.npz") as ids,
         ):
             log = _log(dict(e), dict(p), dict(ids), tasks, manifest)
+            refit = (
+                None
+                if refit_shards is None
+                else (refit_shards, (ids["refit_trained_items"], ids["refit_trained_users"]))
+            )
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"{folder}: damaged ({e}); run prepare again") from None
-    return PreparedFolder(tasks, vocabs, log, items, shards)
+    return PreparedFolder(tasks, vocabs, log, items, shards, refit)
 
 
 def _log(
@@ -137,15 +148,15 @@ class Shards:
     rows: tuple[int, ...]
 
     @classmethod
-    def open(cls, folder: Path, manifest: dict[str, Any]) -> Shards:
-        """Check the manifest's shards.
+    def open(cls, folder: Path, entries: list[dict[str, Any]], schema_sha256: str) -> Shards:
+        """Check the shards a manifest lists (`entries`) against it.
 
         Raises:
             DataError: a missing or unreadable shard, or one whose row count or schema is not
                 the manifest's.
         """
         files, seen, rows = [], [], []
-        for shard in manifest["shards"]:
+        for shard in entries:
             for name in (shard["file"], shard["seen"]):
                 if not (folder / name).is_file():
                     raise DataError(f"{folder}: shard {name} is missing (run prepare again)")
@@ -154,7 +165,7 @@ class Shards:
                     schema, n_rows = parquet.schema_arrow, parquet.metadata.num_rows
             except (OSError, ValueError) as e:
                 raise DataError(f"{folder / shard['file']}: unreadable ({e})") from None
-            if schema_hash(schema) != manifest["schema_sha256"]:
+            if schema_hash(schema) != schema_sha256:
                 raise DataError(
                     f"{folder / shard['file']}: its schema differs from the manifest's "
                     f"(written by another prepare?):\n{schema}"

@@ -9,12 +9,15 @@ Cold items (DESIGN.md "Item content and new items"): a fixed random share of the
 least `cold_item_min_interactions` interactions lose every interaction before the split. Those
 interactions are kept after all the others as part COLD, outside every user's sequence, so no
 history window ever contains them; the cold-item figures score them.
+
+The refit (training.refit) reads `whole_log`: the same interactions with nothing held out, every
+one a training event, every profile label read, every item in its users' sequences.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -172,6 +175,13 @@ def build_log(
             calibration_users(holdout, calibration_fraction, seed) if calibration_fraction else None
         ),
     )
+
+
+def whole_log(tables: Tables, users: Vocab, items: Vocab, tasks: Sequence[TaskSpec]) -> Log:
+    """Every interaction as a training event, in each user's whole chronological sequence, and
+    every user's profile labels read (no validation, test, cold item or holdout user)."""
+    log = build_log(tables, users, items, tasks, holdout_fraction=0.0, seed=0)
+    return replace(log, part=np.full(len(log.part), TRAIN, dtype=np.int8))
 
 
 def pick_cold_items(counts: np.ndarray, fraction: float, min_count: int, seed: int) -> np.ndarray:
