@@ -75,7 +75,7 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
-    from training.pipeline import evaluate_baselines, evaluate_model
+    from training.protocol import evaluate_baselines, evaluate_model
 
     model, raw, cfg, data = _from_checkpoint(args, overrides)
     if _refit(raw) and args.data in (None, raw["config"]["data"]):
@@ -97,12 +97,8 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 def _export(args: argparse.Namespace, overrides: list[str]) -> int:
     from training.evaluate import graph_predictor
     from training.export import export_artifact
-    from training.pipeline import (
-        evaluate_baselines,
-        evaluate_model,
-        parity_inputs,
-        protocol_metrics,
-    )
+    from training.pipeline import parity_inputs
+    from training.protocol import evaluate_baselines, evaluate_model, protocol_metrics
 
     model, raw, cfg, data = _from_checkpoint(args, overrides)
     fit = raw.get("fit")
@@ -163,7 +159,8 @@ def _experiment(args: argparse.Namespace, overrides: list[str]) -> int:
         run_grid,
         save_results,
     )
-    from training.pipeline import evaluate_baselines, prepare
+    from training.pipeline import prepare
+    from training.protocol import evaluate_baselines
 
     base = Base(args.config, tuple(overrides))
     cfg = load_config(base.config, base.overrides)  # a bad config fails here, before any run

@@ -73,7 +73,8 @@ def run_fold(base: Base, source: str, fold: int, n_folds: int) -> dict[str, Any]
     import torch
 
     from training.anchors import profile_anchor
-    from training.pipeline import evaluate_model, new_model, prepare
+    from training.pipeline import new_model, prepare
+    from training.protocol import evaluate_model
     from training.train import fit
 
     torch.set_num_threads(1)

@@ -152,7 +152,8 @@ def run_one(base: Base, source: str, variant: Variant, seed: int) -> dict[str, A
     import torch
 
     from training.evaluate import cold_view, model_predictor, task_metrics
-    from training.pipeline import evaluate_model, new_model, prepare
+    from training.pipeline import new_model, prepare
+    from training.protocol import evaluate_model
     from training.train import fit
 
     torch.set_num_threads(1)

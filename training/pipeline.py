@@ -1,8 +1,8 @@
 """The steps from a data source to a published artifact and a report, as callable functions.
 
-`prepare` (tables -> vocabularies -> split -> evaluation sets), `train_and_export` (fit,
-evaluate, refit on all of the data, checkpoint, export, report) and the evaluation helpers; the
-CLI and the tests call these.
+`prepare` (tables -> vocabularies -> split -> evaluation sets) and `train_and_export` (fit,
+evaluate with training.protocol, refit on all of the data, checkpoint, export, report); the CLI
+and the tests call these.
 """
 
 from __future__ import annotations
@@ -30,14 +30,11 @@ from training.data.tables import Tables
 from training.data.vocab import Vocab, resolve_tasks
 from training.evaluate import (
     EvalSets,
-    Predictor,
-    baseline_predictor,
     eval_sets,
-    model_predictor,
-    task_metrics,
 )
 from training.export import export_artifact
 from training.network.recommender import ModelArgs, MultiTaskRecommender
+from training.protocol import evaluate_baselines, evaluate_model
 from training.refit import Whole, learned_from, refit
 from training.report import write_report
 from training.train import CHECKPOINT, HELDOUT_CHECKPOINT, History, fit, save_checkpoint
@@ -184,38 +181,6 @@ def new_model(cfg: Config, data: Prepared, log: Log | None = None) -> MultiTaskR
     items, users = (data.log if log is None else log).trained()
     model.set_trained(torch.from_numpy(items), torch.from_numpy(users))
     return model
-
-
-def evaluate_model(model: MultiTaskRecommender, data: Prepared, cfg: Config) -> dict[str, float]:
-    """Test metrics of the model under the protocol, cold-item figures included."""
-    predict = model_predictor(model, data.log, data.tasks, cfg.network.history_length)
-    return protocol_metrics(data, cfg, predict)
-
-
-def evaluate_baselines(data: Prepared, cfg: Config) -> dict[str, float]:
-    """The same metrics for popularity / item rate / majority-class predictors; on cold items
-    the content popularity baseline (ridge on the non-text content)."""
-    metrics = task_metrics(
-        data.log, data.test, data.tasks, baseline_predictor(data.log, data.tasks), cfg.eval.k
-    )
-    if data.cold_items is None:
-        return metrics
-    predict = cold.content_baseline(data.log, data.tasks, data.content.arrays, data.content.inputs)
-    figures = task_metrics(data.log, data.cold_items, _item_tasks(data), predict, cfg.eval.k)
-    return metrics | {f"{cold.PREFIX}{k}": v for k, v in figures.items()}
-
-
-def protocol_metrics(data: Prepared, cfg: Config, predict: Predictor) -> dict[str, float]:
-    """The test metrics of a predictor, then its cold-item metrics (prefixed)."""
-    metrics = task_metrics(data.log, data.test, data.tasks, predict, cfg.eval.k)
-    if data.cold_items is None:
-        return metrics
-    figures = task_metrics(data.log, data.cold_items, data.tasks, predict, cfg.eval.k)
-    return metrics | {f"{cold.PREFIX}{k}": v for k, v in figures.items()}
-
-
-def _item_tasks(data: Prepared) -> tuple[TaskSpec, ...]:
-    return tuple(t for t in data.tasks if t.level == "item")
 
 
 def train_and_export(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
-from service.artifact import Artifact
+from service.artifact import Artifact, Manifest, write_manifest
+from service.main import create_app
 from service.schemas import REQUEST_EXAMPLE
+from tests.service.conftest import settings_for
 
 
 def test_models_summarises_the_manifest(client: TestClient, artifact: Artifact) -> None:
@@ -21,8 +25,27 @@ def test_models_summarises_the_manifest(client: TestClient, artifact: Artifact) 
         "trained_ids": manifest.catalogue.n_trained,
         "features": {"genres": "multi_categorical", "year": "numeric", "title": "text"},
     }
-    assert model["catalogue"]["trained_ids"] < 1682, "cold items and the two new ones: content"
+    assert model["catalogue"]["trained_ids"] == 1682, "the refit trained every rated item"
     assert model["metrics"]["click_auc"] == manifest.metrics["click_auc"]
+    # the figures are said to be the held-out estimate of weights refit on all of the data
+    fit = model["fit"]
+    assert fit["refit"]
+    assert "estimate" in fit["metrics_are"]
+    assert (fit["events"], fit["users"], fit["items"]) == (100_000, 943, 1682)
+    assert fit["user_labels"] == {"gender": 943, "age": 943, "occupation": 943}
+
+
+def test_an_artifact_from_before_the_refit_says_nothing_of_it(repository_copy: Path) -> None:
+    # Given the default model's manifest as written before `fit` existed
+    folder = next((repository_copy / "movielens").iterdir())
+    manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
+    write_manifest(folder, manifest.model_copy(update={"fit": None}))
+
+    # Then it serves, and /v1/models has no fit for it
+    with TestClient(create_app(settings_for(repository_copy))) as client:
+        (model,) = client.get("/v1/models").json()["models"]
+    assert model["fit"] is None
+    assert model["metrics"] == manifest.metrics
 
 
 def test_health_and_readiness(client: TestClient, artifact: Artifact) -> None:

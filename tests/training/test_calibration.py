@@ -16,7 +16,7 @@ from training.data.samples import Events, make_batch
 from training.data.split import VALID, calibration_users
 from training.evaluate import model_predictor
 from training.pipeline import new_model, prepare
-from training.train import fit
+from training.train import fit, load_checkpoint
 
 
 def test_the_temperature_of_overconfident_probabilities_is_recovered() -> None:
@@ -102,6 +102,13 @@ def test_a_calibrated_model_is_exported_and_reported(tmp_path) -> None:
     report = json.loads((tmp_path / "reports/synthetic/1/report.json").read_text())
     assert set(report["calibration"]) == {"gender", "age", "occupation"}
     assert (tmp_path / "models/synthetic/1/model.onnx").exists()  # parity held on export
+    # the published refit learned every user's labels, and serves the evaluated temperatures
+    assert report["fit"]["refit"]
+    refit, _ = load_checkpoint(tmp_path / "reports/synthetic/1/checkpoint.pt")
+    for name, record in report["calibration"].items():
+        served = float(refit.heads[name].temperature)
+        assert served == pytest.approx(record["temperature"], rel=1e-6)
+        assert served != 1.0
 
 
 def test_calibration_needs_the_tables() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import learning_config
-from training.pipeline import evaluate_model, new_model, prepare
+from training.pipeline import new_model, prepare
+from training.protocol import evaluate_model
 
 # Thresholds: well above what the untrained model and the baselines reach (asserted below), and
 # below what training reaches with any of several seeds (click AUC 0.71-0.76, HR@10 0.47-0.56).

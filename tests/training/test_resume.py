@@ -55,6 +55,11 @@ def test_a_resumed_run_ends_with_the_figures_of_an_uninterrupted_one(
     assert len(continued["epochs"]) == 4
 
     assert figures(continued) == figures(uninterrupted)
+    # and the refit after it replays the same epochs the same way
+    assert continued["fit"] == uninterrupted["fit"]
+    refits = [figures({"epochs": run["refit_epochs"]}) for run in (continued, uninterrupted)]
+    assert refits[0] == refits[1]
+    assert len(refits[0]) == continued["best_epoch"]
 
 
 def figures(run: dict) -> list[dict]:
