@@ -47,6 +47,7 @@ def train(cwd: Path, ranks: int, data: str, seed: int) -> dict[str, float]:
             "--data",
             data,
             "--quiet",
+            "--no-refit",  # the held-out figures of 1 and 2 ranks are compared
             *LEARNING,
             f"--optim.seed={seed}",
         ],
@@ -80,6 +81,7 @@ def main() -> None:
             "--out",
             str(work / "prep"),
             "--quiet",
+            "--no-refit",
             "--shard-events=3000",
             *LEARNING,
         )

@@ -107,6 +107,7 @@ def main() -> None:
                     "bench",
                     "--memory-limit",
                     "4GB",
+                    "--no-refit",  # the figures of the training path at scale, as before the refit
                     "--quiet",
                 ],
                 work / "rss.jsonl",
@@ -144,6 +145,7 @@ def main() -> None:
                         str(out / "reports"),
                         "--optim.epochs=1",
                         f"--optim.max_batches={args.batches}",
+                        "--no-refit",
                         "--quiet",
                         *flags,
                     ],

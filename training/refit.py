@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from service.artifact import FIRST_ID, FitSpec
 from training.config import Config
@@ -66,6 +67,9 @@ def refit(
     """Train the fresh `model` (built for `whole.log`) on all of the data, replaying what the
     evaluated run of `evaluated` chose; its history and what it learned from."""
     replay = Replay.of(evaluated)
+    if progress:
+        events = whole.shards.n_rows if whole.shards is not None else len(whole.log.part)
+        tqdm.write(f"refit on all of the data: {replay.epochs} epochs over {events:,} events")
     history = fit(
         model,
         whole.log,
