@@ -47,7 +47,8 @@ def test_default_artifact_verifies_and_runs() -> None:
 
 
 def test_default_model_scores_new_items_from_their_content() -> None:
-    """The highest version is the trained one plus examples/new_movies.csv (`catalogue`)."""
+    """The highest version is the trained one (refit on all of MovieLens-100K) plus
+    examples/new_movies.csv (`catalogue`), whose two films alone are served from content."""
     artifact = load_artifact(REPOSITORY, "movielens")
     m = artifact.manifest
     assert [(f.column, f.kind) for f in m.catalogue.features] == [
@@ -58,7 +59,9 @@ def test_default_model_scores_new_items_from_their_content() -> None:
     items = artifact.read_vocab("item_id")
     new = [items.index(i) + FIRST_ID for i in ("1683", "1684")]
     assert items[-2:] == ["1683", "1684"], "added after training, by catalogue"
-    assert m.catalogue.n_trained < len(items) - 2, "cold and new items have no trained id"
+    assert m.catalogue.n_trained == len(items) - 2, "the refit trained every rated item"
+    assert m.fit is not None
+    assert (m.fit.refit, m.fit.events, m.fit.items) == (True, 100_000, len(items) - 2)
     session = ort.InferenceSession(str(artifact.path / "model.onnx"))
     history = np.zeros((1, m.history_length), dtype=np.int64)
     history[0, -3:] = [items.index(i) + FIRST_ID for i in ("50", "172", "181")]  # Star Wars x3
