@@ -120,6 +120,7 @@ def test_two_ranks_streaming_prepared_shards_learn_what_one_process_learns(tmp_p
     assert artifact.manifest.parity_max_abs_diff < 1e-4
     # both published a refit on every event, label and item (two ranks streaming its shards)
     fits = [load_artifact(d / "models", "synthetic").manifest.fit for d in (one, two)]
+    assert fits[0] is not None
     assert fits[1] is not None
     assert fits[1].refit
     assert fits[0] == fits[1].model_copy(update={"epochs": fits[0].epochs})
