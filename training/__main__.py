@@ -291,9 +291,10 @@ def _refit_study(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.negatives < cfg.eval.k or args.resamples < 1:
         raise ConfigError("--negatives must be >= eval.k and --resamples >= 1")
     label = args.config.stem if args.config else "defaults"
-    with tempfile.TemporaryDirectory(prefix="refit-study-") as work:
+    with tempfile.TemporaryDirectory(prefix="refit-study-") as scratch:
+        work = args.work or Path(scratch)
         results = refit_study.run(
-            cfg, label, args.data, Path(work), args.negatives, args.resamples, not args.quiet
+            cfg, label, args.data, work, args.negatives, args.resamples, not args.quiet
         )
     command = shlex.join(["python", "-m", "training", *args.argv])
     path = refit_report.write(args.out, f"refit-{label}", results, command)
@@ -485,6 +486,12 @@ def _parser() -> argparse.ArgumentParser:
         "--negatives", type=int, default=100, help="untouched items the next item is ranked among"
     )
     study.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of users")
+    study.add_argument(
+        "--work",
+        type=Path,
+        help="keep the cut folder and both models here (default: a temporary folder); a folder "
+        "of an earlier run of the same study is asked again without training",
+    )
     study.add_argument("--out", type=Path, default=Path("reports"), help="folder of the report")
     study.add_argument("--quiet", action="store_true", help="no progress bars")
     study.set_defaults(func=_refit_study)

@@ -41,9 +41,10 @@ def _markdown(results: dict[str, Any], command: str, plot: str) -> str:
         f"`{command}`",
         "",
         f"{results['users']} users, {results['events']:,} kept-aside interactions (each user's "
-        f"last tenth); next item among {results['n_negatives']} untouched items; figures "
-        f"through `/predict`, 95% intervals from {results['resamples']} paired resamples of "
-        "the users.",
+        f"last tenth); the next item among {results['n_negatives']} untouched items, ranked "
+        "by the click probability (the protocol's ranking) and by the served score (the "
+        "default ranking weights); figures through `/predict`, 95% intervals from "
+        f"{results['resamples']} paired resamples of the users.",
         "",
         f"| metric | {' | '.join(MODELS)} | {DIFFERENCE} |",
         "|---|---:|---:|---:|",
@@ -67,7 +68,7 @@ def _markdown(results: dict[str, Any], command: str, plot: str) -> str:
 
 def _plot(results: dict[str, Any], path: Path) -> None:
     figures = results["figures"]
-    fig, axes = plt.subplots(1, len(figures), figsize=(3.2 * len(figures), 3.4))
+    fig, axes = plt.subplots(1, len(figures), figsize=(2.9 * len(figures), 3.4))
     for ax, (metric, row) in zip(axes, figures.items(), strict=True):
         for x, model in enumerate(MODELS):
             f = row[model]

@@ -8,8 +8,9 @@ then asked through the service's own `/predict` (the app in process, onnxruntime
 ranking weights) about the kept-aside interactions, with each user's folder interactions as
 history:
 - next item: the first kept-aside item among `n_negatives` catalogue items the user never
-  touched (in the whole source), HR@k and NDCG@k of its place in the served ranking (ties
-  against it);
+  touched (in the whole source), HR@k and NDCG@k of its place when ranked by the interaction
+  task's probability (click: the protocol's ranking) and by the served `score` (the default
+  ranking weights: what a caller gets); ties against it;
 - each binary item task with a label column (like): AUC over every kept-aside interaction.
 The difference (refit - held out) is paired over users with a percentile bootstrap interval
 (training.bootstrap: the user is the unit). -> reports/refit-<config>.{md,json,png}
@@ -51,8 +52,7 @@ class Answers:
     """Per user (row), the served ranking figures; per labelled task, every event's output."""
 
     users: np.ndarray  # [U] user ids
-    hit: np.ndarray  # [U] 1.0 if the next item is in the top k
-    ndcg: np.ndarray  # [U]
+    ranking: dict[str, np.ndarray]  # "hr@k (click)", ...: [U] each user's HR or NDCG
     event_user: np.ndarray  # [E] row in `users` of each kept-aside event
     labels: dict[str, np.ndarray]  # task -> [E] 0/1
     outputs: dict[str, np.ndarray]  # task -> [E] the task's probability
@@ -104,10 +104,19 @@ def train_both(cfg: Config, cut: Cut, work: Path, progress: bool) -> dict[str, A
     return {"repositories": {REFIT: work / REFIT, HELD_OUT: work / "heldout"}, "report": report}
 
 
+def trained_in(work: Path) -> dict[str, Any] | None:
+    """The models and report an earlier run left in `work`, if it finished training."""
+    repositories = {REFIT: work / REFIT, HELD_OUT: work / "heldout"}
+    report = work / "reports" / "next" / "1" / "report.json"
+    if not report.is_file() or not all((r / "next" / "1").is_dir() for r in repositories.values()):
+        return None
+    return {"repositories": repositories, "report": report.read_text(encoding="utf-8")}
+
+
 def ask(
     repository: Path,
     cut: Cut,
-    labelled: list[TaskSpec],
+    tasks: list[TaskSpec],
     n_negatives: int,
     k: int,
     progress: bool = False,
@@ -118,13 +127,17 @@ def ask(
     from service.config import Settings
     from service.main import create_app
 
+    labelled, clicks = labelled_tasks(tasks), next(t.name for t in tasks if t.interaction)
     settings = Settings.model_validate(
         {"model_dir": repository, "model_name": "next", "ort_threads": 1}
     )
     history = _histories(cut)
     users = np.array(sorted(cut.next["user_id"].unique()))
     rng = np.random.default_rng(0)  # the same negatives for every model
-    hit, ndcg = np.zeros(len(users)), np.zeros(len(users))
+    ranked_by = {clicks: f"({clicks})", "score": "(served score)"}
+    ranking = {
+        f"{m}@k {said}": np.zeros(len(users)) for said in ranked_by.values() for m in ("hr", "ndcg")
+    }
     outputs: dict[str, list[float]] = {t.name: [] for t in labelled}
     rows = []
     with TestClient(create_app(settings)) as client:
@@ -134,16 +147,17 @@ def ask(
             pool = [i for i in cut.items if i not in cut.touched[user]]
             negatives = [pool[j] for j in rng.choice(len(pool), n_negatives, replace=False)]
             first = str(events["item_id"].iloc[0])
-            scores = predict(user, history.get(user, []), [first, *negatives])["score"]
-            hit[row], ndcg[row] = hit_rate_and_ndcg(scores[None, :], k)
+            scores = predict(user, history.get(user, []), [first, *negatives])
+            for column, said in ranked_by.items():
+                hit, ndcg = hit_rate_and_ndcg(scores[column][None, :], k)
+                ranking[f"hr@k {said}"][row], ranking[f"ndcg@k {said}"][row] = hit, ndcg
             served = predict(user, history.get(user, []), list(events["item_id"]))
             for t in labelled:
                 outputs[t.name] += list(served[t.name])
             rows += [row] * len(events)
     return Answers(
         users=users,
-        hit=hit,
-        ndcg=ndcg,
+        ranking=ranking,
         event_user=np.array(rows),
         labels={t.name: _label(t, cut.next).to_numpy() for t in labelled},
         outputs={name: np.array(v) for name, v in outputs.items()},
@@ -191,9 +205,8 @@ def compare(
     def figures(users: np.ndarray) -> dict[str, dict[str, float]]:
         rows = events.rows(users)
         out = {}
-        for key in ("hit", "ndcg"):
-            name = {"hit": "hr@k", "ndcg": "ndcg@k"}[key]
-            out[name] = {m: float(getattr(answers[m], key)[users].mean()) for m in MODELS}
+        for name in held.ranking:
+            out[name] = {m: float(answers[m].ranking[name][users].mean()) for m in MODELS}
         for task in held.labels:
             name = f"{task}_auc"
             out[name] = {
@@ -227,14 +240,15 @@ def run(
     n_resamples: int = 1000,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The whole study in `work`: cut, train both, ask both, compare."""
+    """The whole study in `work`: cut, train both (unless `work` holds them from an earlier
+    run of the same study), ask both, compare."""
     import json
 
     labelled = labelled_tasks(cfg.tasks)
     cut = cut_source(source, cfg.synthetic, work / "data", labelled)
-    trained = train_both(cfg, cut, work, progress)
+    trained = trained_in(work) or train_both(cfg, cut, work, progress)
     answers = {
-        m: ask(trained["repositories"][m], cut, labelled, n_negatives, cfg.eval.k, progress)
+        m: ask(trained["repositories"][m], cut, cfg.tasks, n_negatives, cfg.eval.k, progress)
         for m in MODELS
     }
     report = json.loads(trained["report"])
