@@ -268,7 +268,8 @@ def train_and_export(
         save_checkpoint(run_dir / HELDOUT_CHECKPOINT, model, config, evaluated, estimate)
     report = write_report(
         run_dir,
-        f"{cfg.name} v{artifact.name} ({source})",
+        f"{cfg.name} v{artifact.name} ({source}"
+        + ("; published weights refit on all of the data, figures held out)" if refit_all else ")"),
         metrics,
         baselines,
         history,
