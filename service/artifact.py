@@ -243,8 +243,9 @@ class FitSpec(_Frozen):
         """What the manifest's `metrics` measure, in words."""
         if self.refit:
             return (
-                "held-out estimate: the same recipe trained without the test split (and cold "
-                "items, and holdout users' labels); these weights were refit on all of the data"
+                "held-out estimate: the same recipe trained without what the protocol holds "
+                "out (validation and test events, cold items, holdout users' labels); these "
+                "weights were refit on all of the data"
             )
         return "held-out measurement of these weights: data they never trained on"
 
