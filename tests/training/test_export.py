@@ -165,10 +165,14 @@ def test_int8_export_is_a_servable_artifact_with_its_own_metrics(
     from training.__main__ import main
 
     result, _ = trained
-    checkpoint = result.report["json"].parent / "checkpoint.pt"
+    checkpoint = result.report["json"].parent / "heldout.pt"  # a refit's figures: unmeasurable
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 0
     args = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--quantize", "int8"]
     assert main(args) == 0
+    refit = [*args[:2], str(result.report["json"].parent / "checkpoint.pt"), *args[3:]]
+    assert main(refit) == 2
+    said = capsys.readouterr()
+    assert "quantise the held-out checkpoint" in said.err
 
     float32, int8 = load_artifact(tmp_path, "synth", 1), load_artifact(tmp_path, "synth", 2)
     assert int8.manifest.training["quantize"] == "int8"
@@ -181,5 +185,5 @@ def test_int8_export_is_a_servable_artifact_with_its_own_metrics(
     assert int8.manifest.metrics["click_auc"] == pytest.approx(
         float32.manifest.metrics["click_auc"], abs=0.05
     )
-    assert "| click_auc |" in capsys.readouterr().out
+    assert "| click_auc |" in said.out
     Predictor.load(Settings(model_dir=tmp_path, model_name="synth", model_version=2))

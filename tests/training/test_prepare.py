@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import tiny_config, training_cli
 from training.config import Config, ConfigError, load_config
-from training.data.prepare import MANIFEST, prepare_folder
+from training.data.prepare import FORMAT, MANIFEST, prepare_folder
 from training.data.prepared import Shards, open_prepared, read_manifest
 from training.data.raw import DataError
 from training.data.split import TRAIN
@@ -173,7 +173,7 @@ def test_training_with_another_config_than_the_folders_is_refused(
     with pytest.raises(ConfigError, match="differs in eval.seed, network.history_length"):
         open_prepared(folder, tiny_config("network.history_length=12", "eval.seed=7"))
     (folder / MANIFEST).write_text(json.dumps({"format": 99}))
-    with pytest.raises(DataError, match="not a format-1 prepared manifest"):
+    with pytest.raises(DataError, match=f"not a format-{FORMAT} prepared manifest"):
         open_prepared(folder, tiny_config())
     shutil.rmtree(folder)
     with pytest.raises(DataError, match="no prepared.json"):
