@@ -83,10 +83,20 @@ def test_a_paired_interval_gives_the_verdict() -> None:
 
 
 @pytest.fixture(scope="module")
-def compared(trained, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """`python -m training sasrec` on the session's trained artifact: (artifact, report folder)."""
-    _, repository = trained
-    artifact = repository / "synth" / "1"
+def held_out(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's run's evaluated model (its held-out checkpoint) published as an artifact:
+    the comparison needs a model that never trained on the test events."""
+    result, _ = trained
+    repository = tmp_path_factory.mktemp("held-out")
+    checkpoint = result.report["json"].parent / "heldout.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(repository)]) == 0
+    return repository / "synth" / "1"
+
+
+@pytest.fixture(scope="module")
+def compared(held_out: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """`python -m training sasrec` on the held-out artifact: (artifact, report folder)."""
+    artifact = held_out
     out = tmp_path_factory.mktemp("sasrec")
     args = ["--model", str(artifact), "--seeds", "2", "--jobs", "2", "--epochs", "5"]
     assert main(["sasrec", *args, "--resamples", "50", "--out", str(out)]) == 0  # in process
@@ -115,9 +125,14 @@ def test_the_comparison_scores_the_artifact_as_its_manifest_says(compared) -> No
     assert (out / "sasrec.png").stat().st_size > 10_000
 
 
-def test_an_artifact_of_other_data_is_refused(trained) -> None:
-    _, repository = trained
-    artifact = verify_folder(repository / "synth" / "1")
+def test_a_refit_artifact_is_refused(trained) -> None:
+    _, repository = trained  # the session's published model: a refit
+    with pytest.raises(ConfigError, match="refit on all of its data"):
+        artifact_data(verify_folder(repository / "synth" / "1"))
+
+
+def test_an_artifact_of_other_data_is_refused(held_out: Path) -> None:
+    artifact = verify_folder(held_out)
     training = dict(artifact.manifest.training)
     training["synthetic"] = dict(training["synthetic"], n_items=150)  # other items
     other = artifact.model_copy(
