@@ -90,7 +90,7 @@ fuzz: $(STAMP)  ## the OpenAPI fuzz run with 500 examples per operation (make te
 lint: $(STAMP) $(CHECKOV) system-deps  ## ruff, formatting, mypy, hadolint, compose, Prometheus, Kubernetes files
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy service training bench
+	$(BIN)/mypy service training bench harness
 	$(BIN)/hadolint docker/*.Dockerfile
 	GRAFANA_ADMIN_PASSWORD=lint docker-compose -f $(COMPOSE_FILE) config --quiet
 	promtool check config docker/prometheus.yml

@@ -42,11 +42,11 @@ from bench.wrk import (
     warm_up,
     wrk_command,
 )
+from harness.processes import REPOSITORY, Service, running_service
 from service.artifact import FIRST_ID
 from service.config import Settings, cores
 from service.engine import InferenceEngine
 from service.repository import load_artifact
-from tests.system.processes import REPOSITORY, Service, running_service
 
 RESULTS = Path(__file__).with_name("results.md")
 BATCH_USERS = (1, 8, 32)

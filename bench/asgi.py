@@ -23,9 +23,9 @@ from typing import Any
 
 import uvloop
 
+from harness.processes import REPOSITORY
 from service.config import Settings
 from service.main import create_app
-from tests.system.processes import REPOSITORY
 
 Message = dict[str, Any]
 

@@ -18,9 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.training import LEARNING, TORCHRUN, training_cli
 from service.repository import load_artifact
-from tests.conftest import training_cli
-from tests.training.test_distributed import LEARNING, TORCHRUN
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "parity.md"

@@ -21,10 +21,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.wrk import load_script, warm_up, wrk
-from tests.system.nginx import running_nginx
-from tests.system.processes import free_port
-from tests.system.test_replicas import kill, load, replica, served
-from tests.system.test_workers import wait_until
+from harness.nginx import running_nginx
+from harness.processes import free_port, wait_until
+from harness.replicas import kill, load, replica, served
 
 RESULTS = Path(__file__).with_name("replicas.md")
 LIMIT = 200_000  # requests at most in the kill run (about a minute here)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.config import load_config
+from training.config_file import load_config
 
 HERE = Path(__file__).parent
 RESULTS = (

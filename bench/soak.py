@@ -15,7 +15,7 @@ import httpx2 as httpx
 
 from bench.memory import tree_rss_mib
 from bench.wrk import request_bodies
-from tests.system.processes import Service, running_service
+from harness.processes import Service, running_service
 
 RESULTS = Path(__file__).with_name("soak.md")
 CLIENTS = 8

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.processes import REPOSITORY
 from service.repository import load_artifact
-from tests.system.processes import REPOSITORY
 
 N_CANDIDATES = 100
 N_HISTORY = 20

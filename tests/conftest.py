@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from training.config import Config, load_config
+from training.config import Config
+from training.config_file import load_config
 
 if TYPE_CHECKING:
-    from training.pipeline import RunResult
+    from training.pipeline.run import RunResult
 
 TINY = [
     "synthetic.n_users=200",
@@ -28,18 +26,6 @@ TINY = [
     "eval.n_rank_negatives=50",
     "eval.n_cold_rank_negatives=10",
 ]
-
-
-def training_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m training ARGS` in a subprocess (one thread), its output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=900,
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
-    )
 
 
 def tiny_config(*overrides: str) -> Config:
@@ -87,7 +73,7 @@ def learning_config(*overrides: str) -> Config:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResult | None, Path]:
     """(RunResult, repository) of a short synthetic training run, exported and published."""
-    from training.pipeline import train_and_export
+    from training.pipeline.run import train_and_export
 
     root = tmp_path_factory.mktemp("trained")
     cfg = learning_config()

@@ -23,10 +23,10 @@ from bench import asgi
 from bench.memory import tree, tree_rss_mib
 from bench.peers.model import Model
 from bench.profile import top_frames
+from harness.processes import REPOSITORY
 from service.config import Settings
 from service.main import create_app
 from service.repository import load_artifact
-from tests.system.processes import REPOSITORY
 
 
 def test_top_frames_share_samples_by_function_not_line(tmp_path: Path) -> None:

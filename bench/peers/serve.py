@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.memory import tree
-from tests.system.processes import Service, free_port, stop_group, wait_ready
+from harness.processes import Service, free_port, stop_group, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS_VENV = ROOT / ".venv-peers"  # built from requirements.txt by `make bench ARGS=--peers`

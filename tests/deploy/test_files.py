@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness import nginx
+from harness.processes import DOCKER, binary
 from service.config import ENV_PREFIX, Settings
-from tests.system import nginx
-from tests.system.test_prometheus import DASHBOARD, DOCKER, binary
+from tests.system.test_prometheus import DASHBOARD
 
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 

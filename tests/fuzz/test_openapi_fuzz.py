@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.system.processes import Service, running_service
+from harness.processes import Service, running_service
 
 pytestmark = pytest.mark.system
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import uvicorn
 
+from harness.processes import free_port
 from service.main import create_app
 from service.protocol import ServiceHttpProtocol
 from tests.service.conftest import settings_for
-from tests.system.processes import free_port
 
 BODY = json.dumps({"user_id": "196", "candidates": ["1", "50", "181"]}).encode()
 CONCURRENT_CLIENT = """

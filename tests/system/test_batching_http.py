@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from harness.processes import REPOSITORY, running_service
 from service.repository import load_artifact
 from tests.service.conftest import publish_copy
-from tests.system.processes import REPOSITORY, running_service
 
 pytestmark = pytest.mark.system
 

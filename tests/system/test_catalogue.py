@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.system.processes import running_service
+from harness.processes import running_service
 
 pytestmark = pytest.mark.system
 RELOAD_TIMEOUT_S = 30.0

@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.system.processes import Service, running_service
-from tests.system.test_prometheus import binary
+from harness.processes import Service, binary, running_service
 
 pytestmark = pytest.mark.system
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from harness.processes import REPOSITORY, Service, running_service
 from service.repository import load_artifact
 from tests.service.conftest import publish_copy
-from tests.system.processes import REPOSITORY, Service, running_service
 
 pytestmark = pytest.mark.system
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
-from tests.system.processes import Service, running_service
+from harness.processes import Service, running_service
 
 pytestmark = pytest.mark.system
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,26 +18,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.system.processes import Service, free_port, running_service
+from harness.processes import DOCKER, Service, binary, free_port, running_service
 
 pytestmark = pytest.mark.system
 
-DOCKER = Path(__file__).resolve().parents[2] / "docker"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "hydrarec.json"
 N_GOOD, N_INVALID, N_TOO_LARGE = 30, 4, 2
 N_RULES = len(yaml.safe_load((DOCKER / "alerts.yml").read_text())["groups"][0]["rules"])
 WAIT_S = 60.0
-
-
-def binary(name: str) -> str:
-    """The path of a Debian-packaged tool; a clear failure (never a skip) where it is missing."""
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(
-            f"{name} not found: install the Debian packages with "
-            "`apt-get install -y prometheus docker-compose` (`make test` does it as root)"
-        )
-    return found
 
 
 DISCOVERY = "    dns_sd_configs:\n      - names: [service]\n        type: A\n        port: 8000\n"

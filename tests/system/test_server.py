@@ -18,8 +18,7 @@ import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.repository import load_artifact
-from tests.system.processes import (
+from harness.processes import (
     REPOSITORY,
     START_TIMEOUT_S,
     Service,
@@ -27,6 +26,7 @@ from tests.system.processes import (
     running_service,
     service_env,
 )
+from service.repository import load_artifact
 
 pytestmark = pytest.mark.system
 

@@ -12,7 +12,7 @@ import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.system.processes import running_service
+from harness.processes import running_service
 
 pytestmark = pytest.mark.system
 

@@ -15,8 +15,7 @@ import tritonclient.http as triton
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.system.processes import Service, running_service
-from tests.system.test_workers import total
+from harness.processes import Service, running_service, total
 
 pytestmark = pytest.mark.system
 

@@ -13,17 +13,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from harness.processes import (
+    REPOSITORY,
+    Service,
+    free_port,
+    running_service,
+    samples,
+    service_env,
+    total,
+    wait_until,
+)
 from service.artifact import Manifest, write_manifest
 from service.repository import load_artifact
 from tests.service.conftest import publish_copy
-from tests.system.processes import REPOSITORY, Service, free_port, running_service, service_env
 
 pytestmark = pytest.mark.system
 
@@ -31,29 +38,6 @@ SOURCE = load_artifact(REPOSITORY, "movielens").path
 FIRST = int(SOURCE.name)
 IN_FLIGHT = "hydrarec_http_requests_in_progress"
 BODY = json.dumps({"user_id": "196", "history": ["242"], "candidates": ["1", "50"]}).encode()
-
-
-def samples(url: str, family: str) -> list[tuple[dict[str, str], float]]:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    found = {f.name: f for f in text_string_to_metric_families(text)}
-    return [(s.labels, s.value) for s in found[family].samples] if family in found else []
-
-
-def total(url: str, family: str, **labels: str) -> float:
-    return sum(v for got, v in samples(url, family) if labels.items() <= got.items())
-
-
-def wait_until(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
-    """Until `check()` holds; a scrape cut by a dying worker is tried again."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 def workers_of(supervisor: int) -> list[int]:

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from tests.conftest import TINY, tiny_config, training_cli
-from training.calibration import fit_temperature, log_loss_at
+from harness.training import training_cli
+from tests.conftest import TINY, tiny_config
 from training.config import ConfigError
 from training.data.samples import Events, make_batch
 from training.data.split import VALID, calibration_users
-from training.evaluate import model_predictor
-from training.pipeline import new_model, prepare
-from training.train import fit, load_checkpoint
+from training.evaluation.evaluate import model_predictor
+from training.fit.calibration import fit_temperature, log_loss_at
+from training.fit.train import fit, load_checkpoint
+from training.pipeline.prepare import prepare
+from training.pipeline.run import new_model
 
 
 def test_the_temperature_of_overconfident_probabilities_is_recovered() -> None:

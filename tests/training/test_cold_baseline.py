@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from service.artifact import UNK
-from training.cold import N_BINS, design_matrix
 from training.data.content import ContentInput
+from training.evaluation.cold import N_BINS, design_matrix
 
 
 def test_numeric_features_get_one_decile_indicator_each_and_none_when_missing() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from training.config import ConfigError, from_dict, load_config
+from training.config import ConfigError
+from training.config_file import from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -70,8 +70,9 @@ def test_untrained_ids_read_the_unknown_row() -> None:
 
 
 def _fit(*overrides: str):
-    from training.pipeline import new_model, prepare
-    from training.train import fit
+    from training.fit.train import fit
+    from training.pipeline.prepare import prepare
+    from training.pipeline.run import new_model
 
     cfg = tiny_config(*overrides, "optim.epochs=2")
     data = prepare(cfg, "synthetic")
@@ -101,7 +102,7 @@ def test_cold_items_are_scored_from_content_which_an_id_only_model_cannot(
 ) -> None:
     """Planted content (genres = the signs of an item's factors): cold items nobody touched in
     training rank well from content alone; an id-only model sees them all as one unknown item."""
-    from training.pipeline import train_and_export
+    from training.pipeline.run import train_and_export
 
     result, _ = trained
     # measured 0.68 and 0.87 (random: 0.5 and 10 / 21 = 0.48 with 20 cold negatives)

@@ -12,13 +12,14 @@ import pytest
 from service.artifact import FIRST_ID, TaskSpec
 from tests.conftest import TINY, tiny_config
 from training.__main__ import main
-from training.bootstrap import intervals
 from training.data.prepare import MANIFEST
 from training.data.samples import Events
 from training.data.split import profile_folds
-from training.epoch import epoch_batches
-from training.evaluate import Scored, ScoredSets, scored_metrics
-from training.pipeline import new_model, prepare
+from training.evaluation.bootstrap import intervals
+from training.evaluation.evaluate import Scored, ScoredSets, scored_metrics
+from training.fit.epoch import epoch_batches
+from training.pipeline.prepare import prepare
+from training.pipeline.run import new_model
 
 CLICK = TaskSpec(name="click", level="item", kind="binary")
 

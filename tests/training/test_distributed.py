@@ -15,30 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from harness.training import LEARNING, TORCHRUN, training_cli
 from service.repository import load_artifact
-from tests.conftest import training_cli
 from training import distributed
 from training.config import ConfigError
 from training.distributed import Ranks, rank_rows
-
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-# The planted synthetic log of tests/conftest.py learning_config, as command-line flags.
-LEARNING = [
-    '--features=[{"column": "genres", "kind": "multi_categorical"},'
-    ' {"column": "year", "kind": "numeric"}]',
-    "--synthetic.n_users=500",
-    "--synthetic.n_items=200",
-    "--network.d_embedding=32",
-    "--network.d_hidden=32",
-    "--network.d_tower=16",
-    "--network.history_length=20",
-    "--optim.epochs=4",
-    "--optim.user_task_events=8",
-    "--optim.batch_size=64",
-    "--optim.lr=0.003",
-    "--eval.n_rank_negatives=50",
-    "--eval.n_cold_rank_negatives=20",
-]
 
 
 @pytest.mark.parametrize(("n", "world"), [(10, 1), (10, 2), (11, 2), (12, 3), (2, 3)])

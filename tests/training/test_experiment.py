@@ -9,8 +9,8 @@ import json
 import pytest
 
 from training.__main__ import main
-from training.experiment import Base, Variant, grid, variant_config
-from training.experiment_report import summarise, verdicts
+from training.studies.experiment import Base, Variant, grid, variant_config
+from training.studies.experiment_report import summarise, verdicts
 
 TASKS = ["click", "like", "gender"]
 TINY = [
@@ -111,7 +111,7 @@ def test_the_content_grid_ablates_the_configs_features() -> None:
     import json
 
     from service.artifact import FeatureSpec
-    from training.experiment import content_grid
+    from training.studies.experiment import content_grid
 
     genres = FeatureSpec(column="genres", kind="multi_categorical")
     year = FeatureSpec(column="year", kind="numeric")
@@ -143,7 +143,7 @@ def test_the_content_grid_ablates_the_configs_features() -> None:
 
 
 def test_the_quality_ladder_adds_each_change_to_the_ones_before() -> None:
-    from training.experiment import quality_grid
+    from training.studies.experiment import quality_grid
 
     steps = quality_grid(quick=False)
     assert [v.name for v in steps] == [

@@ -10,10 +10,11 @@ import pytest
 
 from service.artifact import SCHEMA_VERSION, ArtifactError
 from service.repository import list_versions, load_artifact
-from training import export
-from training.export import ExportError, export_artifact
-from training.pipeline import parity_inputs, prepare
-from training.train import load_checkpoint
+from training.fit.train import load_checkpoint
+from training.pipeline.prepare import prepare
+from training.pipeline.run import parity_inputs
+from training.publish import export
+from training.publish.export import ExportError, export_artifact
 
 
 def test_artifact_has_the_contract_files(trained) -> None:
@@ -138,8 +139,8 @@ def test_tampered_model_is_refused(trained, tmp_path: Path) -> None:
 
 
 def test_reference_design_trains_and_exports(tmp_path: Path) -> None:
-    from training.config import load_config
-    from training.pipeline import train_and_export
+    from training.config_file import load_config
+    from training.pipeline.run import train_and_export
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(

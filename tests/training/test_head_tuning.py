@@ -9,10 +9,11 @@ import pytest
 from tests.conftest import tiny_config
 from training.config import ConfigError
 from training.distributed import Ranks
-from training.epoch import validate
-from training.head_tuning import tunable
-from training.pipeline import new_model, prepare
-from training.train import fit
+from training.fit.epoch import validate
+from training.fit.head_tuning import tunable
+from training.fit.train import fit
+from training.pipeline.prepare import prepare
+from training.pipeline.run import new_model
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import learning_config
-from training.pipeline import new_model, prepare
-from training.protocol import evaluate_model
+from training.evaluation.protocol import evaluate_model
+from training.pipeline.prepare import prepare
+from training.pipeline.run import new_model
 
 # Thresholds: well above what the untrained model and the baselines reach (asserted below), and
 # below what training reaches with any of several seeds (click AUC 0.71-0.76, HR@10 0.47-0.56).

@@ -8,7 +8,7 @@ import torch
 
 from service.artifact import TaskSpec
 from tests.conftest import tiny_config
-from training.losses import (
+from training.fit.losses import (
     catalogue_softmax_loss,
     entire_space_loss,
     task_loss,
@@ -159,8 +159,9 @@ def test_the_catalogue_softmax_ranks_each_real_item_against_the_allowed_items_on
 
 def test_training_adds_the_catalogue_term_to_the_interaction_task_only() -> None:
     from training.data.samples import batches
-    from training.epoch import batch_losses
-    from training.pipeline import new_model, prepare
+    from training.fit.epoch import batch_losses
+    from training.pipeline.prepare import prepare
+    from training.pipeline.run import new_model
 
     cfg = tiny_config("network.item_dot=true", "optim.catalogue_softmax=0.5")
     data = prepare(cfg, "synthetic")

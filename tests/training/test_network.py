@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from service.artifact import PAD, TaskSpec
-from training.config import ENCODERS, NetworkConfig
+from training.config import BLOCKS, ENCODERS, NetworkConfig
 from training.network.multitask import ARCHITECTURES, PLE, BlockSpec
 from training.network.recommender import ModelArgs, MultiTaskRecommender
 
@@ -26,6 +26,10 @@ TASKS = (
     ),
 )
 L = 6
+
+
+def test_the_config_accepts_exactly_the_registered_blocks() -> None:
+    assert sorted(BLOCKS) == sorted(ARCHITECTURES)
 
 
 def _model(encoder: str, block: str, **network: object) -> MultiTaskRecommender:

@@ -13,13 +13,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import tiny_config, training_cli
-from training.config import Config, ConfigError, load_config
+from harness.training import training_cli
+from tests.conftest import tiny_config
+from training.config import Config, ConfigError
+from training.config_file import load_config
 from training.data.prepare import FORMAT, MANIFEST, prepare_folder
 from training.data.prepared import Shards, open_prepared, read_manifest
 from training.data.raw import DataError
 from training.data.split import TRAIN
-from training.pipeline import Prepared, prepare
+from training.pipeline.prepare import Prepared, prepare
 
 MOVIELENS = Path("configs/movielens.toml")
 

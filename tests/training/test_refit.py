@@ -1,4 +1,4 @@
-"""The refit (training.refit): what `train` publishes has learned from all of the data."""
+"""The refit (training.fit.refit): what `train` publishes has learned from all of the data."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
+from harness.training import training_cli
 from service.artifact import FIRST_ID
 from service.repository import load_artifact
-from tests.conftest import TINY, learning_config, training_cli
+from tests.conftest import TINY, learning_config
 from training.data.prepare import prepare_folder
 from training.data.sources import raw_tables
-from training.pipeline import prepare, train_and_export
-from training.refit import learned_from
-from training.train import HELDOUT_CHECKPOINT, load_checkpoint
+from training.fit.refit import learned_from
+from training.fit.train import HELDOUT_CHECKPOINT, load_checkpoint
+from training.pipeline.prepare import prepare
+from training.pipeline.run import train_and_export
 
 
 def test_the_refit_learns_from_every_event_label_and_item(trained) -> None:

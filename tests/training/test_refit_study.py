@@ -1,4 +1,5 @@
-"""The refit study (training.refit_study): the cut, the paired comparison, the whole command."""
+"""The refit study (training.studies.refit_study): the cut, the paired comparison, the whole
+command."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from tests.conftest import TINY, tiny_config
 from training.__main__ import main
-from training.refit_study import DIFFERENCE, HELD_OUT, REFIT, Answers, compare, cut_source
+from training.studies.refit_study import DIFFERENCE, HELD_OUT, REFIT, Answers, compare, cut_source
 
 
 def test_the_cut_keeps_each_users_last_tenth_aside(tmp_path: Path) -> None:

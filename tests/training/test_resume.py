@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.training import training_cli
 from tests.conftest import TINY as CONFTEST_TINY
-from tests.conftest import training_cli
-from training import resume
 from training.config import ConfigError
+from training.fit import resume
 
 # the shared tiny config as flags, without its one epoch (each test sets its own)
 TINY = [f"--{o}" for o in CONFTEST_TINY if not o.startswith("optim.epochs")]

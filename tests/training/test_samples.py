@@ -10,8 +10,8 @@ from service.artifact import PAD, UNK
 from tests.conftest import tiny_config
 from training.data.samples import make_batch, sample_negatives, with_negatives
 from training.data.split import TRAIN
-from training.evaluate import cold_view
-from training.pipeline import prepare
+from training.evaluation.evaluate import cold_view
+from training.pipeline.prepare import prepare
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,25 @@ import numpy as np
 import pytest
 import torch
 
+from harness.training import training_cli
 from service.artifact import PAD
 from service.repository import verify_folder
-from tests.conftest import learning_config, training_cli
+from tests.conftest import learning_config
 from training.__main__ import main
-from training.bootstrap import Interval
 from training.config import ConfigError
 from training.data.split import TRAIN
-from training.evaluate import baseline_predictor, task_metrics
-from training.pipeline import prepare
-from training.ranking_anchor import artifact_data, verdict
-from training.sasrec import CLICK, SASRec, SASRecConfig, fit_sasrec, predictor, training_sequences
+from training.evaluation.bootstrap import Interval
+from training.evaluation.evaluate import baseline_predictor, task_metrics
+from training.pipeline.prepare import prepare
+from training.studies.ranking_anchor import artifact_data, verdict
+from training.studies.sasrec import (
+    CLICK,
+    SASRec,
+    SASRecConfig,
+    fit_sasrec,
+    predictor,
+    training_sequences,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ import pytest
 
 from tests.conftest import tiny_config
 from training.config import ConfigError
-from training.pipeline import new_model, prepare
-from training.schedule import epoch_lr
-from training.train import fit
+from training.fit.schedule import epoch_lr
+from training.fit.train import fit
+from training.pipeline.prepare import prepare
+from training.pipeline.run import new_model
 
 
 def test_a_constant_schedule_keeps_the_rate() -> None:

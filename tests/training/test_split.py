@@ -10,7 +10,7 @@ from service.artifact import PAD
 from tests.conftest import tiny_config
 from training.data.split import TEST, TRAIN, VALID, build_log
 from training.data.tables import Tables
-from training.pipeline import prepare
+from training.pipeline.prepare import prepare
 
 
 @pytest.fixture(scope="module")

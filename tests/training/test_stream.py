@@ -13,7 +13,7 @@ from training.data.prepare import prepare_folder
 from training.data.prepared import open_prepared
 from training.data.raw import DataError
 from training.data.stream import SampleStream, StreamArgs, loader, slice_bounds
-from training.pipeline import prepare
+from training.pipeline.prepare import prepare
 
 BATCH = 64
 

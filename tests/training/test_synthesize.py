@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from training.config import load_config
+from training.config_file import load_config
 from training.data.directory import read_directory
 from training.data.raw import DataError
 from training.data.synthesize import Size, synthesize

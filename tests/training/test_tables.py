@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.config import load_config
+from training.config_file import load_config
 from training.data.raw import DataError
 from training.data.sources import load_tables
 

@@ -12,10 +12,11 @@ from torch import nn
 from service.artifact import TaskSpec
 from tests.conftest import tiny_config
 from training.config import WEIGHTINGS
-from training.losses import task_losses, weighted_sum
-from training.pipeline import new_model, prepare
-from training.train import fit
-from training.weighting import GradNormWeighting, UncertaintyWeighting, build_weighting
+from training.fit.losses import task_losses, weighted_sum
+from training.fit.train import fit
+from training.fit.weighting import GradNormWeighting, UncertaintyWeighting, build_weighting
+from training.pipeline.prepare import prepare
+from training.pipeline.run import new_model
 
 TASKS = (
     TaskSpec(name="a", level="item", kind="binary", weight=1.0),

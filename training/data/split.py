@@ -10,7 +10,7 @@ least `cold_item_min_interactions` interactions lose every interaction before th
 interactions are kept after all the others as part COLD, outside every user's sequence, so no
 history window ever contains them; the cold-item figures score them.
 
-The refit (training.refit) reads `whole_log`: the same interactions with nothing held out, every
+The refit (training.fit.refit) reads `whole_log`: the same interactions with nothing held out, every
 one a training event, every profile label read, every item in its users' sequences.
 """
 
@@ -50,7 +50,7 @@ class Log:
     # some users (a prepared folder's evaluation users); None: computed from this log
     trained_ids: tuple[np.ndarray, np.ndarray] | None = None
     # [n_users] bool: training users whose profile labels are also hidden in training, kept
-    # to calibrate the profile heads on (`optim.calibration_users`, training.calibration)
+    # to calibrate the profile heads on (`optim.calibration_users`, training.fit.calibration)
     calibration: np.ndarray | None = None
 
     @property

@@ -63,3 +63,8 @@ def resolve_tasks(tasks: Sequence[TaskSpec], tables: Tables) -> tuple[TaskSpec, 
             task = task.model_copy(update={"classes": tuple(classes)})
         resolved.append(task)
     return tuple(resolved)
+
+
+def interaction_task(tasks: Sequence[TaskSpec]) -> str:
+    """The name of the interaction task (click): the item task without a label column."""
+    return next(t.name for t in tasks if t.interaction)

@@ -43,7 +43,7 @@ class UserHead(nn.Module):
     map of the pooled profile vector (the mean of the history's profile-item rows): logistic
     regression on the bag of watched items, factorised through the profile table, beside the
     deep path (wide & deep). The logits are divided by `temperature`, 1 unless the head was
-    calibrated after training (training.calibration)."""
+    calibrated after training (training.fit.calibration)."""
 
     temperature: Tensor
 

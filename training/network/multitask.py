@@ -1,8 +1,9 @@
 """Multi-task blocks: a user vector [B, D_in] -> one representation [B, D] per task.
 
 Every block has the same constructor `(d_in, n_tasks, spec)` and the same
-`forward(x) -> list[Tensor]`, and is registered in ARCHITECTURES, so the recommender, the config
-validation and the tests all pick blocks by name.
+`forward(x) -> list[Tensor]`, and is registered in ARCHITECTURES under a name of
+training.config.BLOCKS (the names the config accepts; a test keeps the two equal), so the
+recommender, the config validation and the tests all pick blocks by name.
 """
 
 from __future__ import annotations

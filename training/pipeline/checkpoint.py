@@ -1,0 +1,106 @@
+"""A saved checkpoint (reports/<name>/<version>/checkpoint.pt or heldout.pt) evaluated again or
+published as a new artifact, on its own data or another source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from training.config import Config, ConfigError
+from training.config_file import from_dict
+from training.evaluation.evaluate import graph_predictor
+from training.evaluation.protocol import evaluate_baselines, evaluate_model, protocol_metrics
+from training.fit.train import load_checkpoint
+from training.network.recommender import MultiTaskRecommender
+from training.pipeline.prepare import Prepared, prepare
+from training.pipeline.run import parity_inputs
+from training.publish.export import export_artifact
+
+
+def from_checkpoint(
+    checkpoint: Path, data: str | None
+) -> tuple[MultiTaskRecommender, dict[str, Any], Config, Prepared]:
+    """The checkpoint's model, raw dict, config, and its data (or `data`) prepared again."""
+    model, raw = load_checkpoint(checkpoint)
+    stored = dict(raw["config"])
+    source = str(stored.pop("data"))
+    cfg = from_dict(stored)
+    return model, raw, cfg, prepare(cfg, data or source)
+
+
+def is_refit(raw: dict[str, Any]) -> bool:
+    """Whether a checkpoint's weights were refit on all of their data (training.fit.refit)."""
+    return bool(raw.get("fit", {}).get("refit"))
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, data: str | None
+) -> tuple[str, dict[str, float], dict[str, float]]:
+    """The protocol's test figures of a checkpoint and of the baselines, with a title.
+
+    Raises:
+        ConfigError: a refit checkpoint on its own data, where its test split was training data.
+    """
+    model, raw, cfg, prepared = from_checkpoint(checkpoint, data)
+    if is_refit(raw) and data in (None, raw["config"]["data"]):
+        raise ConfigError(
+            f"{checkpoint} was refit on all of {raw['config']['data']}, its test split "
+            "included: its figures there would be measured on training data. Evaluate the "
+            "held-out checkpoint beside it (heldout.pt), or give --data another source"
+        )
+    title = f"{checkpoint} on {data or raw['config']['data']} (test split)"
+    return title, evaluate_model(model, prepared, cfg), evaluate_baselines(prepared, cfg)
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    data: str | None = None,
+    version: int | None = None,
+    quantize: str | None = None,
+) -> tuple[Path, dict[str, float]]:
+    """Publish a checkpoint as `out/<name>/<version>/`; the artifact and the float32 figures it
+    carries (a refit's: the held-out estimate stored with it).
+
+    Raises:
+        ConfigError: `quantize` of a refit, whose quantised figures would be measured on its
+            training data.
+    """
+    model, raw, cfg, prepared = from_checkpoint(checkpoint, data)
+    fit = raw.get("fit")
+    if is_refit(raw):
+        if quantize:
+            raise ConfigError(
+                f"{checkpoint} was refit on all of the data: a quantised graph's figures "
+                "would be measured on its training data; quantise the held-out checkpoint "
+                "(heldout.pt) to see what int8 costs"
+            )
+        metrics = raw["estimate"]["metrics"]  # the evaluated run's: the refit's estimate
+        details = {**raw["estimate"], "training": raw["config"], "fit": fit}
+    else:
+        metrics = evaluate_model(model, prepared, cfg)
+        details = {
+            "metrics": metrics,
+            "baselines": evaluate_baselines(prepared, cfg),
+            "training": raw["config"] | ({"quantize": quantize} if quantize else {}),
+            "fit": fit,
+        }
+
+    def describe(graph: Path) -> dict[str, object]:
+        """The quantised graph's own figures under the protocol."""
+        predict = graph_predictor(graph, prepared.log, prepared.tasks, cfg.network.history_length)
+        return {"metrics": protocol_metrics(prepared, cfg, predict)}
+
+    target = export_artifact(
+        model,
+        prepared.vocabs,
+        prepared.content,
+        parity_inputs(prepared, cfg),
+        out,
+        cfg.name,
+        details,
+        version=version,
+        quantize=quantize,
+        describe=describe if quantize else None,
+    )
+    return target, metrics

@@ -1,0 +1,195 @@
+"""A model artifact against SASRec, the single-task ranking anchor, on the same test events
+(`python -m training sasrec`).
+
+SASRec (training.studies.sasrec) is trained with several seeds on the split the artifact was
+trained on
+(its manifest's config and data), one single-threaded process per seed. The artifact's graph
+and every SASRec scores the protocol's test sets: each test event's real item against
+`eval.n_click_negatives` untouched items (click AUC) and each user's first test item among
+`eval.n_rank_negatives` (HR@k, NDCG@k). Intervals are the percentile bootstrap over users
+(training.evaluation.bootstrap); the difference artifact - SASRec (the mean over seeds) is resampled
+paired, the same users for both, so it is far tighter than the two intervals side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any
+
+import numpy as np
+
+from service.artifact import Artifact
+from training.config import ConfigError
+from training.config_file import from_dict
+from training.data.vocab import interaction_task
+from training.evaluation.bootstrap import Interval, intervals
+from training.evaluation.evaluate import (
+    EvalSets,
+    Scored,
+    ScoredSets,
+    graph_predictor,
+    score,
+    scored_metrics,
+)
+from training.pipeline.prepare import Prepared, prepare
+from training.studies.sasrec import CLICK, SASRecConfig, fit_sasrec, predictor
+
+MODEL = "model"
+ANCHOR = "SASRec"
+DIFFERENCE = f"{MODEL} - {ANCHOR}"
+
+
+def artifact_data(artifact: Artifact) -> tuple[dict[str, Any], str, Prepared]:
+    """The artifact's training config (as a dict), its data source, and that data prepared.
+
+    Raises:
+        ConfigError: the artifact was refit on all of its data (its test events were training
+            events), the manifest names no data source, or the data's vocabularies are not the
+            artifact's (ids a catalogue added come after them and are allowed).
+    """
+    fit = artifact.manifest.fit
+    if fit is not None and fit.refit:
+        raise ConfigError(
+            f"{artifact.path}: refit on all of its data, so its test events were training "
+            "events; compare a held-out model (train --no-refit)"
+        )
+    stored = dict(artifact.manifest.training)
+    source = stored.pop("data", None)
+    if not isinstance(source, str):
+        raise ConfigError(f"{artifact.path}: its manifest names no data source to train SASRec on")
+    data = prepare(from_dict(stored), source, progress=False)
+    for name in ("item_id", "user_id"):
+        ids, served = data.vocabs[name].ids, artifact.read_vocab(name)
+        if served[: len(ids)] != list(ids):
+            raise ConfigError(
+                f"{artifact.path}: its {name} vocabulary is not the one of {source!r} as "
+                "prepared now, so the two cannot score the same events"
+            )
+    return stored, source, data
+
+
+def test_sets(data: Prepared) -> EvalSets:
+    """The test events SASRec can answer: the click events and the ranking events."""
+    return EvalSets(data.test.items, data.test.ranking)
+
+
+def run_seed(
+    config: dict[str, Any], source: str, settings: SASRecConfig, seed: int
+) -> dict[str, Any]:
+    """Train one SASRec (a worker process, one thread) and score the test sets with it."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = from_dict(config)
+    data = prepare(cfg, source, progress=False)
+    start = time.perf_counter()
+    model, checks = fit_sasrec(
+        data.log, cfg.eval, dataclasses.replace(settings, seed=seed), progress=False
+    )
+    seconds = time.perf_counter() - start
+    scored = score(test_sets(data), predictor(model, data.log, settings.length))
+    assert scored.items is not None, "the test sets hold both"
+    assert scored.ranking is not None, "the test sets hold both"
+    return {
+        "seed": seed,
+        "seconds": seconds,
+        "checks": checks,
+        "kept_epoch": max(checks, key=lambda c: c[f"ndcg@{cfg.eval.k}"])["epoch"],
+        "items": scored.items.outputs[CLICK.name],
+        "ranking": scored.ranking.outputs[CLICK.name],
+        "events": events_key(test_sets(data)),
+    }
+
+
+def events_key(sets: EvalSets) -> str:
+    """A digest of the test events and their candidates: the seeds' and the artifact's must
+    be the same events, row for row."""
+    digest = hashlib.sha256()
+    for events in (sets.items, sets.ranking):
+        if events is not None:
+            digest.update(events.index.tobytes())
+            digest.update(np.ascontiguousarray(events.candidates).tobytes())
+    return digest.hexdigest()
+
+
+def compare(
+    artifact: Artifact,
+    settings: SASRecConfig,
+    seeds: range,
+    jobs: int,
+    resamples: int,
+) -> dict[str, Any]:
+    """Every figure of the artifact and of SASRec per seed, the mean over seeds and the paired
+    difference, each with its bootstrap interval; SASRec's validation checks per seed."""
+    config, source, data = artifact_data(artifact)
+    k = from_dict(config).eval.k
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_seed, config, source, settings, s) for s in seeds]
+        runs = [f.result() for f in futures]
+    sets = test_sets(data)
+    if any(r["events"] != events_key(sets) for r in runs):
+        raise RuntimeError("SASRec was scored on other test events than the artifact")
+    graph = graph_predictor(
+        artifact.path / "model.onnx", data.log, data.tasks, artifact.manifest.history_length
+    )
+    ours = score(sets, graph)
+    assert ours.items is not None, "the test sets hold both"
+    assert ours.ranking is not None, "the test sets hold both"
+    assert sets.ranking is not None, "the test sets hold both"
+    click = interaction_task(data.tasks)
+
+    def outputs(part: str, mine: Scored) -> dict[str, np.ndarray]:
+        return {MODEL: mine.outputs[click]} | {f"{ANCHOR} {r['seed']}": r[part] for r in runs}
+
+    scored = ScoredSets(
+        items=Scored(sets.items, outputs("items", ours.items)),
+        ranking=Scored(sets.ranking, outputs("ranking", ours.ranking)),
+    )
+    names = [MODEL, *(f"{ANCHOR} {r['seed']}" for r in runs)]
+
+    def figures(resample: ScoredSets) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in names:
+            one = ScoredSets(
+                **{
+                    part: Scored(s.events, {CLICK.name: s.outputs[name]})
+                    for part, s in resample.parts().items()
+                }
+            )
+            for metric, value in scored_metrics(data.log, one, [CLICK], k).items():
+                out[f"{name}/{metric}"] = value
+        for metric in [m.split("/", 1)[1] for m in out if m.startswith(f"{MODEL}/")]:
+            anchor = float(np.mean([out[f"{n}/{metric}"] for n in names[1:]]))
+            out[f"{ANCHOR}/{metric}"] = anchor
+            out[f"{DIFFERENCE}/{metric}"] = out[f"{MODEL}/{metric}"] - anchor
+        return out
+
+    found = intervals([scored], lambda s: data.log.user[s.events.index], figures, resamples)
+    return {
+        "artifact": str(artifact.path),
+        "data": source,
+        "k": k,
+        "users": int(len(sets.ranking.index)),
+        "sasrec": dataclasses.asdict(settings),
+        "seeds": [
+            {key: r[key] for key in ("seed", "seconds", "kept_epoch", "checks")} for r in runs
+        ],
+        "figures": {key: value.to_dict() for key, value in found.items()},
+    }
+
+
+def verdict(difference: Interval) -> str:
+    """The verdict of a paired difference: ahead or behind when its interval leaves out 0,
+    else a tie."""
+    if difference.low > 0:
+        return "ahead"
+    return "behind" if difference.high < 0 else "tie"
+
+
+def stem(loss: str) -> str:
+    """The report files' name: sasrec (the paper's loss) or sasrec-<loss>."""
+    return "sasrec" if loss == "bce" else f"sasrec-{loss}"

@@ -1,0 +1,117 @@
+"""The artifact against SASRec as a report: a table of every figure with its interval, the
+paired difference with its verdict, SASRec's runs, and an interval plot (sasrec.md, .png;
+sasrec-ce.* for the softmax-trained SASRec)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from training.evaluation.bootstrap import Interval  # noqa: E402
+from training.studies.ranking_anchor import ANCHOR, DIFFERENCE, MODEL, stem, verdict  # noqa: E402
+
+
+def save(results: dict[str, Any], folder: Path, command: str) -> Path:
+    """<stem>.json, .md and .png in `folder` (stem: by SASRec's loss); returns the markdown
+    path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem(results['sasrec']['loss'])}.json").write_text(
+        json.dumps(results | {"command": command}, indent=2) + "\n", encoding="utf-8"
+    )
+    return write(results, folder, command)
+
+
+def metric_names(results: dict[str, Any]) -> list[str]:
+    """The metrics compared, in the order the protocol lists them."""
+    return [key.split("/", 1)[1] for key in results["figures"] if key.startswith(f"{MODEL}/")]
+
+
+def _cell(figure: dict[str, float]) -> str:
+    return f"{figure['value']:.4f} [{figure['low']:.4f}, {figure['high']:.4f}]"
+
+
+def write(results: dict[str, Any], folder: Path, command: str) -> Path:
+    """<stem>.md and <stem>.png in `folder`; returns the markdown path."""
+    figures, metrics = results["figures"], metric_names(results)
+    seeds = [f"{ANCHOR} {run['seed']}" for run in results["seeds"]]
+    rows = [MODEL, *seeds, f"{ANCHOR}"]
+    labels = {MODEL: f"artifact `{results['artifact']}`", ANCHOR: f"{ANCHOR}, mean of the seeds"}
+    lines = [
+        "# The model against SASRec on the same test events",
+        "",
+        f"Command: `{command}`. Data: `{results['data']}`, {results['users']} users; 95%",
+        "percentile bootstrap over users; the difference is resampled paired (the same users",
+        "for both), so its interval is the one to read.",
+        "",
+        "| | " + " | ".join(metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for row in rows:
+        cells = [_cell(figures[f"{row}/{m}"]) for m in metrics]
+        lines.append(f"| {labels.get(row, row)} | " + " | ".join(cells) + " |")
+    differences = [Interval(**figures[f"{DIFFERENCE}/{m}"]) for m in metrics]
+    lines.append(
+        f"| **{DIFFERENCE}** (paired) | "
+        + " | ".join(
+            f"**{d.value:+.4f}** [{d.low:+.4f}, {d.high:+.4f}] {verdict(d)}" for d in differences
+        )
+        + " |"
+    )
+    lines += [
+        "",
+        "## SASRec's runs",
+        "",
+        "Settings: " + ", ".join(f"{k} {v}" for k, v in results["sasrec"].items() if k != "seed"),
+        "",
+        "| seed | kept epoch (best validation NDCG) | epochs run | training s |",
+        "|---:|---:|---:|---:|",
+    ]
+    for run in results["seeds"]:
+        lines.append(
+            f"| {run['seed']} | {run['kept_epoch']} | {run['checks'][-1]['epoch']} "
+            f"| {run['seconds']:.0f} |"
+        )
+    name = stem(results["sasrec"]["loss"])
+    lines += ["", f"![the model against SASRec]({name}.png)", ""]
+    _plot(figures, metrics, rows, labels, folder / f"{name}.png")
+    path = folder / f"{name}.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _plot(
+    figures: dict[str, dict[str, float]],
+    metrics: list[str],
+    rows: list[str],
+    labels: dict[str, str],
+    path: Path,
+) -> None:
+    """One panel per metric: each row's value with its interval, the difference beside."""
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(4 * (len(metrics) + 1), 3.2))
+    panels = [
+        *(
+            (ax, [(f"{row}/{metric}", "C0" if row == MODEL else "C1") for row in rows], metric)
+            for ax, metric in zip(axes, metrics, strict=False)
+        ),
+        (axes[-1], [(f"{DIFFERENCE}/{m}", "C2") for m in metrics], f"{DIFFERENCE} (paired)"),
+    ]
+    for ax, points, title in panels:
+        for y, (key, color) in enumerate(points):
+            f = figures[key]
+            xerr = [[f["value"] - f["low"]], [f["high"] - f["value"]]]
+            ax.errorbar(f["value"], y, xerr=xerr, fmt="o", color=color, capsize=3)
+        ax.invert_yaxis()
+        ax.set_title(title)
+    for ax in axes[:-1]:
+        ax.set_yticks(range(len(rows)), [labels.get(r, r).split(" `")[0] for r in rows])
+    axes[-1].set_yticks(range(len(metrics)), metrics)
+    axes[-1].axvline(0.0, color="grey", linewidth=1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
