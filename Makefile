@@ -27,6 +27,9 @@ MODEL ?= models/movielens/9
 ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
+DOCS_PORT ?= 8001
+# mkdocs-material's notice about its successor is not a warning about these docs
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 COMPOSE ?= docker compose
 COMPOSE_FILE := docker/compose.yml
 # Debian packages the checks and system tests run: promtool + prometheus, docker-compose (v1).
@@ -40,7 +43,7 @@ EXPERIMENT_ARGS ?= --network.history_length=100 --network.encoder_length=20 \
 
 GRID ?= multitask content quality  # `make experiment GRID=content`: the item-content ablation only
 
-.PHONY: install system-deps test fuzz lint fmt train experiment crossval sasrec refit-study serve bench bench-train bench-replicas soak up down clean
+.PHONY: install system-deps test fuzz lint docs docs-serve fmt train experiment crossval sasrec refit-study serve bench bench-train bench-replicas soak up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,7 +90,7 @@ test: $(STAMP) $(CHECKOV) system-deps  ## the whole suite, with coverage
 fuzz: $(STAMP)  ## the OpenAPI fuzz run with 500 examples per operation (make test runs 25)
 	FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/fuzz -p no:cacheprovider
 
-lint: $(STAMP) $(CHECKOV) system-deps  ## ruff, formatting, mypy, hadolint, compose, Prometheus, Kubernetes files
+lint: $(STAMP) $(CHECKOV) system-deps  ## ruff, formatting, mypy, hadolint, compose, Prometheus, Kubernetes files, the docs site
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy service training bench harness
@@ -97,6 +100,13 @@ lint: $(STAMP) $(CHECKOV) system-deps  ## ruff, formatting, mypy, hadolint, comp
 	promtool check rules docker/alerts.yml
 	$(BIN)/kubernetes-validate --strict --quiet $(filter-out %/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
 	$(CHECKOV) -d deploy/k8s --framework kubernetes --compact --quiet --skip-download
+	$(MKDOCS) build --strict
+
+docs: $(STAMP)  ## the documentation site (docs/, mkdocs-material) built strictly into site/: a broken link or anchor fails
+	$(MKDOCS) build --strict
+
+docs-serve: $(STAMP)  ## serve the documentation on http://$(HOST):$(DOCS_PORT), rebuilt as pages change
+	$(MKDOCS) serve --strict --dev-addr $(HOST):$(DOCS_PORT)
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -148,4 +158,4 @@ down:  ## stop the stack (volumes, with the models trained in it, are kept)
 	$(COMPOSE) -p hydrarec -f $(COMPOSE_FILE) down
 
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage site

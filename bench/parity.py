@@ -1,6 +1,6 @@
 """`python -m bench.parity` (in `make bench-train`): do 2 ranks learn what 1 process learns?
 
-The planted synthetic log of tests/training/test_distributed.py, trained with 3 seeds
+The planted synthetic log of harness/training.py (LEARNING), trained with 3 seeds
 (`optim.seed`) three ways: one process in memory, one process streaming the prepared folder, two
 ranks (torchrun, gloo) streaming it. Every run's artifact goes through the service's own loader
 (hashes, schema, parity with torch). Test figures as mean +- sample std over the seeds, written
@@ -107,7 +107,7 @@ def main() -> None:
             "# Quality parity: 2 ranks against 1 process",
             "",
             f"`python -m bench.parity --seeds={args.seeds}` on {os.cpu_count()} cores: the "
-            "planted synthetic log of tests/training/test_distributed.py (500 users, 200 items, "
+            "planted synthetic log of harness/training.py (500 users, 200 items, "
             "4 epochs), seeds 0.. of `optim.seed`; test figures, mean +- sample std over the "
             "seeds. Every artifact passed the service's loader (hashes, schema, ONNX parity).",
             "",

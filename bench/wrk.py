@@ -116,3 +116,20 @@ def interleaved(
                 out[name][c].append(wrk(url, script, c, seconds))
             each_round()
     return out
+
+
+MODES = {
+    "dynamic batching on": {"HYDRAREC_BATCH_MAX_CANDIDATES": "2000"},
+    "dynamic batching off": {"HYDRAREC_BATCH_MAX_CANDIDATES": "0"},
+}
+DEFAULT_MODE = "dynamic batching on"  # what the service does without settings (service/config.py)
+
+
+@dataclass(frozen=True)
+class Served:
+    """The wrk runs of one server setting and where its requests' time went."""
+
+    runs: dict[int, list[WrkRun]]  # by connection count
+    rss_mib: tuple[float, int]  # the server's resident memory after the runs, its processes
+    costs: dict[str, float]  # mean seconds per request: each stage, the whole handler (hydrarec)
+    batch_size: float | None  # mean requests per session.run (hydrarec, batching on)
