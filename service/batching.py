@@ -5,13 +5,13 @@ The graph takes ragged batches (DESIGN.md): B users, each with their own candida
 
 All of it runs on the worker's event loop, `session.run` included. A worker has one core (ORT
 threads = cores / workers), so an inference thread would only take turns with the loop, and its
-hop per batch cost more than the overlap bought (README, Performance: 1,801 against 2,048
+hop per batch cost more than the overlap bought (docs/changelog.md: 1,801 against 2,048
 requests/s at 8 connections). A request that finds no batch forming leads one: it gives the loop
 one turn, so that the requests read with it queue behind it, then runs the batch itself with
 every request queued by then, up to HYDRAREC_BATCH_MAX_CANDIDATES candidates. That turn and the
-bookkeeping cost 13-38 µs of a request's CPU (README), so a request alone in its worker, which
-no other could join, does not come here: the server says so (service/protocol.py) and /predict
-runs it at once (service/predict_endpoint.py). While a batch runs
+bookkeeping cost 13-38 µs of a request's CPU (docs/changelog.md), so a request alone in its
+worker, which no other could join, does not come here: the server says so (service/protocol.py)
+and /predict runs it at once (service/predict_endpoint.py). While a batch runs
 the loop reads nothing, so requests that arrive meanwhile wait in the socket buffers, are read
 together afterwards and form the next batch: under load batches form by themselves, without a
 fixed delay. After a batch of several requests (the worker is under concurrent load) the next

@@ -5,7 +5,7 @@ and the admission limit, so /predict keeps all of them) and answers POST /predic
 API key, the JSON content type, the model, then `predict`. Everything else goes on to FastAPI.
 Skipped for /predict: the framework's exception middleware, its exit-stack middleware, route
 matching, the Request object and the dependency calls: the app's cost around the handler fell
-from 122-179 to 62-98 µs per request in process (README, Performance). The route stays declared
+from 122-179 to 62-98 µs per request in process (docs/changelog.md). The route stays declared
 in service/routes.py with the same checks as dependencies, so the OpenAPI document (security
 schemes, body, errors) is FastAPI's own; a test holds the two to the same answers. Failures are
 answered as the app's exception handlers answer them (service.errors.failure_answer).

@@ -7,7 +7,7 @@ algorithm off, service/server.py), and two wake-ups of the client for one answer
 connection's transport is wrapped: a write is held until the next one, and the two go out
 joined, so a whole response leaves in one segment as soon as its body is written; what is still
 held at the end of the loop turn (a streamed chunk, a 100 Continue) goes out then
-(`loop.call_soon`), so nothing waits for more than a turn (README, Performance). Closing
+(`loop.call_soon`), so nothing waits for more than a turn (docs/changelog.md). Closing
 flushes first, so nothing written is lost or reordered; what is held when the client has gone
 is dropped, as the transport itself would drop it. Everything else is the transport's own.
 

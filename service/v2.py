@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2 REST) beside /predict: the same model, verification,
 limits, API key, batching and metrics, so Triton's own client (`tritonclient`) can call hydrarec.
 
-The ragged /predict request becomes rectangular tensors (README "Open Inference Protocol"):
+The ragged /predict request becomes rectangular tensors (docs/serving.md):
 `user_id` BYTES [B], `history` BYTES [B, H], `candidates` BYTES [B, N], an empty string being
 padding; parameters `top_k` and `weight_<item task>`. Outputs: every task (item tasks FP32
 [B, N] in candidate order, user tasks FP32 [B, K]), `score` FP32 [B, N] and `ranking` INT64

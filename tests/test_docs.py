@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from markdown.extensions.toc import slugify
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import ENV_PREFIX, Settings
@@ -64,6 +66,20 @@ def test_the_readme_is_a_front_door() -> None:
     assert len(readme.splitlines()) <= README_LINES
     for name in ("make serve", "make test", "/predict", "docs/quality.md", "docs/performance.md"):
         assert name in readme, name
+
+
+def test_the_readmes_links_lead_to_pages_and_sections_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#]+)(?:#([^)]+))?\)", readme)
+    assert len(links) >= 10
+    for target, anchor in links:
+        if target.startswith("http"):
+            continue
+        path = ROOT / target
+        assert path.is_file(), target
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), flags=re.M)
+            assert anchor in {slugify(h, "-") for h in headings}, f"{target}#{anchor}"
 
 
 def build(folder: Path) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 """The bare baseline: a hand-written ASGI callable on uvicorn, no framework: the body read and
 `json.loads`-ed, the shared peer model (bench/peers/model.py), `json.dumps`. No validation,
 metrics, limits or batching: what the work of /predict costs over HTTP on uvicorn with nothing
-around it (README, Performance)."""
+around it (docs/performance.md)."""
 
 from __future__ import annotations
 

@@ -44,3 +44,10 @@ def test_a_configured_wheel_folder_or_an_explicit_index_is_used_as_it_is(tmp_pat
     assert CPU_INDEX not in dry_run("install", tmp_path, local)
     mirror = dry_run("install", tmp_path, os.environ | {"TORCH_INDEX": "https://mirror.test/cpu"})
     assert "--index-url 'https://mirror.test/cpu'" in mirror
+
+
+def test_the_docs_targets_build_strictly_and_serve_on_loopback(tmp_path: Path) -> None:
+    assert "mkdocs build --strict" in dry_run("docs", tmp_path)
+    assert "mkdocs build --strict" in dry_run("lint", tmp_path)
+    served = dry_run("docs-serve", tmp_path)
+    assert "mkdocs serve --strict --dev-addr 127.0.0.1:8001" in served

@@ -140,7 +140,7 @@ def pick_profile_events(
     """[E] bool marking, per user, n random training events among those whose history window is
     as full as the user's training history allows. The user heads then learn from the view that
     the evaluation and the service give them (the last L items), not from a first few clicks
-    (MovieLens-100K occupation accuracy 0.217 with any event, see README)."""
+    (MovieLens-100K occupation accuracy 0.217 with any event)."""
     users = log.user[index]
     counts = np.bincount(users, minlength=log.n_users)[users]  # training events per user
     eligible = log.position[index] >= np.minimum(history_length, counts - n)

@@ -7,7 +7,7 @@ encoded once (DESIGN.md; the same graph serves ragged batches of several users).
 The block reads [behaviour, personal]. Behaviour is the history through the shared encoder plus
 its mean (the next item depends on the last few, the profile on everything watched). Personal
 differs by level, and this is what makes the tasks help rather than hurt each other, as measured
-on MovieLens-100K (reports/ and the README):
+on MovieLens-100K (reports/ and docs/multitask.md):
 - item tasks get a user-id embedding (a rating bias, a taste the history does not show);
 - user tasks get the mean of a profile item table that only they train, and read the shared
   item embeddings without writing them (detach); with `network.wide_profile` their heads also
