@@ -16,7 +16,11 @@ WHY = "evaluate/export use the checkpoint's config"
 
 def add(sub: Subparsers) -> None:
     for name, func, text in (
-        ("evaluate", evaluate, "print test metrics of a checkpoint"),
+        (
+            "evaluate",
+            evaluate,
+            "print test metrics of a checkpoint, sampled and over the full catalogue",
+        ),
         ("export", export, "export a checkpoint as a new artifact"),
     ):
         cmd = sub.add_parser(name, help=text)
@@ -34,10 +38,14 @@ def add(sub: Subparsers) -> None:
 
 
 def evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from training.evaluation.full_catalogue import table
     from training.pipeline.checkpoint import evaluate_checkpoint
 
     no_overrides("evaluate", overrides, WHY)
-    print(markdown_table(*evaluate_checkpoint(args.checkpoint, args.data)))
+    evaluated = evaluate_checkpoint(args.checkpoint, args.data)
+    print(markdown_table(evaluated.title, evaluated.metrics, evaluated.baselines))
+    print()
+    print(table(evaluated.full, evaluated.users))
     return 0
 
 

@@ -3,12 +3,18 @@ published as a new artifact, on its own data or another source."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.config import Config, ConfigError
 from training.config_file import from_dict
-from training.evaluation.evaluate import graph_predictor
+from training.data.split import TEST
+from training.evaluation.bootstrap import Interval
+from training.evaluation.evaluate import evaluated_users, graph_predictor, model_predictor
+from training.evaluation.full_catalogue import full_catalogue
 from training.evaluation.protocol import evaluate_baselines, evaluate_model, protocol_metrics
 from training.fit.train import load_checkpoint
 from training.network.recommender import MultiTaskRecommender
@@ -33,10 +39,20 @@ def is_refit(raw: dict[str, Any]) -> bool:
     return bool(raw.get("fit", {}).get("refit"))
 
 
-def evaluate_checkpoint(
-    checkpoint: Path, data: str | None
-) -> tuple[str, dict[str, float], dict[str, float]]:
-    """The protocol's test figures of a checkpoint and of the baselines, with a title.
+@dataclass(frozen=True)
+class Evaluated:
+    """A checkpoint's figures on a split: the protocol's, and the full-catalogue ranking's."""
+
+    title: str
+    metrics: dict[str, float]
+    baselines: dict[str, float]
+    full: dict[str, dict[str, Interval]]  # by scorer: the model, popularity, EASE
+    users: int  # the users the full-catalogue figures are over
+
+
+def evaluate_checkpoint(checkpoint: Path, data: str | None) -> Evaluated:
+    """The protocol's test figures of a checkpoint and of the baselines, and where each user's
+    first test item lands among every item (training.evaluation.full_catalogue).
 
     Raises:
         ConfigError: a refit checkpoint on its own data, where its test split was training data.
@@ -49,7 +65,17 @@ def evaluate_checkpoint(
             "held-out checkpoint beside it (heldout.pt), or give --data another source"
         )
     title = f"{checkpoint} on {data or raw['config']['data']} (test split)"
-    return title, evaluate_model(model, prepared, cfg), evaluate_baselines(prepared, cfg)
+    log, tasks, length = prepared.log, prepared.tasks, cfg.network.history_length
+    keep = evaluated_users(log, cfg.eval)
+    users = None if keep is None else np.flatnonzero(keep)
+    full = full_catalogue(log, tasks, model_predictor(model, log, tasks, length), users)
+    return Evaluated(
+        title,
+        evaluate_model(model, prepared, cfg),
+        evaluate_baselines(prepared, cfg),
+        full,
+        len(log.first_events(TEST, users)),
+    )
 
 
 def export_checkpoint(

@@ -1,0 +1,100 @@
+"""The full-catalogue protocol: ranks among every untouched item, EASE's closed form, and the
+scorers on a log with planted tastes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.artifact import FIRST_ID
+from tests.conftest import learning_config, tiny_config
+from training.data.split import TEST
+from training.evaluation.full_catalogue import (
+    Ranked,
+    ease_weights,
+    popularity_scorer,
+    rank_events,
+    tuned_ease,
+    with_intervals,
+)
+from training.pipeline.prepare import prepare
+
+
+@pytest.fixture(scope="module")
+def tiny_log():  # type: ignore[no-untyped-def]
+    return prepare(tiny_config(), "synthetic").log
+
+
+def brute_force_rank(log, event: int, scores: np.ndarray) -> int:  # type: ignore[no-untyped-def]
+    """The item's place among the catalogue items its user never touched, item by item."""
+    user, item = log.user[event], log.item[event]
+    touched = set(log.item[log.user == user].tolist()) - {item}
+    others = [j for j in range(FIRST_ID, log.n_items) if j not in touched and j != item]
+    return sum(1 for j in others if scores[j] >= scores[item])
+
+
+def test_an_item_is_ranked_among_the_untouched_items_only_ties_against_it(tiny_log) -> None:  # type: ignore[no-untyped-def]
+    log = tiny_log
+    first = log.first_events(TEST)
+    rng = np.random.default_rng(0)
+    table = rng.integers(0, 5, (log.n_users, log.n_items)).astype(float)  # many ties
+    for user in range(log.n_users):  # the items a user touched score highest: never counted
+        table[user, log.item[log.user == user]] = 100.0
+
+    ranked = rank_events(log, first, lambda events: table[log.user[events]])
+
+    expected = [brute_force_rank(log, e, table[log.user[e]]) for e in first]
+    assert ranked.rank.tolist() == expected
+    untouched = [
+        log.n_items - FIRST_ID - len(set(log.item[log.user == log.user[e]].tolist())) + 1
+        for e in first
+    ]
+    assert ranked.n_candidates.tolist() == untouched
+
+
+def test_an_oracle_hits_every_user_and_a_constant_scorer_none(tiny_log) -> None:  # type: ignore[no-untyped-def]
+    log = tiny_log
+    first = log.first_events(TEST)
+
+    def oracle(events: np.ndarray) -> np.ndarray:
+        scores = np.zeros((len(events), log.n_items))
+        scores[np.arange(len(events)), log.item[events]] = 1.0
+        return scores
+
+    hit = with_intervals(rank_events(log, first, oracle), n_resamples=50)
+    flat = rank_events(log, first, lambda events: np.zeros((len(events), log.n_items)))
+
+    assert hit["hr@10"].value == hit["ndcg@10"].value == hit["hr@50"].value == 1.0
+    assert (flat.rank == flat.n_candidates - 1).all()  # every tie counted against the item
+    assert Ranked(flat.rank, flat.n_candidates).figures()["hr@10"].sum() == (flat.rank < 10).sum()
+
+
+def test_ease_is_the_ridge_regression_of_each_item_on_the_others() -> None:
+    rng = np.random.default_rng(1)
+    x = (rng.random((40, 7)) < 0.3).astype(float)
+    lam = 3.0
+
+    weights = ease_weights(x, lam)
+
+    for j in range(x.shape[1]):
+        others = [i for i in range(x.shape[1]) if i != j]
+        a = x[:, others]
+        solved = np.linalg.solve(a.T @ a + lam * np.eye(len(others)), a.T @ x[:, j])
+        assert weights[others, j] == pytest.approx(solved, abs=1e-9)
+        assert weights[j, j] == 0.0
+
+
+def test_on_planted_tastes_ease_ranks_far_above_popularity() -> None:
+    log = prepare(learning_config(), "synthetic").log
+    first = log.first_events(TEST)
+
+    tuned = tuned_ease(log)
+    assert tuned is not None
+    lam, ease = tuned
+    figures = {
+        name: with_intervals(rank_events(log, first, scorer), n_resamples=200)
+        for name, scorer in (("ease", ease), ("popularity", popularity_scorer(log)))
+    }
+
+    assert figures["ease"]["hr@10"].low > figures["popularity"]["hr@10"].high
+    assert figures["ease"]["ndcg@10"].value > 1.5 * figures["popularity"]["ndcg@10"].value

@@ -1,0 +1,176 @@
+"""The full-catalogue protocol: each user's first test item ranked among every catalogue item the
+user never interacted with, not among a sample (sampled metrics flatter models and can reorder
+them: Krichene & Rendle, KDD 2020). HR@10, NDCG@10 and HR@50, each with a percentile bootstrap
+interval over users, for the model, the popularity baseline and EASE (Steck, WWW 2019).
+
+A scorer maps a user's events [U] to a score for every item index [U, n_items]. Padding, the
+unknown item and every item the user touched in any part of the log (but the one ranked) are left
+out of the ranking; ties count against the ranked item, as in the sampled protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.artifact import FIRST_ID, TaskSpec
+from training.data.samples import Events
+from training.data.split import TEST, TRAIN, VALID, Log
+from training.data.vocab import interaction_task
+from training.evaluation.bootstrap import N_RESAMPLES, Interval, UserRows
+from training.evaluation.evaluate import Predictor
+
+Scorer = Callable[[np.ndarray], np.ndarray]  # event indices [U] -> scores [U, n_items]
+CUTOFFS = (10, 50)
+EASE_LAMBDAS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)  # picked on the validation events
+EASE_MAX_CELLS = 50_000_000  # EASE here is dense: users x items and items x items float64s
+USERS_PER_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Where each user's first test item landed among the items the user never touched."""
+
+    rank: np.ndarray  # [U] 0-based
+    n_candidates: np.ndarray  # [U] the items it was ranked among, itself included
+
+    def figures(self) -> dict[str, np.ndarray]:
+        """Per user: hr@10, ndcg@10, hr@50 (1/0 and the discounted gain)."""
+        out = {f"hr@{k}": (self.rank < k).astype(np.float64) for k in CUTOFFS}
+        out["ndcg@10"] = np.where(self.rank < 10, 1.0 / np.log2(self.rank + 2.0), 0.0)
+        return {key: out[key] for key in ("hr@10", "ndcg@10", "hr@50")}
+
+
+def rank_events(log: Log, events: np.ndarray, scorer: Scorer) -> Ranked:
+    """The rank of each event's item under `scorer` among the catalogue items its user never
+    touched (every part of the log), in batches of users."""
+    rows = UserRows(log.user, log.n_users)
+    ranks, sizes = [], []
+    for start in range(0, len(events), USERS_PER_BATCH):
+        batch = events[start : start + USERS_PER_BATCH]
+        scores = np.asarray(scorer(batch), dtype=np.float64)
+        allowed = np.ones_like(scores, dtype=bool)
+        allowed[:, :FIRST_ID] = False  # padding and the unknown item
+        for row, user in enumerate(log.user[batch]):
+            allowed[row, log.item[rows.rows(np.array([user]))]] = False
+        positive = log.item[batch]
+        allowed[np.arange(len(batch)), positive] = True
+        target = scores[np.arange(len(batch)), positive][:, None]
+        ranks.append(np.sum((scores >= target) & allowed, axis=1) - 1)
+        sizes.append(allowed.sum(axis=1))
+    return Ranked(np.concatenate(ranks), np.concatenate(sizes))
+
+
+def with_intervals(
+    ranked: Ranked, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> dict[str, Interval]:
+    """Each figure's mean over users with its 95% percentile interval over resampled users."""
+    figures = ranked.figures()
+    draws = np.random.default_rng(seed).integers(
+        0, len(ranked.rank), (n_resamples, len(ranked.rank))
+    )
+    out = {}
+    for name, values in figures.items():
+        means = values[draws].mean(axis=1)
+        low, high = np.percentile(means, [2.5, 97.5])
+        out[name] = Interval(float(values.mean()), float(low), float(high))
+    return out
+
+
+def popularity_scorer(log: Log) -> Scorer:
+    """Every user scores an item by its training interactions."""
+    train = log.part == TRAIN
+    counts = np.bincount(log.item[train], minlength=log.n_items).astype(np.float64)
+    return lambda events: np.repeat(counts[None, :], len(events), axis=0)
+
+
+def ease_weights(interactions: np.ndarray, lam: float) -> np.ndarray:
+    """EASE's item-item matrix B [I, I] for a binary user x item matrix: the ridge regression of
+    each item's column on the others (B's diagonal held at 0), in closed form:
+    P = (X'X + lam I)^-1, B = I - P diag(1 / diag(P))."""
+    gram = interactions.T @ interactions + lam * np.eye(interactions.shape[1])
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def ease_scorer(log: Log, lam: float, parts: Sequence[int] = (TRAIN, VALID)) -> Scorer:
+    """EASE fitted on the training interactions; a user's scores are their history (the items
+    of `parts`: training and validation, what the model reads before a test event) times B."""
+    weights = ease_weights(_matrix(log, (TRAIN,)), lam)
+    history = _matrix(log, parts)
+    return lambda events: history[log.user[events]] @ weights
+
+
+def tuned_ease(log: Log) -> tuple[float, Scorer] | None:
+    """EASE with the lambda of EASE_LAMBDAS whose NDCG@10 on each user's first validation item
+    (history: the training items) is highest; None for a log past EASE_MAX_CELLS (its dense
+    matrices would not fit: the figures then leave EASE out)."""
+    if max(log.n_users, log.n_items) * log.n_items > EASE_MAX_CELLS:
+        return None
+    first = log.first_events(VALID)
+    best = max(
+        EASE_LAMBDAS,
+        key=lambda lam: float(
+            rank_events(log, first, ease_scorer(log, lam, (TRAIN,))).figures()["ndcg@10"].mean()
+        ),
+    )
+    return best, ease_scorer(log, best)
+
+
+def model_scorer(predict: Predictor, log: Log, tasks: Sequence[TaskSpec]) -> Scorer:
+    """The model's interaction-task (click) probability of every item, as the protocol ranks."""
+    click = interaction_task(tasks)
+    every = np.arange(log.n_items)
+
+    def score(events: np.ndarray) -> np.ndarray:
+        candidates = np.repeat(every[None, :], len(events), axis=0)
+        return predict(Events(events, candidates))[click]
+
+    return score
+
+
+def full_catalogue(
+    log: Log,
+    tasks: Sequence[TaskSpec],
+    predict: Predictor,
+    users: np.ndarray | None = None,
+    n_resamples: int = N_RESAMPLES,
+) -> dict[str, dict[str, Interval]]:
+    """The full-catalogue figures of the model, popularity and tuned EASE on the first test item
+    of every user (or of `users`: eval.max_users' sample), by scorer name ("EASE, lambda 250")."""
+    first = log.first_events(TEST, users)
+    scorers: dict[str, Scorer] = {
+        "model": model_scorer(predict, log, tasks),
+        "popularity": popularity_scorer(log),
+    }
+    ease = tuned_ease(log)
+    if ease is not None:
+        scorers[f"EASE, lambda {ease[0]:g}"] = ease[1]
+    return {
+        name: with_intervals(rank_events(log, first, s), n_resamples) for name, s in scorers.items()
+    }
+
+
+def _matrix(log: Log, parts: Sequence[int]) -> np.ndarray:
+    """[n_users, n_items] 1 where the user interacted with the item in one of `parts`."""
+    out = np.zeros((log.n_users, log.n_items), dtype=np.float64)
+    keep = np.isin(log.part, parts)
+    out[log.user[keep], log.item[keep]] = 1.0
+    return out
+
+
+def table(figures: dict[str, dict[str, Interval]], n_users: int) -> str:
+    """The figures as a markdown table, one row per scorer."""
+    names = ("hr@10", "ndcg@10", "hr@50")
+    lines = [
+        f"| full catalogue, {n_users:,} users (95% interval) | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for scorer, row in figures.items():
+        cells = [f"{row[n].value:.3f} [{row[n].low:.3f}, {row[n].high:.3f}]" for n in names]
+        lines.append(f"| {scorer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
