@@ -23,7 +23,6 @@ from training.evaluation.bootstrap import N_RESAMPLES, Interval, UserRows
 from training.evaluation.evaluate import Predictor
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # event indices [U] -> scores [U, n_items]
-CUTOFFS = (10, 50)
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)  # picked on the validation events
 EASE_MAX_CELLS = 50_000_000  # EASE here is dense: users x items and items x items float64s
 USERS_PER_BATCH = 64
@@ -38,9 +37,11 @@ class Ranked:
 
     def figures(self) -> dict[str, np.ndarray]:
         """Per user: hr@10, ndcg@10, hr@50 (1/0 and the discounted gain)."""
-        out = {f"hr@{k}": (self.rank < k).astype(np.float64) for k in CUTOFFS}
-        out["ndcg@10"] = np.where(self.rank < 10, 1.0 / np.log2(self.rank + 2.0), 0.0)
-        return {key: out[key] for key in ("hr@10", "ndcg@10", "hr@50")}
+        return {
+            "hr@10": (self.rank < 10).astype(np.float64),
+            "ndcg@10": np.where(self.rank < 10, 1.0 / np.log2(self.rank + 2.0), 0.0),
+            "hr@50": (self.rank < 50).astype(np.float64),
+        }
 
 
 def rank_events(log: Log, events: np.ndarray, scorer: Scorer) -> Ranked:
