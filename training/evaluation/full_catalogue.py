@@ -87,39 +87,38 @@ def popularity_scorer(log: Log) -> Scorer:
     return lambda events: np.repeat(counts[None, :], len(events), axis=0)
 
 
-def ease_weights(interactions: np.ndarray, lam: float) -> np.ndarray:
-    """EASE's item-item matrix B [I, I] for a binary user x item matrix: the ridge regression of
-    each item's column on the others (B's diagonal held at 0), in closed form:
-    P = (X'X + lam I)^-1, B = I - P diag(1 / diag(P))."""
-    gram = interactions.T @ interactions + lam * np.eye(interactions.shape[1])
-    inverse = np.linalg.inv(gram)
+def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
+    """EASE's item-item matrix B [I, I] from the Gram matrix X'X of a binary user x item matrix:
+    the ridge regression of each item's column on the others (B's diagonal held at 0), in
+    closed form: P = (X'X + lam I)^-1, B = I - P diag(1 / diag(P))."""
+    inverse = np.linalg.inv(gram + lam * np.eye(gram.shape[0]))
     weights = -inverse / np.diag(inverse)[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights
 
 
-def ease_scorer(log: Log, lam: float, parts: Sequence[int] = (TRAIN, VALID)) -> Scorer:
-    """EASE fitted on the training interactions; a user's scores are their history (the items
-    of `parts`: training and validation, what the model reads before a test event) times B."""
-    weights = ease_weights(_matrix(log, (TRAIN,)), lam)
-    history = _matrix(log, parts)
-    return lambda events: history[log.user[events]] @ weights
-
-
 def tuned_ease(log: Log) -> tuple[float, Scorer] | None:
-    """EASE with the lambda of EASE_LAMBDAS whose NDCG@10 on each user's first validation item
-    (history: the training items) is highest; None for a log past EASE_MAX_CELLS (its dense
-    matrices would not fit: the figures then leave EASE out)."""
+    """EASE fitted on the training interactions, with the lambda of EASE_LAMBDAS whose NDCG@10 on
+    each user's first validation item (history: the training items) is highest; its scorer
+    feeds a user's training and validation items (what the model reads before a test event).
+    None for a log past EASE_MAX_CELLS (its dense matrices would not fit: the figures then
+    leave EASE out)."""
     if max(log.n_users, log.n_items) * log.n_items > EASE_MAX_CELLS:
         return None
+    train = _matrix(log, (TRAIN,))
+    gram = train.T @ train
+
+    def scorer(weights: np.ndarray, history: np.ndarray) -> Scorer:
+        return lambda events: history[log.user[events]] @ weights
+
     first = log.first_events(VALID)
-    best = max(
-        EASE_LAMBDAS,
-        key=lambda lam: float(
-            rank_events(log, first, ease_scorer(log, lam, (TRAIN,))).figures()["ndcg@10"].mean()
-        ),
-    )
-    return best, ease_scorer(log, best)
+    fitted = {lam: ease_weights(gram, lam) for lam in EASE_LAMBDAS}
+    ndcg = {
+        lam: float(rank_events(log, first, scorer(w, train)).figures()["ndcg@10"].mean())
+        for lam, w in fitted.items()
+    }
+    best = max(ndcg, key=ndcg.__getitem__)
+    return best, scorer(fitted[best], _matrix(log, (TRAIN, VALID)))
 
 
 def model_scorer(predict: Predictor, log: Log, tasks: Sequence[TaskSpec]) -> Scorer:

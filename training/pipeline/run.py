@@ -60,6 +60,26 @@ def new_model(cfg: Config, data: Prepared, log: Log | None = None) -> MultiTaskR
     return model
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """One evaluated fit of a study (no refit, no export, no report)."""
+
+    data: Prepared
+    model: MultiTaskRecommender
+    history: History
+    seconds: float  # the fit's wall time
+
+
+def fit_once(cfg: Config, source: str) -> Fitted:
+    """Prepare `source` and fit a fresh model on one thread (a study's worker process)."""
+    torch.set_num_threads(1)
+    data = prepare(cfg, source)
+    model = new_model(cfg, data)
+    start = time.perf_counter()
+    history = fit(model, data.log, data.valid, cfg, progress=False)
+    return Fitted(data, model, history, time.perf_counter() - start)
+
+
 def train_and_export(
     cfg: Config,
     source: str,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -72,21 +71,14 @@ def run_fold(base: Base, source: str, fold: int, n_folds: int) -> dict[str, Any]
     """Train fold `fold`'s model; score the test (and cold-item) sets with it and with the
     baselines, keeping the rows of the fold's own users, and the fold's users with the anchor;
     also the model's figures on every test event. Runs in a worker process."""
-    import torch
 
     from training.evaluation.anchors import profile_anchor
     from training.evaluation.protocol import evaluate_model
-    from training.fit.train import fit
-    from training.pipeline.prepare import prepare
-    from training.pipeline.run import new_model
+    from training.pipeline.run import fit_once
 
-    torch.set_num_threads(1)
     cfg = fold_config(base, fold, n_folds)
-    data = prepare(cfg, source)
-    model = new_model(cfg, data)
-    start = time.perf_counter()
-    history = fit(model, data.log, data.valid, cfg, progress=False)
-    seconds = time.perf_counter() - start
+    run = fit_once(cfg, source)
+    data, model, history, seconds = run.data, run.model, run.history, run.seconds
     mine = own_users(data.log)
     predict = model_predictor(model, data.log, data.tasks, cfg.network.history_length)
     baseline = baseline_predictor(data.log, data.tasks)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -150,21 +149,14 @@ def variant_config(base: Base, variant: Variant, seed: int) -> Config:
 
 def run_one(base: Base, source: str, variant: Variant, seed: int) -> dict[str, Any]:
     """Train and evaluate one (variant, seed); runs in a worker process."""
-    import torch
 
     from training.evaluation.evaluate import cold_view, model_predictor, task_metrics
     from training.evaluation.protocol import evaluate_model
-    from training.fit.train import fit
-    from training.pipeline.prepare import prepare
-    from training.pipeline.run import new_model
+    from training.pipeline.run import fit_once
 
-    torch.set_num_threads(1)
     cfg = variant_config(base, variant, seed)
-    data = prepare(cfg, source)
-    model = new_model(cfg, data)
-    start = time.perf_counter()
-    history = fit(model, data.log, data.valid, cfg, progress=False)
-    seconds = time.perf_counter() - start
+    run = fit_once(cfg, source)
+    data, model, history, seconds = run.data, run.model, run.history, run.seconds
     predict = model_predictor(model, data.log, data.tasks, cfg.network.history_length)
     cold = cold_view(data.test, COLD_INTERACTIONS)
     return {
