@@ -23,10 +23,14 @@ from pydantic import (
 )
 
 # 2: item content (the catalogue: item features, the content encoder graph, content-only items)
-SCHEMA_VERSION = 2
+# 3: retrieval (the graph's query output and the catalogue's item vectors: recommend mode)
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMAS = (2, 3)  # what the service loads; a 2 serves requests with candidates only
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 CONTENT_FILE = "content.onnx"  # the content encoder: raw item features -> item table rows
+QUERY_OUTPUT = "query"  # the graph's [B, d] retrieval query, after the task outputs
+ITEM_VECTORS_FILE = "retrieval/items.npy"  # float32 [items, d]: row i is vocabulary line i
 PAD = 0  # index of history padding
 UNK = 1  # index of an id missing from the vocabulary
 FIRST_ID = 2  # index of the first real id
@@ -38,7 +42,7 @@ TOKEN_KINDS = ("categorical", "multi_categorical")  # token ids through a token 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-RESERVED_TASK_NAMES = ("item_id", "score")  # keys of a ranked item beside its task outputs
+RESERVED_TASK_NAMES = ("item_id", "score", QUERY_OUTPUT)  # a ranked item's keys; graph outputs
 
 
 class ArtifactError(Exception):
@@ -89,8 +93,9 @@ class TaskSpec(_Frozen):
             raise ValueError(f"task name {self.name!r} must match {_NAME.pattern}")
         if self.name in RESERVED_TASK_NAMES:
             raise ValueError(
-                f"task name {self.name!r} is reserved (a ranked item's "
-                f"{' and '.join(RESERVED_TASK_NAMES)} sit beside its task outputs)"
+                f"task name {self.name!r} is reserved ({', '.join(RESERVED_TASK_NAMES)}: a "
+                "ranked item's id and score sit beside its task outputs, the query beside the "
+                "graph's)"
             )
         if self.level == "item" and self.kind not in ("binary", "regression"):
             raise ValueError(f"task {self.name!r}: item tasks are binary or regression")
@@ -193,6 +198,28 @@ class CatalogueSpec(_Frozen):
         return self
 
 
+class RetrievalSpec(_Frozen):
+    """What scores a user against every catalogue item (recommend mode, schema 3 onward).
+
+    The score is the dot part of the `task` head's logit, <W h_u, e_i>: the graph's `query`
+    output (W h_u, one row per user) against each item's vector (e_i, its row of the graph's
+    item table, computed from content for an item whose id was never trained). The vectors are
+    `item_vectors`, a float32 .npy file [items, dim] whose row i is line i of the item
+    vocabulary; `catalogue` appends the rows of the items it adds.
+
+    Attributes:
+        task: The item task whose head the score is part of (the interaction task, click).
+        query: The graph output holding the query vectors [B, dim].
+        item_vectors: The .npy file of the item vectors.
+        dim: Width of a query and of an item vector.
+    """
+
+    task: str
+    query: str = QUERY_OUTPUT
+    item_vectors: str = ITEM_VECTORS_FILE
+    dim: int = Field(ge=1)
+
+
 class TensorSpec(_Frozen):
     """A named graph input or output; symbolic dims are strings (B users, N candidates)."""
 
@@ -271,6 +298,7 @@ class Manifest(_Frozen):
     parity_max_abs_diff: float
     training: dict[str, object] = {}
     fit: FitSpec | None = None  # None: an artifact from before the refit (held-out weights)
+    retrieval: RetrievalSpec | None = None  # None: no recommend mode (candidates only)
     files: dict[str, str] = {}
 
     @field_validator("metrics", "baselines", mode="after")
@@ -283,8 +311,16 @@ class Manifest(_Frozen):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError("task names must be unique")
-        if [o.name for o in self.outputs] != names:
-            raise ValueError("outputs must be the tasks, in task order")
+        retrieval = self.retrieval
+        if [o.name for o in self.outputs] != names + ([retrieval.query] if retrieval else []):
+            raise ValueError("outputs must be the tasks, in task order (then the query)")
+        if retrieval is not None:
+            if self.schema_version < 3:
+                raise ValueError("retrieval needs schema_version 3")
+            if retrieval.task not in names or self.task(retrieval.task).level != "item":
+                raise ValueError(f"retrieval.task {retrieval.task!r} is not an item task")
+            if self.outputs[-1].shape != ("B", retrieval.dim):
+                raise ValueError(f"the query output must be [B, {retrieval.dim}]")
         item_tasks = {t.name for t in self.tasks if t.level == "item"}
         if set(self.ranking.weights) - item_tasks:
             raise ValueError("ranking weights must name item tasks")

@@ -82,6 +82,38 @@ class Settings(BaseSettings):
     max_candidates: int = Field(
         default=1000, ge=1, le=100_000, description="most candidates one request may carry"
     )
+    retrieve: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="recommend mode: items retrieved from the index for the full model to "
+        "re-rank (on MovieLens-100K, 100 already give the full model's figures: docs/quality.md)",
+    )
+    max_exclude: int = Field(
+        default=5000,
+        ge=0,
+        le=1_000_000,
+        description="recommend mode: most ids one request's `exclude` list may carry",
+    )
+    index_exact_max: int = Field(
+        default=100_000,
+        ge=0,
+        description="catalogues up to this many items are searched exactly; larger ones "
+        "through an HNSW graph",
+    )
+    index_hnsw_m: int = Field(
+        default=32, ge=4, le=256, description="HNSW: neighbours per item in the graph"
+    )
+    index_ef_construction: int = Field(
+        default=64, ge=8, le=4096, description="HNSW: search width while building the graph"
+    )
+    index_ef_search: int = Field(
+        default=256,
+        ge=8,
+        le=65_536,
+        description="HNSW: search width per request (at least the items asked for); higher "
+        "finds more of the exact top R, slower",
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="larger request bodies get 413 before being read"
     )

@@ -33,7 +33,13 @@ class RequestEncoder:
     def __init__(self, users: Sequence[str], items: Sequence[str], history_length: int) -> None:
         self.users = {uid: FIRST_ID + i for i, uid in enumerate(users)}
         self.items = {iid: FIRST_ID + i for i, iid in enumerate(items)}
+        self.item_ids = list(items)  # index FIRST_ID + i -> id
         self.history_length = history_length
+
+    def known_items(self, *ids: Sequence[str]) -> set[int]:
+        """The item indices of those of `ids` that are in the catalogue."""
+        get = self.items.get
+        return {index for group in ids for i in group if (index := get(i)) is not None}
 
     def encode(self, user_id: str, history: Sequence[str], candidates: Sequence[str]) -> Encoded:
         """Index arrays for one user (B = 1) and their N candidates. Plain lists until the end,

@@ -31,7 +31,7 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-STAGES = ("decode", "encode", "infer", "rank", "encode_response")
+STAGES = ("decode", "encode", "infer", "retrieve", "rank", "encode_response")
 REASONS = (
     "invalid_input",
     "too_large",
@@ -104,8 +104,8 @@ class Metrics:
         self.stage_duration = Histogram(
             "hydrarec_predict_stage_duration_seconds",
             "Time of one /predict stage: decode (body to request), encode (ids to indices), "
-            "infer (session.run; with dynamic batching including the wait for the batch), rank, "
-            "encode_response (to JSON bytes).",
+            "infer (session.run; with dynamic batching including the wait for the batch), "
+            "retrieve (recommend mode: the index search), rank, encode_response (to JSON bytes).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -43,8 +43,10 @@ async def predict(
     (service/batching.py) concurrent requests share one session.run, on the loop too; a request
     `alone` in its worker (no other could join its batch) runs at once, as without batching."""
     with metrics.stage["decode"].time():
-        request = decode_request(body, settings.max_candidates)
-    if predictor.batcher is not None and not alone:
+        request = decode_request(body, settings.max_candidates, settings.max_exclude)
+    if request.candidates is None:  # recommend mode: its two runs are not batched
+        answer = predictor.recommend(request, metrics)
+    elif predictor.batcher is not None and not alone:
         answer = await predictor.predict_batched(request, metrics)
     else:
         answer = predictor.predict(request, metrics)

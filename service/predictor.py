@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from service import ranking
-from service.artifact import Artifact, ArtifactError
+from service.artifact import FIRST_ID, Artifact, ArtifactError
 from service.batching import Batcher
 from service.config import Settings
 from service.encoding import Encoded, RequestEncoder
@@ -24,6 +24,7 @@ from service.engine import InferenceEngine
 from service.errors import InvalidInput, ModelFault
 from service.metrics import Metrics
 from service.repository import load_artifact
+from service.retrieval import IndexSettings, Retriever
 from service.schemas import PredictRequest
 
 VOCABULARIES = ("user_id", "item_id")
@@ -38,6 +39,8 @@ class Predictor:
     engine: InferenceEngine
     encoder: RequestEncoder
     batcher: Batcher | None = None  # dynamic batching (HYDRAREC_BATCH_MAX_CANDIDATES > 0)
+    retriever: Retriever | None = None  # recommend mode (a model with retrieval)
+    depth: int = 100  # recommend mode: items retrieved and re-ranked (HYDRAREC_RETRIEVE)
 
     @classmethod
     def load(
@@ -65,11 +68,16 @@ class Predictor:
                 )
         engine = InferenceEngine(artifact, settings.threads)
         engine.warmup()
+        retrieval = artifact.manifest.retrieval
+        retriever = None
+        if retrieval is not None:
+            retriever = Retriever(artifact, index_settings(settings))
+        per_user = {t.name for t in artifact.manifest.tasks if t.level == "user"}
         batcher = None
         if settings.batch_max_candidates:
             batcher = Batcher(
                 engine.run,
-                {t.name for t in artifact.manifest.tasks if t.level == "user"},
+                per_user | ({retrieval.query} if retrieval else set()),
                 settings.batch_max_candidates,
                 settings.batch_max_delay_ms / 1000,
                 None if metrics is None else metrics.batch_requests.observe,
@@ -77,7 +85,7 @@ class Predictor:
         encoder = RequestEncoder(
             vocabs["user_id"], vocabs["item_id"], artifact.manifest.history_length
         )
-        return cls(artifact, engine, encoder, batcher)
+        return cls(artifact, engine, encoder, batcher, retriever, settings.retrieve)
 
     @cached_property
     def ref(self) -> dict[str, str]:
@@ -127,6 +135,36 @@ class Predictor:
         stage then includes the wait for the batch)."""
         return self.rank(await self.infer_batched(request, metrics), metrics, self.body)
 
+    def recommend(self, request: PredictRequest, metrics: Metrics) -> dict[str, Any]:
+        """Recommend mode: the user's query vector -> the `depth` items the index scores
+        highest, the history and `exclude` dropped -> ranked by the full model, as `predict`
+        ranks candidates; the answer also says how many were retrieved. Two session runs: the
+        user's query, then the retrieved items.
+
+        Raises:
+            InvalidInput: the model has no retrieval (it answers requests with candidates only).
+        """
+        if self.retriever is None:
+            raise InvalidInput.at(
+                "candidates",
+                f"model {self.ref['name']} version {self.ref['version']} has no retrieval "
+                "(its artifact predates recommend mode, schema 3); send candidates",
+            )
+        retrieval = self.artifact.manifest.retrieval
+        assert retrieval is not None
+        with metrics.stage["encode"].time():
+            user = self.encoder.encode(request.user_id, request.history, ())
+        with metrics.stage["infer"].time():
+            query = self.engine.run(user.inputs)[retrieval.query][0]
+        with metrics.stage["retrieve"].time():
+            excluded = self.encoder.known_items(request.history, request.exclude)
+            found = self.retriever.search(query, self.depth, excluded)
+            ids = [self.encoder.item_ids[i - FIRST_ID] for i in found.tolist()]
+        retrieved = request.model_copy(update={"candidates": ids})
+        answer = self.rank(self.infer(retrieved, metrics), metrics, self.body)
+        answer["retrieved"] = len(ids)
+        return answer
+
     def infer(self, request: PredictRequest, metrics: Metrics) -> Inferred:
         """The model's raw outputs for one request (a session.run of its own)."""
         weights, encoded = self._encode(request, metrics)
@@ -149,7 +187,7 @@ class Predictor:
         weights = self.weights(request.weights)  # invalid weights fail before any work
         with metrics.stage["encode"].time():
             return weights, self.encoder.encode(
-                request.user_id, request.history, request.candidates
+                request.user_id, request.history, request.candidates or ()
             )
 
     def rank(self, inferred: Inferred, metrics: Metrics, assemble: Callable[[Scored], T]) -> T:
@@ -166,7 +204,7 @@ class Predictor:
         if broken:  # a 200 never carries null where its schema says number
             raise ModelFault(f"the model's {', '.join(broken)} output is not finite")
         with metrics.stage["rank"].time():
-            n = len(request.candidates)
+            n = len(request.candidates or ())
             scores = ranking.score(outputs, inferred.weights, n)
             if not np.isfinite(scores).all():  # a regression output times a large weight
                 raise InvalidInput.at("weights", "the ranking score is not finite; lower them")
@@ -179,7 +217,8 @@ class Predictor:
     def body(self, scored: Scored) -> dict[str, Any]:
         """The PredictResponse body of a scored request."""
         request, outputs, order = scored.inferred.request, scored.inferred.outputs, scored.order
-        ids = [request.candidates[i] for i in order.tolist()]
+        candidates = request.candidates or ()
+        ids = [candidates[i] for i in order.tolist()]
         columns = [
             scored.scores[order].tolist(),
             *(outputs[t][order].tolist() for t in self.item_tasks),
@@ -221,6 +260,17 @@ class Scored:
     inferred: Inferred
     scores: np.ndarray  # [N] in candidate order
     order: np.ndarray  # candidate positions, highest score first, cut to top_k
+
+
+def index_settings(settings: Settings) -> IndexSettings:
+    """The retrieval index's part of the settings."""
+    return IndexSettings(
+        exact_max=settings.index_exact_max,
+        hnsw_m=settings.index_hnsw_m,
+        ef_construction=settings.index_ef_construction,
+        ef_search=settings.index_ef_search,
+        threads=settings.threads,
+    )
 
 
 def all_finite(values: np.ndarray) -> bool:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from service.artifact import (
     MANIFEST_FILE,
     MODEL_FILE,
-    SCHEMA_VERSION,
+    SUPPORTED_SCHEMAS,
     Artifact,
     ArtifactError,
     Manifest,
@@ -96,6 +96,8 @@ def verify_folder(folder: Path) -> Artifact:
     required = [MODEL_FILE, *(v.file for v in manifest.vocabularies.values())]
     if manifest.catalogue.content_graph is not None:
         required.append(manifest.catalogue.content_graph)
+    if manifest.retrieval is not None:
+        required.append(manifest.retrieval.item_vectors)
     for rel in required:
         if rel not in manifest.files:
             raise ArtifactError(f"{folder}: {rel} is not hashed in the manifest")
@@ -117,10 +119,11 @@ def _read_manifest(folder: Path) -> Manifest:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{path}: unreadable ({e})") from None
     found = raw.get("schema_version") if isinstance(raw, dict) else None
-    if found != SCHEMA_VERSION:
+    if found not in SUPPORTED_SCHEMAS:
         raise ArtifactError(
             f"{path}: schema_version {found!r} is not supported (this build reads "
-            f"{SCHEMA_VERSION}); export the model again with this version of hydrarec"
+            f"{' and '.join(map(str, SUPPORTED_SCHEMAS))}); export the model again with this "
+            "version of hydrarec"
         )
     try:
         return Manifest.model_validate(raw)

@@ -32,11 +32,17 @@ RESPONSE_EXAMPLE: JsonDict = {
 }
 
 
+RECOMMEND_EXAMPLE: JsonDict = {"user_id": "196", "history": ["242", "302", "377"], "top_k": 5}
+
+
 class PredictRequest(BaseModel):
-    """One user and the candidate items to score and rank."""
+    """One user and the candidate items to score and rank, or, without candidates, to
+    recommend from the whole catalogue (recommend mode)."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [REQUEST_EXAMPLE]}
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [REQUEST_EXAMPLE, RECOMMEND_EXAMPLE]},
     )
 
     user_id: Id = Field(description="the user's id (unknown ids are served, and listed)")
@@ -44,8 +50,16 @@ class PredictRequest(BaseModel):
         default_factory=list,
         description="the user's recent item ids, oldest first; the last L are used",
     )
-    candidates: list[Id] = Field(
-        min_length=1, description="item ids to score and rank, distinct (HYDRAREC_MAX_CANDIDATES)"
+    candidates: list[Id] | None = Field(
+        default=None,
+        min_length=1,
+        description="item ids to score and rank, distinct (HYDRAREC_MAX_CANDIDATES); omitted "
+        "or null: recommend from the whole catalogue (HYDRAREC_RETRIEVE retrieved, then ranked)",
+    )
+    exclude: list[Id] = Field(
+        default_factory=list,
+        description="recommend mode: ids never to recommend, besides the history "
+        "(HYDRAREC_MAX_EXCLUDE)",
     )
     top_k: int | None = Field(
         default=None, ge=1, description="how many ranked items to return (manifest default)"
@@ -61,8 +75,8 @@ class PredictRequest(BaseModel):
 
     @field_validator("candidates")
     @classmethod
-    def _distinct(cls, candidates: list[str]) -> list[str]:
-        if len(set(candidates)) != len(candidates):
+    def _distinct(cls, candidates: list[str] | None) -> list[str] | None:
+        if candidates is not None and len(set(candidates)) != len(candidates):
             repeated = sorted({c for c in candidates if candidates.count(c) > 1})[:5]
             raise ValueError(f"ids must be distinct; repeated: {', '.join(repeated)}")
         return candidates
@@ -101,8 +115,16 @@ class PredictResponse(BaseModel):
 
     model: ModelRef
     user: dict[str, dict[str, float]] = Field(description="user task -> class -> probability")
-    items: list[RankedItem] = Field(description="candidates by score, highest first, top_k")
+    items: list[RankedItem] = Field(
+        description="candidates (recommend mode: the retrieved items) by score, highest first, "
+        "top_k of them (fewer where fewer were retrieved)"
+    )
     unknown: Unknown
+    retrieved: int | None = Field(
+        default=None,
+        description="recommend mode only: items retrieved from the index and re-ranked, after "
+        "the history and `exclude` were dropped",
+    )
 
 
 class FieldError(BaseModel):

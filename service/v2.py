@@ -5,7 +5,10 @@ The ragged /predict request becomes rectangular tensors (docs/serving.md):
 `user_id` BYTES [B], `history` BYTES [B, H], `candidates` BYTES [B, N], an empty string being
 padding; parameters `top_k` and `weight_<item task>`. Outputs: every task (item tasks FP32
 [B, N] in candidate order, user tasks FP32 [B, K]), `score` FP32 [B, N] and `ranking` INT64
-[B, N] (candidate positions, best first, -1 after the last ranked). Each row is one /predict
+[B, N] (candidate positions, best first, -1 after the last ranked). Without the `candidates`
+input each row recommends from the whole catalogue (recommend mode) and the item outputs are
+[B, K] in ranked order: `items` BYTES (the item ids, "" after the last), the item tasks and
+`score`, `ranking` (0..n-1, then -1) and `retrieved` INT64 [B]. Each row is one /predict
 request underneath, so the numbers are /predict's.
 """
 
@@ -61,6 +64,7 @@ INFER_BODY = {
 EXTENSIONS = ["binary_tensor_data", "parameters"]
 INPUTS = ("user_id", "history", "candidates")
 RANKING_OUTPUTS = (("score", "FP32"), ("ranking", "INT64"))
+RECOMMEND_OUTPUTS = (("items", "BYTES"), ("retrieved", "INT64"))  # recommend mode adds these
 
 
 class V2Error(Exception):
@@ -165,16 +169,22 @@ async def infer(
             rows, columns = _rows(
                 decoded.inputs, decoded.header.parameters, settings.max_candidates
             )
-            width = decoded.inputs["candidates"].shape[1]
-            wanted = _wanted(predictor, decoded.header.outputs)
+            recommend = "candidates" not in decoded.inputs
+            wanted = _wanted(predictor, decoded.header.outputs, recommend)
         except ProtocolError as e:
             raise V2Error(400, str(e), "invalid_input") from None
     try:
-        if predictor.batcher is None:
-            inferred = [predictor.infer(r, metrics) for r in rows]
+        if recommend:
+            tensors = _recommended(predictor, [predictor.recommend(r, metrics) for r in rows])
         else:
-            inferred = await asyncio.gather(*(predictor.infer_batched(r, metrics) for r in rows))
-        tensors = _tensors(predictor, inferred, columns, width, metrics)
+            if predictor.batcher is None:
+                inferred = [predictor.infer(r, metrics) for r in rows]
+            else:
+                inferred = await asyncio.gather(
+                    *(predictor.infer_batched(r, metrics) for r in rows)
+                )
+            width = decoded.inputs["candidates"].shape[1]
+            tensors = _tensors(predictor, inferred, columns, width, metrics)
     except InvalidInput as e:
         raise V2Error(400, e.message, "invalid_input") from None
     except ServiceError as e:
@@ -190,7 +200,8 @@ async def infer(
 
 def metadata(predictor: Predictor) -> dict[str, Any]:
     """The model metadata of the protocol, with hydrarec's parameters: `classes_<task>` (the
-    class labels of a user task, a JSON list), `top_k` and `weight_<task>` (the defaults)."""
+    class labels of a user task, a JSON list), `top_k` and `weight_<task>` (the defaults), and
+    `recommend` (whether a request may leave `candidates` out)."""
     manifest = predictor.artifact.manifest
     outputs = [
         {
@@ -203,6 +214,7 @@ def metadata(predictor: Predictor) -> dict[str, Any]:
     parameters: dict[str, Any] = {"top_k": manifest.ranking.top_k}
     parameters |= {f"weight_{k}": v for k, v in manifest.ranking.weights.items()}
     parameters |= {f"classes_{k}": json.dumps(list(v)) for k, v in predictor.user_classes.items()}
+    parameters["recommend"] = predictor.retriever is not None  # `candidates` may be left out
     return {
         "name": manifest.name,
         "versions": [str(manifest.version)],
@@ -220,15 +232,17 @@ def metadata(predictor: Predictor) -> dict[str, Any]:
 def _rows(
     inputs: dict[str, np.ndarray], parameters: dict[str, Any], max_candidates: int
 ) -> tuple[list[PredictRequest], list[np.ndarray]]:
-    """One /predict request per row, and each row's candidate columns (padding left out)."""
+    """One /predict request per row, and each row's candidate columns (padding left out);
+    without the `candidates` input, recommend-mode requests."""
     unknown = set(inputs) - set(INPUTS)
     if unknown:
         raise ProtocolError(f"unknown input(s) {sorted(unknown)}; the inputs are {list(INPUTS)}")
-    for needed in ("user_id", "candidates"):
-        if needed not in inputs:
-            raise ProtocolError(f"input {needed!r} is missing")
-    users, candidates = inputs["user_id"], inputs["candidates"]
+    if "user_id" not in inputs:
+        raise ProtocolError("input 'user_id' is missing")
+    users = inputs["user_id"]
     n_rows = len(users)
+    recommend = "candidates" not in inputs
+    candidates = inputs.get("candidates", np.empty((n_rows, 0), dtype=object))
     history = inputs.get("history", np.empty((n_rows, 0), dtype=object))
     if users.ndim != 1:
         raise ProtocolError(f"input 'user_id' must be [B], got shape {list(users.shape)}")
@@ -253,7 +267,7 @@ def _rows(
         raw = {
             "user_id": users[b],
             "history": [h for h in history[b].tolist() if h != ""],
-            "candidates": candidates[b][kept].tolist(),
+            "candidates": None if recommend else candidates[b][kept].tolist(),
             "top_k": top_k,
             "weights": weights or None,
         }
@@ -267,9 +281,11 @@ def _rows(
     return rows, columns
 
 
-def _wanted(predictor: Predictor, requested: Any) -> list[tuple[str, str]]:
+def _wanted(predictor: Predictor, requested: Any, recommend: bool) -> list[tuple[str, str]]:
     """(name, datatype) of the outputs to send: those the request names, or all of them."""
     every = [(t.name, "FP32") for t in predictor.artifact.manifest.tasks] + list(RANKING_OUTPUTS)
+    if recommend:
+        every = list(RECOMMEND_OUTPUTS[:1]) + every + list(RECOMMEND_OUTPUTS[1:])
     if not requested:
         return every
     known = dict(every)
@@ -301,6 +317,32 @@ def _tensors(
 
     for b, row in enumerate(inferred):
         predictor.rank(row, metrics, functools.partial(_fill, out, b, columns[b], predictor))
+    return out
+
+
+def _recommended(predictor: Predictor, answers: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Every output tensor of recommend-mode rows (their /predict bodies), B rows of as many
+    positions as the longest answer: items in ranked order, padded with "", 0 and -1."""
+    width = max((len(a["items"]) for a in answers), default=0)
+    n_rows = len(answers)
+    out: dict[str, np.ndarray] = {
+        "items": np.full((n_rows, width), "", dtype=object),
+        "score": np.zeros((n_rows, width), dtype=np.float32),
+        "ranking": np.full((n_rows, width), -1, dtype=np.int64),
+        "retrieved": np.array([a["retrieved"] for a in answers], dtype=np.int64),
+    }
+    out |= {t: np.zeros((n_rows, width), dtype=np.float32) for t in predictor.item_tasks}
+    out |= {
+        t: np.zeros((n_rows, len(c)), dtype=np.float32) for t, c in predictor.user_classes.items()
+    }
+    for b, answer in enumerate(answers):
+        n = len(answer["items"])
+        out["ranking"][b, :n] = np.arange(n)
+        for key in ("item_id", "score", *predictor.item_tasks):
+            values = [item[key] for item in answer["items"]]
+            out["items" if key == "item_id" else key][b, :n] = values
+        for task, classes in predictor.user_classes.items():
+            out[task][b] = [answer["user"][task][c] for c in classes]
     return out
 
 

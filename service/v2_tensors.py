@@ -176,9 +176,18 @@ class Output:
     """One output tensor of an answer."""
 
     name: str
-    datatype: str  # a key of DTYPES
+    datatype: str  # a key of DTYPES, or BYTES (an array of str)
     values: np.ndarray
     binary: bool
+
+
+def _blob(out: Output) -> bytes:
+    """An output's binary tensor data: BYTES elements as a 4-byte little-endian length and the
+    UTF-8 bytes each, numbers in the datatype's little-endian layout."""
+    if out.datatype == "BYTES":
+        parts = (e.encode("utf-8") for e in out.values.reshape(-1).tolist())
+        return b"".join(struct.pack("<I", len(p)) + p for p in parts)
+    return out.values.astype(DTYPES[out.datatype], copy=False).tobytes()
 
 
 def encode(header: dict[str, Any], outputs: Sequence[Output]) -> tuple[bytes, dict[str, str]]:
@@ -191,7 +200,7 @@ def encode(header: dict[str, Any], outputs: Sequence[Output]) -> tuple[bytes, di
             "shape": list(out.values.shape),
         }
         if out.binary:
-            blob = out.values.astype(DTYPES[out.datatype], copy=False).tobytes()
+            blob = _blob(out)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

@@ -31,6 +31,7 @@ def test_artifact_has_the_contract_files(trained) -> None:
         "vocab/user_id.txt",
         "vocab/item_id.txt",
         "vocab/genres.txt",
+        "retrieval/items.npy",
     }
     assert [(f.column, f.kind) for f in m.catalogue.features] == [
         ("genres", "multi_categorical"),
@@ -67,7 +68,40 @@ def test_onnx_graph_inputs_outputs_and_dynamic_axes(trained) -> None:
         "gender": ["B", 2],
         "age": ["B", 5],
         "occupation": ["B", n_occupations],
+        "query": ["B", 32],
     }
+
+
+def test_retrieval_score_is_the_click_logits_dot_part(trained) -> None:
+    """The exported query against the exported item vectors is the dot part of the torch
+    model's click logit, <W h_u, e_i>, for every item: what the service's index searches by."""
+    import torch
+
+    from service.artifact import FIRST_ID
+
+    result, repository = trained
+    manifest = load_artifact(repository, "synth").manifest
+    assert manifest.retrieval is not None
+    assert (manifest.retrieval.task, manifest.retrieval.dim) == ("click", 32)
+    vectors = np.load(result.artifact / manifest.retrieval.item_vectors)
+    assert vectors.shape == (manifest.vocabularies["item_id"].size, 32)
+    session = ort.InferenceSession(str(result.artifact / "model.onnx"))
+    users, history = np.array([3, 7]), np.random.default_rng(0).integers(0, 200, (2, 20))
+    empty = np.zeros(0, dtype=np.int64)
+    feed = {"user_id": users, "history": history, "candidate": empty, "candidate_row": empty}
+    query = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))["query"]
+
+    model, _ = load_checkpoint(result.report["json"].parent / "checkpoint.pt")
+    model.eval()
+    with torch.no_grad():
+        logits = model(
+            torch.as_tensor(users),
+            torch.as_tensor(history),
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, dtype=torch.long),
+            catalogue="click",
+        )["click@catalogue"].numpy()
+    np.testing.assert_allclose(query @ vectors.T, logits[:, FIRST_ID:], atol=1e-4)
 
 
 def test_parity_is_recorded_and_within_tolerance(trained) -> None:

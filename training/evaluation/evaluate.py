@@ -127,14 +127,15 @@ def gathered(predict: Predictor, ranks: Ranks) -> Predictor:
 def graph_predictor(
     graph: Path, log: Log, tasks: Sequence[TaskSpec], history_length: int, batch_size: int = 1024
 ) -> Predictor:
-    """Predictor running an exported ONNX graph in onnxruntime (its outputs are already
-    probabilities, in task order): the figures of the artifact itself, e.g. a quantised one."""
+    """Predictor running an exported ONNX graph in onnxruntime (its task outputs are already
+    probabilities): the figures of the artifact itself, e.g. a quantised one."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    names = [t.name for t in tasks]
 
     def run(inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
-        return list(session.run(None, {k: v.numpy() for k, v in inputs.items()}))
+        return list(session.run(names, {k: v.numpy() for k, v in inputs.items()}))
 
     return _batched_predictor(run, log, tasks, history_length, batch_size)
 

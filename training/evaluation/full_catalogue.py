@@ -10,7 +10,7 @@ out of the ranking; ties count against the ranked item, as in the sampled protoc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +21,8 @@ from training.data.split import TEST, TRAIN, VALID, Log
 from training.data.vocab import interaction_task
 from training.evaluation.bootstrap import N_RESAMPLES, Interval, UserRows
 from training.evaluation.evaluate import Predictor
+from training.evaluation.retrieval import DEPTHS, Scorer, last_batch, two_stage
 
-Scorer = Callable[[np.ndarray], np.ndarray]  # event indices [U] -> scores [U, n_items]
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)  # picked on the validation events
 EASE_MAX_CELLS = 50_000_000  # EASE here is dense: users x items and items x items float64s
 USERS_PER_BATCH = 64
@@ -46,22 +46,35 @@ class Ranked:
 
 def rank_events(log: Log, events: np.ndarray, scorer: Scorer) -> Ranked:
     """The rank of each event's item under `scorer` among the catalogue items its user never
-    touched (every part of the log), in batches of users."""
+    touched (every part of the log)."""
+    return rank_all(log, events, {"scorer": scorer})["scorer"]
+
+
+def rank_all(log: Log, events: np.ndarray, scorers: Mapping[str, Scorer]) -> dict[str, Ranked]:
+    """`rank_events` for several scorers, batch by batch of users: each batch is scored by every
+    scorer in turn, so scorers that share work (the two-stage path reads the retrieval and
+    model scores of the same batch) can keep it for the batch (`last_batch`)."""
     rows = UserRows(log.user, log.n_users)
-    ranks, sizes = [], []
+    ranks: dict[str, list[np.ndarray]] = {name: [] for name in scorers}
+    sizes = []
     for start in range(0, len(events), USERS_PER_BATCH):
         batch = events[start : start + USERS_PER_BATCH]
-        scores = np.asarray(scorer(batch), dtype=np.float64)
-        allowed = np.ones_like(scores, dtype=bool)
+        allowed = np.ones((len(batch), log.n_items), dtype=bool)
         allowed[:, :FIRST_ID] = False  # padding and the unknown item
         for row, user in enumerate(log.user[batch]):
             allowed[row, log.item[rows.rows(np.array([user]))]] = False
         positive = log.item[batch]
         allowed[np.arange(len(batch)), positive] = True
-        target = scores[np.arange(len(batch)), positive][:, None]
-        ranks.append(np.sum((scores >= target) & allowed, axis=1) - 1)
         sizes.append(allowed.sum(axis=1))
-    return Ranked(np.concatenate(ranks), np.concatenate(sizes))
+        for name, scorer in scorers.items():
+            scores = np.asarray(scorer(batch), dtype=np.float64)
+            target = scores[np.arange(len(batch)), positive][:, None]
+            ranks[name].append(np.sum((scores >= target) & allowed, axis=1) - 1)
+    n_candidates = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+    return {
+        name: Ranked(np.concatenate(r) if r else np.zeros(0, dtype=np.int64), n_candidates)
+        for name, r in ranks.items()
+    }
 
 
 def with_intervals(
@@ -139,20 +152,26 @@ def full_catalogue(
     predict: Predictor,
     users: np.ndarray | None = None,
     n_resamples: int = N_RESAMPLES,
+    retrieve: Scorer | None = None,
 ) -> dict[str, dict[str, Interval]]:
-    """The full-catalogue figures of the model, popularity and tuned EASE on the first test item
-    of every user (or of `users`: eval.max_users' sample), by scorer name ("EASE, lambda 250")."""
+    """The full-catalogue figures on the first test item of every user (or of `users`:
+    eval.max_users' sample), by scorer name ("EASE, lambda 250"): popularity, tuned EASE, and
+    the model: with `retrieve` (its retrieval score), that score alone and the two-stage path
+    at each of DEPTHS, beside the full model scoring every item (the two-stage path's ceiling)."""
     first = log.first_events(TEST, users)
-    scorers: dict[str, Scorer] = {
-        "model": model_scorer(predict, log, tasks),
-        "popularity": popularity_scorer(log),
-    }
+    model = last_batch(model_scorer(predict, log, tasks))
+    scorers: dict[str, Scorer] = {"popularity": popularity_scorer(log)}
     ease = tuned_ease(log)
     if ease is not None:
         scorers[f"EASE, lambda {ease[0]:g}"] = ease[1]
-    return {
-        name: with_intervals(rank_events(log, first, s), n_resamples) for name, s in scorers.items()
-    }
+    if retrieve is not None:
+        retrieve = last_batch(retrieve)
+        scorers["retrieval score alone"] = retrieve
+        for depth in DEPTHS:
+            scorers[f"two-stage, R = {depth}"] = two_stage(log, retrieve, model, depth)
+    scorers["model, every item"] = model
+    ranked = rank_all(log, first, scorers)
+    return {name: with_intervals(r, n_resamples) for name, r in ranked.items()}
 
 
 def _matrix(log: Log, parts: Sequence[int]) -> np.ndarray:

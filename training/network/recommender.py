@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from service.artifact import PAD, UNK, TaskSpec
+from service.artifact import PAD, QUERY_OUTPUT, UNK, TaskSpec
 from training.config import NetworkConfig
 from training.data.content import ContentInput
 from training.network.content import EMBEDDING_STD, ItemEncoder, ItemSpec, drop_ids
@@ -193,13 +193,17 @@ class MultiTaskRecommender(nn.Module):
         user_rows: Tensor | None = None,
         tables: tuple[Tensor, Tensor | None] | None = None,
         catalogue: str | None = None,
+        query: bool = False,
     ) -> dict[str, Tensor]:
         """Logits per task. `user_rows` (training only) restricts the user tasks to those rows,
         the few that carry profile labels, so their outputs are [R, K]: the profile pass then
         costs R rows instead of B (about a third of an epoch on MovieLens-100K). `tables`
         (export only): `item_tables()`, precomputed, looked up instead of computed.
         `catalogue` (training only): an item task whose head's dot product also scores every
-        item index for every user row, under the key `catalogue_key(task)` ([B, n_items])."""
+        item index for every user row, under the key `catalogue_key(task)` ([B, n_items]).
+        `query`: also each user row's retrieval query under QUERY_OUTPUT ([B, d]; `retrieval_task`
+        must be set): its inner product with an item's row of `item_tables()[0]` is the dot
+        part of that item's logit, what the service's index searches by."""
         if self.training:
             candidate = drop_ids(candidate, self.unknown_item_dropout)
             user_id = drop_ids(user_id, self.id_dropout)
@@ -233,7 +237,19 @@ class MultiTaskRecommender(nn.Module):
             if task.name == catalogue:
                 assert isinstance(head, ItemHead), "only item tasks score the catalogue"
                 out[catalogue_key(task.name)] = head.dot_all(for_items[i], self.items.table())
+            if query and task.name == self.retrieval_task:
+                assert isinstance(head, ItemHead)
+                out[QUERY_OUTPUT] = head.project(for_items[i])  # [B, d]
+        if query and QUERY_OUTPUT not in out:
+            raise ValueError("this network has no retrieval score (network.item_dot is off)")
         return out
+
+    @property
+    def retrieval_task(self) -> str | None:
+        """The item task whose head's dot product <W h_u, e_i> retrieves from the catalogue:
+        the interaction task (click), when its head has the dot product (network.item_dot)."""
+        click = next((t.name for t in self.tasks if t.interaction), None)
+        return click if click is not None and self.args.network.item_dot else None
 
     def _items(self, idx: Tensor, tables: tuple[Tensor, Tensor | None] | None) -> Tensor:
         return self.items(idx) if tables is None else F.embedding(idx, tables[0])

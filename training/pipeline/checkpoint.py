@@ -16,6 +16,7 @@ from training.evaluation.bootstrap import Interval
 from training.evaluation.evaluate import evaluated_users, graph_predictor, model_predictor
 from training.evaluation.full_catalogue import full_catalogue
 from training.evaluation.protocol import evaluate_baselines, evaluate_model, protocol_metrics
+from training.evaluation.retrieval import retrieval_scorer
 from training.fit.train import load_checkpoint
 from training.network.recommender import MultiTaskRecommender
 from training.pipeline.prepare import Prepared, prepare
@@ -46,7 +47,7 @@ class Evaluated:
     title: str
     metrics: dict[str, float]
     baselines: dict[str, float]
-    full: dict[str, dict[str, Interval]]  # by scorer: the model, popularity, EASE
+    full: dict[str, dict[str, Interval]]  # by scorer: baselines, retrieval, two-stage, model
     users: int  # the users the full-catalogue figures are over
 
 
@@ -68,7 +69,9 @@ def evaluate_checkpoint(checkpoint: Path, data: str | None) -> Evaluated:
     log, tasks, length = prepared.log, prepared.tasks, cfg.network.history_length
     keep = evaluated_users(log, cfg.eval)
     users = None if keep is None else np.flatnonzero(keep)
-    full = full_catalogue(log, tasks, model_predictor(model, log, tasks, length), users)
+    retrieve = None if model.retrieval_task is None else retrieval_scorer(model, log, tasks, length)
+    predict = model_predictor(model, log, tasks, length)
+    full = full_catalogue(log, tasks, predict, users, retrieve=retrieve)
     return Evaluated(
         title,
         evaluate_model(model, prepared, cfg),

@@ -2,8 +2,9 @@
 
 An item whose id was never trained is its content: the content graph of the artifact
 (`content.onnx`) turns its features into its rows of the serving graph's item tables, which are
-appended to a copy of `model.onnx`; the item vocabulary grows by the new ids; the result is
-published as the next version, which the service hot-reloads. Nothing is written before every
+appended to a copy of `model.onnx` (the item rows to the retrieval's item vectors too); the item
+vocabulary grows by the new ids; the result is published as the next version, which the service
+hot-reloads. Nothing is written before every
 check passed: the artifact verifies, the items file has the model's feature columns and valid
 values, no id is empty, repeated or already in the catalogue, and the new graph gives the known
 items exactly the scores the old one gives.
@@ -145,6 +146,8 @@ def _publish(artifact: Artifact, catalogue: list[str], rows: dict[str, np.ndarra
         vocabularies = dict(manifest.vocabularies)
         vocabularies["item_id"] = VocabSpec(file=vocabularies["item_id"].file, size=len(catalogue))
         write_vocab(staging / vocabularies["item_id"].file, catalogue)
+        if manifest.retrieval is not None:  # the added items' vectors: their item table rows
+            _extend_vectors(staging / manifest.retrieval.item_vectors, rows["item"])
         update = {
             "version": version,
             "created_at": now_iso(),
@@ -157,6 +160,12 @@ def _publish(artifact: Artifact, catalogue: list[str], rows: dict[str, np.ndarra
         shutil.rmtree(staging, ignore_errors=True)
     verify_folder(target)
     return target
+
+
+def _extend_vectors(path: Path, rows: np.ndarray) -> None:
+    """Append the new items' vectors to the retrieval's item vectors file."""
+    old = np.load(path, allow_pickle=False)
+    np.save(path, np.concatenate([old, rows.astype(old.dtype)], axis=0), allow_pickle=False)
 
 
 def _check_unchanged(old: Path, new: Path, artifact: Artifact, n_new: int) -> None:

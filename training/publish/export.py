@@ -26,12 +26,15 @@ from torch import Tensor, nn
 from service.artifact import (
     CONTENT_FILE,
     FIRST_ID,
+    ITEM_VECTORS_FILE,
     MODEL_FILE,
+    QUERY_OUTPUT,
     SCHEMA_VERSION,
     UNK,
     CatalogueSpec,
     Manifest,
     RankingSpec,
+    RetrievalSpec,
     TensorSpec,
     VocabSpec,
     now_iso,
@@ -58,7 +61,8 @@ class ExportError(RuntimeError):
 
 
 class ExportWrapper(nn.Module):
-    """Named int64 inputs in, one output per task (probabilities) out, in task order.
+    """Named int64 inputs in, one output per task (probabilities) out, in task order, then the
+    retrieval query [B, d] when the model has a retrieval score (`retrieval_task`).
 
     With `precomputed`, items are looked up in tables holding one row per item index (the
     catalogue: `item_table`, `profile_table`), computed once here, so the graph runs no content
@@ -80,8 +84,30 @@ class ExportWrapper(nn.Module):
         self, user_id: Tensor, history: Tensor, candidate: Tensor, candidate_row: Tensor
     ) -> tuple[Tensor, ...]:
         tables = (self.item_table, self.profile_table) if self.precomputed else None
-        logits = self.model(user_id, history, candidate, candidate_row, tables=tables)
-        return tuple(to_output(t, logits[t.name]) for t in self.model.tasks)
+        query = self.model.retrieval_task is not None
+        logits = self.model(user_id, history, candidate, candidate_row, tables=tables, query=query)
+        outputs = tuple(to_output(t, logits[t.name]) for t in self.model.tasks)
+        return (*outputs, logits[QUERY_OUTPUT]) if query else outputs
+
+
+def output_names(model: MultiTaskRecommender) -> list[str]:
+    """The graph's outputs: the tasks, then the query when the model retrieves."""
+    query = [QUERY_OUTPUT] if model.retrieval_task is not None else []
+    return [t.name for t in model.tasks] + query
+
+
+def write_item_vectors(model: MultiTaskRecommender, folder: Path) -> RetrievalSpec | None:
+    """The retrieval spec, with every catalogue item's vector (its item table row, in
+    vocabulary order) written to ITEM_VECTORS_FILE; None for a model without retrieval."""
+    if model.retrieval_task is None:
+        return None
+    model.eval()
+    with torch.no_grad():
+        vectors = model.item_tables()[0][FIRST_ID:].numpy().astype(np.float32)
+    path = folder / ITEM_VECTORS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors, allow_pickle=False)
+    return RetrievalSpec(task=model.retrieval_task, dim=vectors.shape[1])
 
 
 def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tensor]) -> None:
@@ -100,7 +126,7 @@ def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tens
             tuple(example[n] for n in INPUT_NAMES),
             str(path),
             input_names=list(INPUT_NAMES),
-            output_names=[t.name for t in model.tasks],
+            output_names=output_names(model),
             dynamic_shapes=dynamic,
             dynamo=True,
             external_data=False,
@@ -201,6 +227,7 @@ def export_artifact(
         for key, vocab in vocabs.items():
             vocab.save(staging / "vocab" / f"{key}.txt")
         details = details | {"catalogue": catalogue}
+        details["retrieval"] = write_item_vectors(model, staging)
         write_manifest(staging, _manifest(model, vocabs, name, version, diff, details))
         target = publish(staging, model_dir / str(version))
     finally:
@@ -258,13 +285,26 @@ def _manifest(
             TensorSpec(name="candidate", dtype="int64", shape=("N",)),
             TensorSpec(name="candidate_row", dtype="int64", shape=("N",)),
         ),
-        outputs=tuple(
-            TensorSpec(
-                name=t.name,
-                dtype="float32",
-                shape=("N",) if t.level == "item" else ("B", len(t.classes)),
-            )
-            for t in model.tasks
+        outputs=(
+            *(
+                TensorSpec(
+                    name=t.name,
+                    dtype="float32",
+                    shape=("N",) if t.level == "item" else ("B", len(t.classes)),
+                )
+                for t in model.tasks
+            ),
+            *(
+                [
+                    TensorSpec(
+                        name=QUERY_OUTPUT,
+                        dtype="float32",
+                        shape=("B", model.args.network.d_embedding),
+                    )
+                ]
+                if model.retrieval_task is not None
+                else []
+            ),
         ),
         history_length=length,
         vocabularies={
