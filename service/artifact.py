@@ -30,7 +30,9 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 CONTENT_FILE = "content.onnx"  # the content encoder: raw item features -> item table rows
 QUERY_OUTPUT = "query"  # the graph's [B, d] retrieval query, after the task outputs
+USER_STATE_OUTPUT = "user_state"  # then [B, item tasks, D]: what the rank graph reads
 ITEM_VECTORS_FILE = "retrieval/items.npy"  # float32 [items, d]: row i is vocabulary line i
+RANK_GRAPH_FILE = "retrieval/rank.onnx"  # the item heads alone: user state + item rows -> tasks
 PAD = 0  # index of history padding
 UNK = 1  # index of an id missing from the vocabulary
 FIRST_ID = 2  # index of the first real id
@@ -42,7 +44,8 @@ TOKEN_KINDS = ("categorical", "multi_categorical")  # token ids through a token 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-RESERVED_TASK_NAMES = ("item_id", "score", QUERY_OUTPUT)  # a ranked item's keys; graph outputs
+# a ranked item's keys, and the graph's outputs beside the tasks
+RESERVED_TASK_NAMES = ("item_id", "score", QUERY_OUTPUT, USER_STATE_OUTPUT)
 
 
 class ArtifactError(Exception):
@@ -205,19 +208,28 @@ class RetrievalSpec(_Frozen):
     output (W h_u, one row per user) against each item's vector (e_i, its row of the graph's
     item table, computed from content for an item whose id was never trained). The vectors are
     `item_vectors`, a float32 .npy file [items, dim] whose row i is line i of the item
-    vocabulary; `catalogue` appends the rows of the items it adds.
+    vocabulary; `catalogue` appends the rows of the items it adds. The retrieved items are then
+    ranked by `rank_graph`, the item heads alone: inputs `user_state` (the graph's output of
+    that name, [B, item tasks, state_dim]), `item` (the items' vectors, [N, dim]) and
+    `candidate_row` ([N]), outputs the item tasks [N], as the graph's for those candidates.
 
     Attributes:
         task: The item task whose head the score is part of (the interaction task, click).
         query: The graph output holding the query vectors [B, dim].
+        user_state: The graph output holding the item tasks' user representations.
         item_vectors: The .npy file of the item vectors.
+        rank_graph: The ONNX graph of the item heads.
         dim: Width of a query and of an item vector.
+        state_dim: Width of an item task's user representation.
     """
 
     task: str
     query: str = QUERY_OUTPUT
+    user_state: str = USER_STATE_OUTPUT
     item_vectors: str = ITEM_VECTORS_FILE
+    rank_graph: str = RANK_GRAPH_FILE
     dim: int = Field(ge=1)
+    state_dim: int = Field(ge=1)
 
 
 class TensorSpec(_Frozen):
@@ -312,15 +324,18 @@ class Manifest(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError("task names must be unique")
         retrieval = self.retrieval
-        if [o.name for o in self.outputs] != names + ([retrieval.query] if retrieval else []):
-            raise ValueError("outputs must be the tasks, in task order (then the query)")
+        extra = [retrieval.query, retrieval.user_state] if retrieval else []
+        if [o.name for o in self.outputs] != names + extra:
+            raise ValueError("outputs must be the tasks, in task order (then query, user_state)")
         if retrieval is not None:
             if self.schema_version < 3:
                 raise ValueError("retrieval needs schema_version 3")
             if retrieval.task not in names or self.task(retrieval.task).level != "item":
                 raise ValueError(f"retrieval.task {retrieval.task!r} is not an item task")
-            if self.outputs[-1].shape != ("B", retrieval.dim):
-                raise ValueError(f"the query output must be [B, {retrieval.dim}]")
+            n_item = sum(t.level == "item" for t in self.tasks)
+            shapes = [("B", retrieval.dim), ("B", n_item, retrieval.state_dim)]
+            if [o.shape for o in self.outputs[-2:]] != shapes:
+                raise ValueError(f"the query and user_state outputs must be {shapes}")
         item_tasks = {t.name for t in self.tasks if t.level == "item"}
         if set(self.ranking.weights) - item_tasks:
             raise ValueError("ranking weights must name item tasks")
@@ -337,6 +352,14 @@ class Manifest(_Frozen):
     def task(self, name: str) -> TaskSpec:
         """The task called `name`."""
         return next(t for t in self.tasks if t.name == name)
+
+    @property
+    def per_user_outputs(self) -> set[str]:
+        """The graph outputs with one row per user [B, ...]: the user tasks, the query and the
+        user state."""
+        retrieval = self.retrieval
+        extra = {retrieval.query, retrieval.user_state} if retrieval is not None else set()
+        return {t.name for t in self.tasks if t.level == "user"} | extra
 
 
 class Artifact(_Frozen):

@@ -99,20 +99,20 @@ class Settings(BaseSettings):
         default=100_000,
         ge=0,
         description="catalogues up to this many items are searched exactly; larger ones "
-        "through an HNSW graph",
+        "through an inverted-file (IVF) index",
     )
-    index_hnsw_m: int = Field(
-        default=32, ge=4, le=256, description="HNSW: neighbours per item in the graph"
+    index_nlist: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="IVF: clusters the catalogue is split into (0 = sqrt(items))",
     )
-    index_ef_construction: int = Field(
-        default=64, ge=8, le=4096, description="HNSW: search width while building the graph"
-    )
-    index_ef_search: int = Field(
-        default=256,
-        ge=8,
-        le=65_536,
-        description="HNSW: search width per request (at least the items asked for); higher "
-        "finds more of the exact top R, slower",
+    index_nprobe: int = Field(
+        default=32,
+        ge=1,
+        le=1_000_000,
+        description="IVF: clusters searched per request; more finds more of the exact top "
+        "items, slower",
     )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="larger request bodies get 413 before being read"

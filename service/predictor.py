@@ -6,6 +6,7 @@ vocabulary lookups), so the service swaps models by replacing a single reference
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from service.encoding import Encoded, RequestEncoder
 from service.engine import InferenceEngine
 from service.errors import InvalidInput, ModelFault
 from service.metrics import Metrics
+from service.rank_graph import RankGraph
 from service.repository import load_artifact
 from service.retrieval import IndexSettings, Retriever
 from service.schemas import PredictRequest
@@ -40,6 +42,7 @@ class Predictor:
     encoder: RequestEncoder
     batcher: Batcher | None = None  # dynamic batching (HYDRAREC_BATCH_MAX_CANDIDATES > 0)
     retriever: Retriever | None = None  # recommend mode (a model with retrieval)
+    ranker: RankGraph | None = None  # recommend mode's second stage
     depth: int = 100  # recommend mode: items retrieved and re-ranked (HYDRAREC_RETRIEVE)
 
     @classmethod
@@ -69,15 +72,15 @@ class Predictor:
         engine = InferenceEngine(artifact, settings.threads)
         engine.warmup()
         retrieval = artifact.manifest.retrieval
-        retriever = None
+        retriever, ranker = None, None
         if retrieval is not None:
-            retriever = Retriever(artifact, index_settings(settings))
-        per_user = {t.name for t in artifact.manifest.tasks if t.level == "user"}
+            retriever = Retriever.load(artifact, index_settings(settings))
+            ranker = RankGraph(artifact, settings.threads)
         batcher = None
         if settings.batch_max_candidates:
             batcher = Batcher(
                 engine.run,
-                per_user | ({retrieval.query} if retrieval else set()),
+                artifact.manifest.per_user_outputs,
                 settings.batch_max_candidates,
                 settings.batch_max_delay_ms / 1000,
                 None if metrics is None else metrics.batch_requests.observe,
@@ -85,7 +88,7 @@ class Predictor:
         encoder = RequestEncoder(
             vocabs["user_id"], vocabs["item_id"], artifact.manifest.history_length
         )
-        return cls(artifact, engine, encoder, batcher, retriever, settings.retrieve)
+        return cls(artifact, engine, encoder, batcher, retriever, ranker, settings.retrieve)
 
     @cached_property
     def ref(self) -> dict[str, str]:
@@ -136,15 +139,16 @@ class Predictor:
         return self.rank(await self.infer_batched(request, metrics), metrics, self.body)
 
     def recommend(self, request: PredictRequest, metrics: Metrics) -> dict[str, Any]:
-        """Recommend mode: the user's query vector -> the `depth` items the index scores
-        highest, the history and `exclude` dropped -> ranked by the full model, as `predict`
-        ranks candidates; the answer also says how many were retrieved. Two session runs: the
-        user's query, then the retrieved items.
+        """Recommend mode: the graph for the user alone (the user tasks, the query vector and
+        the item tasks' user state) -> the `depth` items the index scores highest, the history
+        and `exclude` dropped -> the rank graph scores them from the user state and their
+        vectors -> ranked as `predict` ranks candidates; the answer also says how many were
+        retrieved.
 
         Raises:
             InvalidInput: the model has no retrieval (it answers requests with candidates only).
         """
-        if self.retriever is None:
+        if self.retriever is None or self.ranker is None:
             raise InvalidInput.at(
                 "candidates",
                 f"model {self.ref['name']} version {self.ref['version']} has no retrieval "
@@ -152,16 +156,26 @@ class Predictor:
             )
         retrieval = self.artifact.manifest.retrieval
         assert retrieval is not None
+        weights = self.weights(request.weights)
         with metrics.stage["encode"].time():
             user = self.encoder.encode(request.user_id, request.history, ())
         with metrics.stage["infer"].time():
-            query = self.engine.run(user.inputs)[retrieval.query][0]
+            outputs = self.engine.run(user.inputs)
         with metrics.stage["retrieve"].time():
             excluded = self.encoder.known_items(request.history, request.exclude)
-            found = self.retriever.search(query, self.depth, excluded)
-            ids = [self.encoder.item_ids[i - FIRST_ID] for i in found.tolist()]
-        retrieved = request.model_copy(update={"candidates": ids})
-        answer = self.rank(self.infer(retrieved, metrics), metrics, self.body)
+            found = self.retriever.search(outputs[retrieval.query][0], self.depth, excluded)
+            ids = [self.encoder.item_ids[i] for i in (found - FIRST_ID).tolist()]
+        with metrics.stage["infer"].time():
+            vectors = self.retriever.vectors[found - FIRST_ID]
+            outputs |= self.ranker.run(outputs[retrieval.user_state], vectors)
+        counts = user.counts | {"candidate": (len(ids), 0)}
+        retrieved = Inferred(
+            request.model_copy(update={"candidates": ids}),
+            weights,
+            dataclasses.replace(user, counts=counts),
+            outputs,
+        )
+        answer = self.rank(retrieved, metrics, self.body)
         answer["retrieved"] = len(ids)
         return answer
 
@@ -266,9 +280,8 @@ def index_settings(settings: Settings) -> IndexSettings:
     """The retrieval index's part of the settings."""
     return IndexSettings(
         exact_max=settings.index_exact_max,
-        hnsw_m=settings.index_hnsw_m,
-        ef_construction=settings.index_ef_construction,
-        ef_search=settings.index_ef_search,
+        nlist=settings.index_nlist,
+        nprobe=settings.index_nprobe,
         threads=settings.threads,
     )
 

@@ -97,7 +97,7 @@ def verify_folder(folder: Path) -> Artifact:
     if manifest.catalogue.content_graph is not None:
         required.append(manifest.catalogue.content_graph)
     if manifest.retrieval is not None:
-        required.append(manifest.retrieval.item_vectors)
+        required += [manifest.retrieval.item_vectors, manifest.retrieval.rank_graph]
     for rel in required:
         if rel not in manifest.files:
             raise ArtifactError(f"{folder}: {rel} is not hashed in the manifest")

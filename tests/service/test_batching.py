@@ -53,7 +53,7 @@ class SlowRun:
 
 
 def user_tasks(artifact: Artifact) -> set[str]:
-    return {t.name for t in artifact.manifest.tasks if t.level == "user"}
+    return artifact.manifest.per_user_outputs
 
 
 def run_all(

@@ -119,6 +119,7 @@ def click_only_graph(folder: Path, nodes: list, history_length: int | None = Non
                 "tasks": (click,),
                 "outputs": tuple(o for o in manifest.outputs if o.name == "click"),
                 "ranking": manifest.ranking.model_copy(update={"weights": {"click": 1.0}}),
+                "retrieval": None,
             }
         ),
     )

@@ -140,6 +140,35 @@ def test_outputs_are_selected_and_top_k_and_weights_are_parameters(
     assert (ranking[2:] == -1).all()
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_without_candidates_every_row_recommends_as_predict_does(
+    client: triton.InferenceServerClient, service: Service, binary: bool
+) -> None:
+    rows = [(user, history, []) for user, history, _ in ROWS]
+    inputs = [t for t in tensors(rows, binary) if t.name() != "candidates"]
+    wanted = [
+        triton.InferRequestedOutput(n, binary_data=binary)
+        for n in ("items", "click", "score", "ranking", "retrieved", "gender")
+    ]
+    answer = client.infer(MODEL, inputs, outputs=wanted, parameters={"top_k": 4})
+
+    items = answer.as_numpy("items")
+    assert items.shape == (3, 4)
+    assert answer.as_numpy("retrieved").tolist() == [100, 100, 100]
+    for b, (user, history, _) in enumerate(rows):
+        body = {"user_id": user, "history": history, "top_k": 4}
+        expected = httpx.post(f"{service.url}/predict", json=body, timeout=10).json()
+        ids = [i.decode() if isinstance(i, bytes) else i for i in items[b].tolist()]
+        assert ids == [i["item_id"] for i in expected["items"]]
+        assert not set(ids) & set(history)
+        for task in ("click", "score"):
+            got = answer.as_numpy(task)[b]
+            assert got == pytest.approx([i[task] for i in expected["items"]], abs=1e-6)
+        assert answer.as_numpy("ranking")[b].tolist() == [0, 1, 2, 3]
+        gender = answer.as_numpy("gender")[b]
+        assert gender == pytest.approx(list(expected["user"]["gender"].values()), abs=1e-6)
+
+
 def test_errors_are_the_protocols(client: triton.InferenceServerClient, service: Service) -> None:
     with pytest.raises(InferenceServerException, match="no model 'nope'") as raised:
         client.infer("nope", tensors(ROWS, True))
@@ -147,9 +176,9 @@ def test_errors_are_the_protocols(client: triton.InferenceServerClient, service:
     with pytest.raises(InferenceServerException, match="version 1 is not served"):
         client.infer(MODEL, tensors(ROWS, True), model_version="1")
     cases = {
-        "missing candidates": (
-            {"inputs": [{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["196"]}]},
-            "input 'candidates' is missing",
+        "missing user_id": (
+            {"inputs": [{"name": "history", "shape": [1, 1], "datatype": "BYTES", "data": ["1"]}]},
+            "input 'user_id' is missing",
         ),
         "wrong datatype": (
             {"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]}]},

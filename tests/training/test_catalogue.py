@@ -113,3 +113,48 @@ def test_an_artifact_of_another_schema_is_refused(
     assert run(repository, items) == 2
     assert "schema_version 1 is not supported" in capsys.readouterr().err
     assert list_versions(repository / "synth") == [1]
+
+
+def test_an_added_item_is_retrieved_for_a_user_whose_history_matches_its_content(
+    repository: Path, tmp_path: Path
+) -> None:
+    """Recommend mode's index over the new version's item vectors (the real faiss index the
+    service builds): an item added with content like a new user's history is among the 10 items
+    retrieved for them, the item with the opposite content is not."""
+    from service.retrieval import IndexSettings, Retriever
+    from tests.conftest import learning_config
+    from training.data.synthetic import generate
+
+    # Given a new user whose history is every catalogue item with all four factors positive
+    catalogue = generate(learning_config().synthetic)["items"].frame
+    liked = catalogue.loc[catalogue["genres"] == "f0+|f1+|f2+|f3+", "item_id"].tolist()
+    items = new_items(
+        tmp_path / "new.csv",
+        [
+            {"item_id": "new-like", "genres": "f0+|f1+|f2+|f3+", "year": "2001"},
+            {"item_id": "new-unlike", "genres": "f0-|f1-|f2-|f3-", "year": "2001"},
+        ],
+    )
+    assert run(repository, items) == 0
+    new = load_artifact(repository, "synth", 2)
+    ids = new.read_vocab("item_id")
+    index = {item: FIRST_ID + i for i, item in enumerate(ids)}
+    history = np.full((1, 20), PAD, dtype=np.int64)
+    history[0, -len(liked[-20:]) :] = [index[i] for i in liked[-20:]]
+    session = ort.InferenceSession(str(new.path / "model.onnx"))
+    empty = np.zeros(0, dtype=np.int64)
+    feed = {
+        "user_id": np.array([1]),
+        "history": history,
+        "candidate": empty,
+        "candidate_row": empty,
+    }
+    query = session.run(["query"], feed)[0][0]
+    # When
+    retriever = Retriever.load(new, IndexSettings(exact_max=10**6, nlist=0, nprobe=1, threads=1))
+    found = [ids[i - FIRST_ID] for i in retriever.search(query, 10, {index[i] for i in liked})]
+    # Then
+    assert len(liked) >= 5
+    assert len(retriever) == len(ids)
+    assert "new-like" in found
+    assert "new-unlike" not in found

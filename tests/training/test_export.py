@@ -89,7 +89,7 @@ def test_retrieval_score_is_the_click_logits_dot_part(trained) -> None:
     users, history = np.array([3, 7]), np.random.default_rng(0).integers(0, 200, (2, 20))
     empty = np.zeros(0, dtype=np.int64)
     feed = {"user_id": users, "history": history, "candidate": empty, "candidate_row": empty}
-    query = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))["query"]
+    query = session.run(["query"], feed)[0]
 
     model, _ = load_checkpoint(result.report["json"].parent / "checkpoint.pt")
     model.eval()
@@ -97,8 +97,8 @@ def test_retrieval_score_is_the_click_logits_dot_part(trained) -> None:
         logits = model(
             torch.as_tensor(users),
             torch.as_tensor(history),
-            torch.zeros(0, dtype=torch.long),
-            torch.zeros(0, dtype=torch.long),
+            torch.tensor([FIRST_ID, FIRST_ID]),
+            torch.tensor([0, 1]),
             catalogue="click",
         )["click@catalogue"].numpy()
     np.testing.assert_allclose(query @ vectors.T, logits[:, FIRST_ID:], atol=1e-4)
@@ -184,7 +184,11 @@ def test_reference_design_trains_and_exports(tmp_path: Path) -> None:
     result = train_and_export(cfg, "synthetic", tmp_path / "models", tmp_path / "r", progress=False)
 
     manifest = load_artifact(tmp_path / "models", "reference").manifest
-    assert [(o.name, o.shape) for o in manifest.outputs] == [("click", ("N",)), ("age", ("B", 5))]
+    assert [(o.name, o.shape) for o in manifest.outputs] == [
+        ("click", ("N",)),
+        ("age", ("B", 5)),
+        ("query", ("B", 64)),
+    ]
     assert manifest.training["network"]["encoder"] == "lstm"
     assert manifest.parity_max_abs_diff <= 1e-4
     assert set(result.metrics) >= {"click_auc", "hr@10", "age_accuracy", "age_macro_f1"}

@@ -8,7 +8,7 @@ import pytest
 
 from service.artifact import FIRST_ID
 from tests.conftest import learning_config, tiny_config
-from training.data.split import TEST, Log
+from training.data.split import TEST, TRAIN, VALID, Log
 from training.evaluation.full_catalogue import (
     Ranked,
     ease_weights,
@@ -17,6 +17,7 @@ from training.evaluation.full_catalogue import (
     tuned_ease,
     with_intervals,
 )
+from training.evaluation.retrieval import two_stage
 from training.pipeline.prepare import prepare
 
 
@@ -98,3 +99,52 @@ def test_on_planted_tastes_ease_ranks_far_above_popularity() -> None:
 
     assert figures["ease"]["hr@10"].low > figures["popularity"]["hr@10"].high
     assert figures["ease"]["ndcg@10"].value > 1.5 * figures["popularity"]["ndcg@10"].value
+
+
+def test_two_stage_keeps_the_rankers_order_among_the_top_retrieved_only(tiny_log: Log) -> None:
+    log = tiny_log
+    events = log.first_events(TEST)[:8]
+    rng = np.random.default_rng(2)
+    retrieve = rng.normal(size=(len(events), log.n_items))
+    rank = rng.normal(size=(len(events), log.n_items))
+
+    scores = two_stage(log, lambda e: retrieve, lambda e: rank, depth=5)(events)
+
+    for row, event in enumerate(events):
+        user = log.user[event]
+        before = log.item[(log.user == user) & np.isin(log.part, (TRAIN, VALID))]
+        allowed = [j for j in range(FIRST_ID, log.n_items) if j not in set(before.tolist())]
+        top = sorted(allowed, key=lambda j: -retrieve[row, j])[:5]
+        kept = np.flatnonzero(np.isfinite(scores[row]))
+        assert sorted(kept.tolist()) == sorted(top)
+        assert scores[row, kept] == pytest.approx(rank[row, kept])
+
+
+def test_on_planted_tastes_the_two_stage_path_ranks_far_above_popularity(trained) -> None:
+    """The synthetic run's held-out model: the items its retrieval score puts in the top 20 of
+    200, re-ranked, hold each user's next item about as often as the full model over every
+    item, and far more often than popularity."""
+    from training.evaluation.evaluate import model_predictor
+    from training.evaluation.full_catalogue import model_scorer, rank_all
+    from training.evaluation.retrieval import last_batch, retrieval_scorer
+    from training.pipeline.checkpoint import from_checkpoint
+
+    result, _ = trained
+    model, _, cfg, prepared = from_checkpoint(result.report["json"].parent / "heldout.pt", None)
+    log, tasks, length = prepared.log, prepared.tasks, cfg.network.history_length
+    full = last_batch(model_scorer(model_predictor(model, log, tasks, length), log, tasks))
+    retrieve = last_batch(retrieval_scorer(model, log, tasks, length))
+    ranked = rank_all(
+        log,
+        log.first_events(TEST),
+        {
+            "two-stage": two_stage(log, retrieve, full, depth=20),
+            "full": full,
+            "popularity": popularity_scorer(log),
+        },
+    )
+    figures = {name: with_intervals(r, n_resamples=200) for name, r in ranked.items()}
+
+    assert figures["two-stage"]["hr@10"].low > figures["popularity"]["hr@10"].high
+    assert figures["two-stage"]["ndcg@10"].value > 1.5 * figures["popularity"]["ndcg@10"].value
+    assert figures["two-stage"]["hr@10"].value >= 0.9 * figures["full"]["hr@10"].value

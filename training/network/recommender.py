@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from service.artifact import PAD, QUERY_OUTPUT, UNK, TaskSpec
+from service.artifact import PAD, QUERY_OUTPUT, UNK, USER_STATE_OUTPUT, TaskSpec
 from training.config import NetworkConfig
 from training.data.content import ContentInput
 from training.network.content import EMBEDDING_STD, ItemEncoder, ItemSpec, drop_ids
@@ -203,7 +203,9 @@ class MultiTaskRecommender(nn.Module):
         item index for every user row, under the key `catalogue_key(task)` ([B, n_items]).
         `query`: also each user row's retrieval query under QUERY_OUTPUT ([B, d]; `retrieval_task`
         must be set): its inner product with an item's row of `item_tables()[0]` is the dot
-        part of that item's logit, what the service's index searches by."""
+        part of that item's logit, what the service's index searches by; and under
+        USER_STATE_OUTPUT the item tasks' user representations ([B, item tasks, D]), which
+        `score_items` ranks retrieved items from."""
         if self.training:
             candidate = drop_ids(candidate, self.unknown_item_dropout)
             user_id = drop_ids(user_id, self.id_dropout)
@@ -227,22 +229,34 @@ class MultiTaskRecommender(nn.Module):
         )  # [B, d]
         for_items = self.block(torch.cat([behaviour, memo], dim=-1))  # n_tasks x [B, D]
         item = self._items(candidate, tables)  # [N, d]
-        out: dict[str, Tensor] = {}
+        states = [for_items[i] for i, t in enumerate(self.tasks) if t.level == "item"]
+        out = self.score_items(states, item, candidate_row)  # item tasks: [N]
         for i, task in enumerate(self.tasks):
             head = self.heads[task.name]
             if task.level == "user":
                 out[task.name] = head(for_users[i], profile)  # [B, K]
-            else:
-                out[task.name] = head(for_items[i].index_select(0, candidate_row), item)  # [N]
             if task.name == catalogue:
                 assert isinstance(head, ItemHead), "only item tasks score the catalogue"
                 out[catalogue_key(task.name)] = head.dot_all(for_items[i], self.items.table())
             if query and task.name == self.retrieval_task:
                 assert isinstance(head, ItemHead)
                 out[QUERY_OUTPUT] = head.project(for_items[i])  # [B, d]
+                out[USER_STATE_OUTPUT] = torch.stack(states, dim=1)  # [B, item tasks, D]
         if query and QUERY_OUTPUT not in out:
             raise ValueError("this network has no retrieval score (network.item_dot is off)")
         return out
+
+    def score_items(
+        self, states: list[Tensor], item: Tensor, candidate_row: Tensor
+    ) -> dict[str, Tensor]:
+        """The item tasks' logits [N] of N items ([N, d] item rows) for the users of
+        `candidate_row`, from each item task's user representation ([B, D] each, in task
+        order): the part of the forward that recommend mode's rank graph runs on its own."""
+        names = [t.name for t in self.tasks if t.level == "item"]
+        return {
+            name: self.heads[name](state.index_select(0, candidate_row), item)
+            for name, state in zip(names, states, strict=True)
+        }
 
     @property
     def retrieval_task(self) -> str | None:

@@ -40,9 +40,11 @@ from training.data.directory import read_table
 from training.data.features import check_features, vector_columns
 from training.data.raw import Problems, RawTable
 from training.data.vocab import Vocab
+from training.publish.retrieval import extend_item_vectors
 
 N_CHECK_ITEMS = 200  # known items whose scores must not move
 UNCHANGED_TOLERANCE = 1e-6
+CHECK_CHUNK = 10_000  # new items scored per graph run by the check
 
 
 def add_items(model: Path, items: Path, progress: bool = False) -> tuple[Path, list[str]]:
@@ -80,7 +82,7 @@ def add_items(model: Path, items: Path, progress: bool = False) -> tuple[Path, l
     rows = dict(
         zip([o.name for o in content.get_outputs()], content.run(None, arrays), strict=True)
     )
-    return _publish(artifact, known + ids, rows), _ignored(table, artifact)
+    return publish_items(artifact, known + ids, rows), _ignored(table, artifact)
 
 
 def _check(table: RawTable, artifact: Artifact, known: set[str]) -> list[str]:
@@ -131,8 +133,10 @@ def _extended_graph(artifact: Artifact, rows: dict[str, np.ndarray]) -> onnx.Mod
     return graph
 
 
-def _publish(artifact: Artifact, catalogue: list[str], rows: dict[str, np.ndarray]) -> Path:
-    """The next version with `catalogue` (old ids, then the new) and the extended tables."""
+def publish_items(artifact: Artifact, catalogue: list[str], rows: dict[str, np.ndarray]) -> Path:
+    """The next version with `catalogue` (old ids, then the new) and its item tables (and item
+    vectors) extended by `rows`: the new items' rows of each table ({"item": [n, d], ...}, what
+    the content graph computes; `make bench` gives synthetic ones to grow a catalogue)."""
     model_dir = artifact.path.parent
     version = max(list_versions(model_dir), default=0) + 1
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
@@ -147,7 +151,7 @@ def _publish(artifact: Artifact, catalogue: list[str], rows: dict[str, np.ndarra
         vocabularies["item_id"] = VocabSpec(file=vocabularies["item_id"].file, size=len(catalogue))
         write_vocab(staging / vocabularies["item_id"].file, catalogue)
         if manifest.retrieval is not None:  # the added items' vectors: their item table rows
-            _extend_vectors(staging / manifest.retrieval.item_vectors, rows["item"])
+            extend_item_vectors(staging / manifest.retrieval.item_vectors, rows["item"])
         update = {
             "version": version,
             "created_at": now_iso(),
@@ -162,12 +166,6 @@ def _publish(artifact: Artifact, catalogue: list[str], rows: dict[str, np.ndarra
     return target
 
 
-def _extend_vectors(path: Path, rows: np.ndarray) -> None:
-    """Append the new items' vectors to the retrieval's item vectors file."""
-    old = np.load(path, allow_pickle=False)
-    np.save(path, np.concatenate([old, rows.astype(old.dtype)], axis=0), allow_pickle=False)
-
-
 def _check_unchanged(old: Path, new: Path, artifact: Artifact, n_new: int) -> None:
     """Known items score exactly as before; new items get finite outputs."""
     size = artifact.manifest.vocabularies["item_id"].size
@@ -177,8 +175,7 @@ def _check_unchanged(old: Path, new: Path, artifact: Artifact, n_new: int) -> No
     history = np.full((1, length), PAD, dtype=np.int64)
     history[0, -min(length, len(known)) :] = known[-length:]
 
-    def run(path: Path, candidates: np.ndarray) -> list[np.ndarray]:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    def run(session: ort.InferenceSession, candidates: np.ndarray) -> list[np.ndarray]:
         inputs = {
             "user_id": np.array([FIRST_ID], dtype=np.int64),
             "history": history,
@@ -187,9 +184,15 @@ def _check_unchanged(old: Path, new: Path, artifact: Artifact, n_new: int) -> No
         }
         return list(session.run(None, inputs))
 
-    before, after = run(old, known), run(new, known)
+    old_graph, new_graph = (
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for path in (old, new)
+    )
+    before, after = run(old_graph, known), run(new_graph, known)
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(before, after, strict=True))
     if worst > UNCHANGED_TOLERANCE:
         raise ArtifactError(f"the extended graph moves known items' outputs by {worst:.3g}")
-    if not all(np.all(np.isfinite(o)) for o in run(new, added)):
-        raise ArtifactError("the extended graph gives new items non-finite outputs")
+    for start in range(0, len(added), CHECK_CHUNK):
+        if not all(
+            np.all(np.isfinite(o)) for o in run(new_graph, added[start : start + CHECK_CHUNK])
+        ):
+            raise ArtifactError("the extended graph gives new items non-finite outputs")
