@@ -66,7 +66,7 @@ def test_the_asgi_harness_calls_the_real_request_path(app: Any) -> None:
     async def statuses() -> list[int]:
         async with app.router.lifespan_context(app):
             good = [await asgi.call(app, body) for body in bodies()]
-            return [*good, await asgi.call(app, b'{"user_id": "196"}')]  # no candidates
+            return [*good, await asgi.call(app, b'{"user_id": "196", "candidates": []}')]
 
     assert asyncio.run(statuses()) == [200, 200, 422]
 
@@ -129,3 +129,26 @@ def test_a_process_tree_includes_grandchildren_in_sessions_of_their_own(tmp_path
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_a_grown_catalogue_serves_recommend_mode_over_every_item(tmp_path: Path) -> None:
+    """bench/recommend.py's synthetic catalogue: the default model with items added through
+    `catalogue`'s publishing path; the new items are retrievable, the old ones score as before."""
+    from bench.recommend import grown
+    from service.metrics import Metrics
+    from service.predictor import Predictor
+    from service.schemas import PredictRequest
+
+    repository = grown(tmp_path / "models", 500)
+
+    artifact = load_artifact(repository, "movielens")
+    default = load_artifact(REPOSITORY, "movielens")
+    assert artifact.manifest.version == 2
+    added = artifact.read_vocab("item_id")[default.manifest.vocabularies["item_id"].size :]
+    assert added == [f"synthetic-{i}" for i in range(500)]
+    predictor = Predictor.load(Settings(model_dir=repository, ort_threads=1, retrieve=1000))
+    metrics = Metrics()
+    metrics.start_model(predictor.ref, [t.name for t in artifact.manifest.tasks])
+    answer = predictor.recommend(PredictRequest(user_id="196", top_k=1000), metrics)
+    assert answer["retrieved"] == 1000
+    assert {i["item_id"] for i in answer["items"]} & set(added)

@@ -183,3 +183,13 @@ def test_damaged_item_vectors_reject_the_version_and_the_older_one_serves(
     with pytest.raises(ArtifactError):
         with TestClient(create_app(settings_for(repository_copy, model_version=int(newer.name)))):
             pass
+
+
+def test_a_rank_graph_that_does_not_load_rejects_the_version(repository_copy: Path) -> None:
+    folder = next((repository_copy / DEFAULT_MODEL).iterdir())
+    (folder / "retrieval" / "rank.onnx").write_bytes(b"not a graph")
+    manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
+    write_manifest(folder, manifest)
+    with pytest.raises(ArtifactError, match="rank.onnx: onnxruntime cannot load it"):
+        with TestClient(create_app(settings_for(repository_copy))):
+            pass
