@@ -57,7 +57,12 @@ def test_train_evaluate_export_on_a_data_folder(data_dir: Path, tmp_path: Path) 
     assert exported_manifest.fit.refit
     report = json.loads((tmp_path / "reports/mylog/1/report.json").read_text())
     assert f"| click_auc | {report['metrics']['click_auc']:.4f} |" in evaluated.stdout
-    for row in ("| full catalogue, ", "| model | ", "| popularity | ", "| EASE, lambda "):
+    for row in (
+        "| full catalogue, ",
+        "| model, every item | ",
+        "| popularity | ",
+        "| EASE, lambda ",
+    ):
         assert row in evaluated.stdout, row  # the ranking among every item, beside the sampled
     assert exported_manifest.metrics["click_auc"] == report["metrics"]["click_auc"]
     assert (tmp_path / "reports/mylog/1/curves.png").stat().st_size > 1000

@@ -148,3 +148,26 @@ def test_on_planted_tastes_the_two_stage_path_ranks_far_above_popularity(trained
     assert figures["two-stage"]["hr@10"].low > figures["popularity"]["hr@10"].high
     assert figures["two-stage"]["ndcg@10"].value > 1.5 * figures["popularity"]["ndcg@10"].value
     assert figures["two-stage"]["hr@10"].value >= 0.9 * figures["full"]["hr@10"].value
+
+
+def test_a_target_other_than_the_events_own_item_is_ranked_from_the_events_history(
+    tiny_log: Log,
+) -> None:
+    """Cold items are ranked with another event's history: `targets` names the item."""
+    from training.evaluation.full_catalogue import rank_all
+
+    log = tiny_log
+    events = log.first_events(TEST)
+    targets = np.array([log.item[log.user == log.user[e]][0] for e in events])  # a touched item
+    rng = np.random.default_rng(3)
+    table = rng.random((len(events), log.n_items))
+
+    def scorer(batch: np.ndarray) -> np.ndarray:
+        return table[np.searchsorted(events, batch)]
+
+    ranked = rank_all(log, events, {"random": scorer}, targets)["random"]
+
+    for row, (event, target) in enumerate(zip(events, targets, strict=True)):
+        touched = set(log.item[log.user == log.user[event]].tolist()) - {int(target)}
+        others = [j for j in range(FIRST_ID, log.n_items) if j not in touched and j != target]
+        assert ranked.rank[row] == sum(table[row, j] >= table[row, target] for j in others)

@@ -45,7 +45,10 @@ def evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     evaluated = evaluate_checkpoint(args.checkpoint, args.data)
     print(markdown_table(evaluated.title, evaluated.metrics, evaluated.baselines))
     print()
-    print(table(evaluated.full, evaluated.users))
+    print(table(evaluated.full))
+    if evaluated.cold is not None:
+        print()
+        print(table(evaluated.cold, "cold items, full catalogue"))
     return 0
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from service.artifact import FIRST_ID, TaskSpec
 from training.data.samples import Events
-from training.data.split import TEST, TRAIN, VALID, Log
+from training.data.split import COLD, TEST, TRAIN, VALID, Log
 from training.data.vocab import interaction_task
 from training.evaluation.bootstrap import N_RESAMPLES, Interval, UserRows
 from training.evaluation.evaluate import Predictor
@@ -50,10 +50,17 @@ def rank_events(log: Log, events: np.ndarray, scorer: Scorer) -> Ranked:
     return rank_all(log, events, {"scorer": scorer})["scorer"]
 
 
-def rank_all(log: Log, events: np.ndarray, scorers: Mapping[str, Scorer]) -> dict[str, Ranked]:
+def rank_all(
+    log: Log,
+    events: np.ndarray,
+    scorers: Mapping[str, Scorer],
+    targets: np.ndarray | None = None,
+) -> dict[str, Ranked]:
     """`rank_events` for several scorers, batch by batch of users: each batch is scored by every
     scorer in turn, so scorers that share work (the two-stage path reads the retrieval and
-    model scores of the same batch) can keep it for the batch (`last_batch`)."""
+    model scores of the same batch) can keep it for the batch (`last_batch`). `targets`: the
+    item ranked for each event, when not the event's own (a cold item, scored with the history
+    of another event of its user)."""
     rows = UserRows(log.user, log.n_users)
     ranks: dict[str, list[np.ndarray]] = {name: [] for name in scorers}
     sizes = []
@@ -63,7 +70,7 @@ def rank_all(log: Log, events: np.ndarray, scorers: Mapping[str, Scorer]) -> dic
         allowed[:, :FIRST_ID] = False  # padding and the unknown item
         for row, user in enumerate(log.user[batch]):
             allowed[row, log.item[rows.rows(np.array([user]))]] = False
-        positive = log.item[batch]
+        positive = log.item[batch] if targets is None else targets[start : start + len(batch)]
         allowed[np.arange(len(batch)), positive] = True
         sizes.append(allowed.sum(axis=1))
         for name, scorer in scorers.items():
@@ -146,6 +153,14 @@ def model_scorer(predict: Predictor, log: Log, tasks: Sequence[TaskSpec]) -> Sco
     return score
 
 
+@dataclass(frozen=True)
+class Figures:
+    """Full-catalogue figures by scorer name, over `users` users."""
+
+    by_scorer: dict[str, dict[str, Interval]]
+    users: int
+
+
 def full_catalogue(
     log: Log,
     tasks: Sequence[TaskSpec],
@@ -153,12 +168,14 @@ def full_catalogue(
     users: np.ndarray | None = None,
     n_resamples: int = N_RESAMPLES,
     retrieve: Scorer | None = None,
-) -> dict[str, dict[str, Interval]]:
-    """The full-catalogue figures on the first test item of every user (or of `users`:
-    eval.max_users' sample), by scorer name ("EASE, lambda 250"): popularity, tuned EASE, and
-    the model: with `retrieve` (its retrieval score), that score alone and the two-stage path
-    at each of DEPTHS, beside the full model scoring every item (the two-stage path's ceiling)."""
-    first = log.first_events(TEST, users)
+) -> tuple[Figures, Figures | None]:
+    """The full-catalogue figures by scorer name ("EASE, lambda 250"): popularity, tuned EASE,
+    and the model: with `retrieve` (its retrieval score), that score alone and the two-stage
+    path at each of DEPTHS, beside the full model scoring every item (the two-stage path's
+    ceiling). First on each user's first test item (of every user, or of `users`:
+    eval.max_users' sample); then on cold items (None without any): where each user's first
+    interaction with an item nobody touched in training lands, scored with the history of the
+    user's first test event (training and validation), as the cold-item protocol scores it."""
     model = last_batch(model_scorer(predict, log, tasks))
     scorers: dict[str, Scorer] = {"popularity": popularity_scorer(log)}
     ease = tuned_ease(log)
@@ -170,8 +187,20 @@ def full_catalogue(
         for depth in DEPTHS:
             scorers[f"two-stage, R = {depth}"] = two_stage(log, retrieve, model, depth)
     scorers["model, every item"] = model
-    ranked = rank_all(log, first, scorers)
-    return {name: with_intervals(r, n_resamples) for name, r in ranked.items()}
+
+    def figures(events: np.ndarray, targets: np.ndarray | None = None) -> Figures:
+        ranked = rank_all(log, events, scorers, targets)
+        by_scorer = {name: with_intervals(r, n_resamples) for name, r in ranked.items()}
+        return Figures(by_scorer, len(events))
+
+    first = log.first_events(TEST, users)
+    cold = log.first_events(COLD, users)
+    at = dict(zip(log.user[first].tolist(), first.tolist(), strict=True))
+    cold = cold[np.isin(log.user[cold], list(at))]  # users with a test event to score from
+    if not len(cold):
+        return figures(first), None
+    history_of = np.array([at[u] for u in log.user[cold].tolist()], dtype=np.int64)
+    return figures(first), figures(history_of, log.item[cold])
 
 
 def _matrix(log: Log, parts: Sequence[int]) -> np.ndarray:
@@ -182,14 +211,14 @@ def _matrix(log: Log, parts: Sequence[int]) -> np.ndarray:
     return out
 
 
-def table(figures: dict[str, dict[str, Interval]], n_users: int) -> str:
+def table(figures: Figures, what: str = "full catalogue") -> str:
     """The figures as a markdown table, one row per scorer."""
     names = ("hr@10", "ndcg@10", "hr@50")
     lines = [
-        f"| full catalogue, {n_users:,} users (95% interval) | " + " | ".join(names) + " |",
+        f"| {what}, {figures.users:,} users (95% interval) | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
     ]
-    for scorer, row in figures.items():
+    for scorer, row in figures.by_scorer.items():
         cells = [f"{row[n].value:.3f} [{row[n].low:.3f}, {row[n].high:.3f}]" for n in names]
         lines.append(f"| {scorer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -11,10 +11,8 @@ import numpy as np
 
 from training.config import Config, ConfigError
 from training.config_file import from_dict
-from training.data.split import TEST
-from training.evaluation.bootstrap import Interval
 from training.evaluation.evaluate import evaluated_users, graph_predictor, model_predictor
-from training.evaluation.full_catalogue import full_catalogue
+from training.evaluation.full_catalogue import Figures, full_catalogue
 from training.evaluation.protocol import evaluate_baselines, evaluate_model, protocol_metrics
 from training.evaluation.retrieval import retrieval_scorer
 from training.fit.train import load_checkpoint
@@ -47,13 +45,14 @@ class Evaluated:
     title: str
     metrics: dict[str, float]
     baselines: dict[str, float]
-    full: dict[str, dict[str, Interval]]  # by scorer: baselines, retrieval, two-stage, model
-    users: int  # the users the full-catalogue figures are over
+    full: Figures  # each user's first test item among every item, by scorer
+    cold: Figures | None  # each user's first cold item among every item
 
 
 def evaluate_checkpoint(checkpoint: Path, data: str | None) -> Evaluated:
     """The protocol's test figures of a checkpoint and of the baselines, and where each user's
-    first test item lands among every item (training.evaluation.full_catalogue).
+    first test item and first cold item land among every item
+    (training.evaluation.full_catalogue).
 
     Raises:
         ConfigError: a refit checkpoint on its own data, where its test split was training data.
@@ -71,13 +70,9 @@ def evaluate_checkpoint(checkpoint: Path, data: str | None) -> Evaluated:
     users = None if keep is None else np.flatnonzero(keep)
     retrieve = None if model.retrieval_task is None else retrieval_scorer(model, log, tasks, length)
     predict = model_predictor(model, log, tasks, length)
-    full = full_catalogue(log, tasks, predict, users, retrieve=retrieve)
+    full, cold = full_catalogue(log, tasks, predict, users, retrieve=retrieve)
     return Evaluated(
-        title,
-        evaluate_model(model, prepared, cfg),
-        evaluate_baselines(prepared, cfg),
-        full,
-        len(log.first_events(TEST, users)),
+        title, evaluate_model(model, prepared, cfg), evaluate_baselines(prepared, cfg), full, cold
     )
 
 
