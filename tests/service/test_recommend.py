@@ -193,3 +193,20 @@ def test_a_rank_graph_that_does_not_load_rejects_the_version(repository_copy: Pa
     with pytest.raises(ArtifactError, match="rank.onnx: onnxruntime cannot load it"):
         with TestClient(create_app(settings_for(repository_copy))):
             pass
+
+
+def test_a_recommend_request_times_its_stages_once_each(repository_copy: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with TestClient(create_app(settings_for(repository_copy))) as client:
+        assert client.post("/predict", json={"user_id": "196"}).status_code == 200
+        text = client.get("/metrics").text
+    counts = {
+        sample.labels["stage"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "hydrarec_predict_stage_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+    assert counts == dict.fromkeys(counts, 1.0)
+    assert {"encode", "infer", "retrieve", "rank"} <= set(counts)
