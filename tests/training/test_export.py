@@ -32,6 +32,7 @@ def test_artifact_has_the_contract_files(trained) -> None:
         "vocab/item_id.txt",
         "vocab/genres.txt",
         "retrieval/items.npy",
+        "retrieval/rank.onnx",
     }
     assert [(f.column, f.kind) for f in m.catalogue.features] == [
         ("genres", "multi_categorical"),
@@ -69,6 +70,7 @@ def test_onnx_graph_inputs_outputs_and_dynamic_axes(trained) -> None:
         "age": ["B", 5],
         "occupation": ["B", n_occupations],
         "query": ["B", 32],
+        "user_state": ["B", 2, 32],
     }
 
 
@@ -188,6 +190,7 @@ def test_reference_design_trains_and_exports(tmp_path: Path) -> None:
         ("click", ("N",)),
         ("age", ("B", 5)),
         ("query", ("B", 64)),
+        ("user_state", ("B", 1, 64)),
     ]
     assert manifest.training["network"]["encoder"] == "lstm"
     assert manifest.parity_max_abs_diff <= 1e-4
