@@ -7,6 +7,8 @@ checks every output; the service is ready only after that succeeded (Triton's ru
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 
@@ -32,18 +34,7 @@ class InferenceEngine:
         """
         self.artifact = artifact
         self.manifest: Manifest = artifact.manifest
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(
-                str(artifact.path / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # ORT raises its own exception types for bad graphs
-            raise ArtifactError(
-                f"{artifact.path / MODEL_FILE}: onnxruntime cannot load it: {e}"
-            ) from None
+        self.session = open_session(artifact.path / MODEL_FILE, threads)
         self._check_signature()
         self.output_names = [o.name for o in self.manifest.outputs]
 
@@ -110,6 +101,23 @@ class InferenceEngine:
                 raise ArtifactError(f"{where}: warm-up: {task.name} is not a probability")
             if task.kind == "multiclass" and abs(float(out.sum()) - 1) > PROBABILITY_TOLERANCE:
                 raise ArtifactError(f"{where}: warm-up: {task.name} classes do not sum to 1")
+
+
+def open_session(path: Path, threads: int) -> ort.InferenceSession:
+    """An onnxruntime session on the CPU with `threads` intra-op threads and one inter-op thread
+    (a worker owns one core; ORT's default would take every core per session).
+
+    Raises:
+        ArtifactError: onnxruntime cannot load the graph.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for bad graphs
+        raise ArtifactError(f"{path}: onnxruntime cannot load it: {e}") from None
 
 
 def _same_shape(declared: tuple[int | str, ...], actual: tuple[object, ...]) -> bool:

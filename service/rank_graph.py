@@ -5,9 +5,9 @@ recommend request runs the user side of the model once (service.artifact.Retriev
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from service.artifact import Artifact, ArtifactError
+from service.engine import open_session
 
 INPUTS = {
     "user_state": "tensor(float)",
@@ -30,15 +30,7 @@ class RankGraph:
         if spec is None:
             raise ArtifactError(f"{artifact.path}: the model has no retrieval")
         path = artifact.path / spec.rank_graph
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # ORT raises its own exception types for bad graphs
-            raise ArtifactError(f"{path}: onnxruntime cannot load it: {e}") from None
+        self.session = open_session(path, threads)
         self.names = [t.name for t in artifact.manifest.tasks if t.level == "item"]
         inputs = {i.name: i.type for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]

@@ -10,8 +10,6 @@ nor a retrain. Its parity with torch is checked like the serving graph's.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from torch import Tensor, nn
 from service.artifact import FIRST_ID, UNK
 from training.data.content import ItemContent
 from training.network.recommender import MultiTaskRecommender
+from training.publish.onnx_file import write_onnx
 
 TABLES = {"item": "item_table", "profile": "profile_table"}  # ExportWrapper's buffer names
 
@@ -77,18 +76,8 @@ def export_content(model: MultiTaskRecommender, content: ItemContent, path: Path
             dims[1] = torch.export.Dim(f"T_{f.column}")
         dynamic[f.column] = dims
     inputs = tuple(torch.from_numpy(example[c]) for c in graph.columns)
-    with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(
-            graph,
-            inputs,
-            str(path),
-            input_names=graph.columns,
-            output_names=output_names(model),
-            dynamic_shapes=(tuple(dynamic.values()),),  # one entry: the *features tuple
-            dynamo=True,
-            external_data=False,
-        )
-    onnx.checker.check_model(str(path), full_check=True)
+    # one dynamic-shapes entry: the *features tuple
+    write_onnx(graph, inputs, path, graph.columns, output_names(model), (tuple(dynamic.values()),))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, dict(example))
     with torch.no_grad():

@@ -9,8 +9,6 @@ when complete, so a crash never leaves a half artifact the service could pick up
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import shutil
 import uuid
@@ -40,6 +38,7 @@ from training.network.heads import to_output
 from training.network.recommender import MultiTaskRecommender
 from training.publish.content_export import TABLES, check_tables, export_content
 from training.publish.manifest import build_manifest
+from training.publish.onnx_file import write_onnx
 from training.publish.retrieval import write_retrieval
 
 PARITY_TOLERANCE = 1e-4  # max abs difference between torch and onnxruntime outputs
@@ -102,19 +101,15 @@ def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tens
         "candidate": {0: candidates},
         "candidate_row": {0: candidates},
     }
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        torch.onnx.export(
+    try:
+        write_onnx(
             wrapper,
             tuple(example[n] for n in INPUT_NAMES),
-            str(path),
-            input_names=list(INPUT_NAMES),
-            output_names=output_names(model),
-            dynamic_shapes=dynamic,
-            dynamo=True,
-            external_data=False,
+            path,
+            INPUT_NAMES,
+            output_names(model),
+            dynamic,
         )
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported graph: {e}") from None
 

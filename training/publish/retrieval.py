@@ -6,13 +6,10 @@ graph's user state and their vectors without running the user side again. Writte
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 from torch import Tensor, nn
@@ -26,6 +23,7 @@ from service.artifact import (
 )
 from training.network.heads import to_output
 from training.network.recommender import MultiTaskRecommender
+from training.publish.onnx_file import write_onnx
 
 RANK_INPUTS = (USER_STATE_OUTPUT, "item", "candidate_row")
 
@@ -91,18 +89,8 @@ def _export_rank(model: MultiTaskRecommender, path: Path, example: dict[str, Ten
         "candidate_row": {0: candidates},
     }
     wrapper = RankWrapper(model)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        torch.onnx.export(
-            wrapper,
-            tuple(example[n] for n in RANK_INPUTS),
-            str(path),
-            input_names=list(RANK_INPUTS),
-            output_names=[t.name for t in wrapper.tasks],
-            dynamic_shapes=dynamic,
-            dynamo=True,
-            external_data=False,
-        )
-    onnx.checker.check_model(str(path), full_check=True)
+    names = [t.name for t in wrapper.tasks]
+    write_onnx(wrapper, tuple(example[n] for n in RANK_INPUTS), path, RANK_INPUTS, names, dynamic)
 
 
 def _rank_parity(
