@@ -12,6 +12,7 @@ from training.data.split import TEST, TRAIN, VALID, Log
 from training.evaluation.full_catalogue import (
     Ranked,
     ease_weights,
+    paired_intervals,
     popularity_scorer,
     rank_events,
     tuned_ease,
@@ -171,3 +172,41 @@ def test_a_target_other_than_the_events_own_item_is_ranked_from_the_events_histo
         touched = set(log.item[log.user == log.user[event]].tolist()) - {int(target)}
         others = [j for j in range(FIRST_ID, log.n_items) if j not in touched and j != target]
         assert ranked.rank[row] == sum(table[row, j] >= table[row, target] for j in others)
+
+
+def test_paired_intervals_resample_every_row_with_the_same_users() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random(300)
+    b = a + 0.01 * rng.standard_normal(300)  # close to a, user by user
+    found = paired_intervals({"a": a, "b": b, "a - b": a - b}, n_resamples=300)
+    difference = found["a - b"]
+    assert difference.value == pytest.approx(found["a"].value - found["b"].value)
+    # paired: far tighter than either row's own interval
+    assert difference.high - difference.low < 0.1 * (found["a"].high - found["a"].low)
+    with pytest.raises(ValueError, match="per-user figures of different lengths"):
+        paired_intervals({"a": a, "b": b[:10]})
+
+
+def test_the_graphs_retrieval_score_is_the_models(trained, tmp_path) -> None:
+    """The exported artifact's query output and item vectors file score every item as the
+    model in torch does."""
+    from service.repository import verify_folder
+    from training.__main__ import main
+    from training.evaluation.retrieval import graph_retrieval_scorer, retrieval_scorer
+    from training.pipeline.checkpoint import from_checkpoint
+
+    result, _ = trained
+    checkpoint = result.report["json"].parent / "heldout.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 0
+    artifact = verify_folder(tmp_path / "synth" / "1")
+    model, _, cfg, prepared = from_checkpoint(checkpoint, None)
+    log, tasks = prepared.log, prepared.tasks
+    events = log.first_events(TEST)[:40]
+    graph = graph_retrieval_scorer(artifact, log, tasks)
+    assert graph is not None
+    torch_scores = retrieval_scorer(model, log, tasks, cfg.network.history_length)(events)
+    scores = graph(events)
+    assert scores.shape == torch_scores.shape
+    np.testing.assert_allclose(  # padding and the unknown item: 0, and never ranked
+        scores[:, FIRST_ID:], torch_scores[:, FIRST_ID:], rtol=1e-4, atol=1e-4
+    )

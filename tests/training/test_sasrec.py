@@ -17,7 +17,8 @@ from service.repository import verify_folder
 from tests.conftest import learning_config
 from training.__main__ import main
 from training.config import ConfigError
-from training.data.split import TRAIN
+from training.data.samples import Events
+from training.data.split import TEST, TRAIN
 from training.evaluation.bootstrap import Interval
 from training.evaluation.evaluate import baseline_predictor, task_metrics
 from training.pipeline.prepare import prepare
@@ -131,6 +132,55 @@ def test_the_comparison_scores_the_artifact_as_its_manifest_says(compared) -> No
     text = (out / "sasrec.md").read_text()
     assert "| **model - SASRec** (paired) |" in text
     assert (out / "sasrec.png").stat().st_size > 10_000
+
+
+def test_the_full_catalogue_figures_are_the_artifacts_and_sasrecs_on_the_same_users(
+    compared, trained
+) -> None:
+    """Every row of the full-catalogue table, on the artifact's graph: the model over every
+    item is the checkpoint's figure in torch; SASRec's mean is the mean of its seeds; the
+    paired differences are the rows' differences."""
+    from training.pipeline.checkpoint import evaluate_checkpoint
+
+    artifact, out = compared
+    full = json.loads((out / "sasrec.json").read_text())["full_catalogue"]
+    figures = full["figures"]
+    assert full["rows"][-3:] == ["SASRec 0", "SASRec 1", "SASRec"]
+    assert {"popularity", "retrieval score alone", "two-stage, R = 100", "model, every item"} <= set(
+        full["rows"]
+    )
+    assert full["differences"] == ["two-stage, R = 100 - SASRec", "model, every item - SASRec"]
+    result, _ = trained
+    torch_figures = evaluate_checkpoint(result.report["json"].parent / "heldout.pt", None).full
+    assert full["users"] == torch_figures.users
+    for metric in ("hr@10", "ndcg@10", "hr@50"):
+        for row in ("popularity", "retrieval score alone", "model, every item"):
+            assert figures[f"{row}/{metric}"]["value"] == pytest.approx(
+                torch_figures.by_scorer[row][metric].value, abs=0.011
+            ), (row, metric)  # the graph in onnxruntime against the model in torch
+        seeds = [figures[f"SASRec {s}/{metric}"]["value"] for s in (0, 1)]
+        assert figures[f"SASRec/{metric}"]["value"] == pytest.approx(np.mean(seeds))
+        for row in ("two-stage, R = 100", "model, every item"):
+            difference = figures[f"{row} - SASRec/{metric}"]
+            expected = figures[f"{row}/{metric}"]["value"] - np.mean(seeds)
+            assert difference["value"] == pytest.approx(expected)
+            assert difference["low"] <= difference["value"] <= difference["high"]
+    text = (out / "sasrec.md").read_text()
+    assert "## Over the full catalogue" in text
+    assert "| **two-stage, R = 100 - SASRec** (paired) |" in text
+
+
+def test_sasrecs_catalogue_scores_are_the_logits_of_its_click_probabilities(data) -> None:
+    from training.studies.sasrec import catalogue_scorer
+
+    log = data.log
+    model = SASRec(log.n_items, SASRecConfig(d_model=8, length=10, n_blocks=1))
+    first = log.first_events(TEST)[:5]
+    candidates = np.repeat(np.arange(log.n_items)[None, :], len(first), axis=0)
+    probabilities = predictor(model, log, 10)(Events(first, candidates))[CLICK.name]
+    logits = catalogue_scorer(model, log, 10)(first)
+    assert logits.shape == (5, log.n_items)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), probabilities, rtol=1e-5, atol=1e-6)
 
 
 def test_a_refit_artifact_is_refused(trained) -> None:

@@ -26,6 +26,8 @@ from training.evaluation.retrieval import DEPTHS, Scorer, last_batch, two_stage
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)  # picked on the validation events
 EASE_MAX_CELLS = 50_000_000  # EASE here is dense: users x items and items x items float64s
 USERS_PER_BATCH = 64
+RETRIEVAL = "retrieval score alone"
+EVERY_ITEM = "model, every item"
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,22 @@ def with_intervals(
     ranked: Ranked, n_resamples: int = N_RESAMPLES, seed: int = 0
 ) -> dict[str, Interval]:
     """Each figure's mean over users with its 95% percentile interval over resampled users."""
-    figures = ranked.figures()
-    draws = np.random.default_rng(seed).integers(
-        0, len(ranked.rank), (n_resamples, len(ranked.rank))
-    )
+    return paired_intervals(ranked.figures(), n_resamples, seed)
+
+
+def paired_intervals(
+    per_user: Mapping[str, np.ndarray], n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> dict[str, Interval]:
+    """Each per-user array's mean with its 95% percentile interval, every array resampled with
+    the same draws of users (row i of each is user i's): the interval of a difference of two
+    rows' figures given here is paired."""
+    sizes = {len(values) for values in per_user.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"per-user figures of different lengths: {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
+    draws = np.random.default_rng(seed).integers(0, n, (n_resamples, n))
     out = {}
-    for name, values in figures.items():
+    for name, values in per_user.items():
         means = values[draws].mean(axis=1)
         low, high = np.percentile(means, [2.5, 97.5])
         out[name] = Interval(float(values.mean()), float(low), float(high))
@@ -161,6 +173,31 @@ class Figures:
     users: int
 
 
+def catalogue_scorers(
+    log: Log, tasks: Sequence[TaskSpec], predict: Predictor, retrieve: Scorer | None = None
+) -> dict[str, Scorer]:
+    """The full-catalogue scorers by name ("EASE, lambda 250"): popularity, tuned EASE, and the
+    model: with `retrieve` (its retrieval score), that score alone and the two-stage path at
+    each of DEPTHS, beside the full model scoring every item (the two-stage path's ceiling)."""
+    model = last_batch(model_scorer(predict, log, tasks))
+    scorers: dict[str, Scorer] = {"popularity": popularity_scorer(log)}
+    ease = tuned_ease(log)
+    if ease is not None:
+        scorers[f"EASE, lambda {ease[0]:g}"] = ease[1]
+    if retrieve is not None:
+        retrieve = last_batch(retrieve)
+        scorers[RETRIEVAL] = retrieve
+        for depth in DEPTHS:
+            scorers[two_stage_name(depth)] = two_stage(log, retrieve, model, depth)
+    scorers[EVERY_ITEM] = model
+    return scorers
+
+
+def two_stage_name(depth: int) -> str:
+    """The two-stage path's row at retrieval depth `depth`."""
+    return f"two-stage, R = {depth}"
+
+
 def full_catalogue(
     log: Log,
     tasks: Sequence[TaskSpec],
@@ -169,24 +206,12 @@ def full_catalogue(
     n_resamples: int = N_RESAMPLES,
     retrieve: Scorer | None = None,
 ) -> tuple[Figures, Figures | None]:
-    """The full-catalogue figures by scorer name ("EASE, lambda 250"): popularity, tuned EASE,
-    and the model: with `retrieve` (its retrieval score), that score alone and the two-stage
-    path at each of DEPTHS, beside the full model scoring every item (the two-stage path's
-    ceiling). First on each user's first test item (of every user, or of `users`:
-    eval.max_users' sample); then on cold items (None without any): where each user's first
-    interaction with an item nobody touched in training lands, scored with the history of the
-    user's first test event (training and validation), as the cold-item protocol scores it."""
-    model = last_batch(model_scorer(predict, log, tasks))
-    scorers: dict[str, Scorer] = {"popularity": popularity_scorer(log)}
-    ease = tuned_ease(log)
-    if ease is not None:
-        scorers[f"EASE, lambda {ease[0]:g}"] = ease[1]
-    if retrieve is not None:
-        retrieve = last_batch(retrieve)
-        scorers["retrieval score alone"] = retrieve
-        for depth in DEPTHS:
-            scorers[f"two-stage, R = {depth}"] = two_stage(log, retrieve, model, depth)
-    scorers["model, every item"] = model
+    """The figures of `catalogue_scorers`: first on each user's first test item (of every user,
+    or of `users`: eval.max_users' sample); then on cold items (None without any): where each
+    user's first interaction with an item nobody touched in training lands, scored with the
+    history of the user's first test event (training and validation), as the cold-item
+    protocol scores it."""
+    scorers = catalogue_scorers(log, tasks, predict, retrieve)
 
     def figures(events: np.ndarray, targets: np.ndarray | None = None) -> Figures:
         ranked = rank_all(log, events, scorers, targets)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from service.artifact import FIRST_ID, QUERY_OUTPUT, TaskSpec
+from service.artifact import FIRST_ID, QUERY_OUTPUT, Artifact, TaskSpec
 from training.data.samples import Events, batches
 from training.data.split import TRAIN, VALID, Log
 from training.evaluation.bootstrap import UserRows
@@ -39,6 +39,9 @@ def last_batch(scorer: Scorer) -> Scorer:
     return score
 
 
+Queries = Callable[[dict[str, torch.Tensor]], np.ndarray]  # a batch's inputs -> query [B, d]
+
+
 def retrieval_scorer(
     model: MultiTaskRecommender,
     log: Log,
@@ -47,18 +50,62 @@ def retrieval_scorer(
     batch_size: int = 1024,
 ) -> Scorer:
     """Each event's query vector against every item vector, as the exported graph and the
-    service compute them."""
+    service compute them, from the model in torch."""
     model.eval()
     with torch.no_grad():
-        table = model.item_tables()[0].numpy().astype(np.float64)  # [n_items, d]
+        table = model.item_tables()[0].numpy()  # [n_items, d]
+
+    def queries(inputs: dict[str, torch.Tensor]) -> np.ndarray:
+        with torch.no_grad():
+            return model(**inputs, query=True)[QUERY_OUTPUT].numpy()
+
+    return vector_scorer(queries, table, log, tasks, history_length, batch_size)
+
+
+def graph_retrieval_scorer(
+    artifact: Artifact, log: Log, tasks: Sequence[TaskSpec], batch_size: int = 1024
+) -> Scorer | None:
+    """The retrieval score of an exported artifact: its graph's query output against its item
+    vectors file (the rows of `log`'s items, in vocabulary order: ids a catalogue added later
+    come after them; padding and the unknown item score 0, and no protocol ranks them); None for an artifact without retrieval (schema 2)."""
+    spec = artifact.manifest.retrieval
+    if spec is None:
+        return None
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(
+        str(artifact.path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    vectors = np.load(artifact.path / spec.item_vectors, allow_pickle=False)  # vocabulary order
+    table = np.zeros((log.n_items, vectors.shape[1]), dtype=np.float32)  # PAD, unknown: 0
+    table[FIRST_ID:] = vectors[: log.n_items - FIRST_ID]
+
+    def queries(inputs: dict[str, torch.Tensor]) -> np.ndarray:
+        return session.run([spec.query], {k: v.numpy() for k, v in inputs.items()})[0]
+
+    length = artifact.manifest.history_length
+    return vector_scorer(queries, table, log, tasks, length, batch_size)
+
+
+def vector_scorer(
+    queries: Queries,
+    table: np.ndarray,
+    log: Log,
+    tasks: Sequence[TaskSpec],
+    history_length: int,
+    batch_size: int,
+) -> Scorer:
+    """Each event's query vector (`queries` on the batch of its history) against every row of
+    `table` [n_items, d], in float64."""
+    vectors = table.astype(np.float64)
 
     def score(events: np.ndarray) -> np.ndarray:
         own = Events(events, log.item[events][:, None])  # one candidate: rows stay in order
-        queries = []
-        with torch.no_grad():
-            for batch in batches(log, own, tasks, history_length, batch_size, False):
-                queries.append(model(**batch.inputs, query=True)[QUERY_OUTPUT].numpy())
-        return np.concatenate(queries).astype(np.float64) @ table.T
+        found = [
+            queries(batch.inputs)
+            for batch in batches(log, own, tasks, history_length, batch_size, False)
+        ]
+        return np.concatenate(found).astype(np.float64) @ vectors.T
 
     return score
 

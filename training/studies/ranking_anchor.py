@@ -6,7 +6,10 @@ trained on
 (its manifest's config and data), one single-threaded process per seed. The artifact's graph
 and every SASRec scores the protocol's test sets: each test event's real item against
 `eval.n_click_negatives` untouched items (click AUC) and each user's first test item among
-`eval.n_rank_negatives` (HR@k, NDCG@k). Intervals are the percentile bootstrap over users
+`eval.n_rank_negatives` (HR@k, NDCG@k); then that same item among every item the user never
+touched (training.evaluation.full_catalogue), where SASRec ranks by its logits over every item and
+the artifact is scored by every row of the full-catalogue table (popularity, EASE, its retrieval
+score, the two-stage path, its graph over every item). Intervals are the percentile bootstrap over users
 (training.evaluation.bootstrap); the difference artifact - SASRec (the mean over seeds) is resampled
 paired, the same users for both, so it is far tighter than the two intervals side by side.
 """
@@ -35,8 +38,23 @@ from training.evaluation.evaluate import (
     score,
     scored_metrics,
 )
+from training.evaluation.full_catalogue import (
+    EVERY_ITEM,
+    Ranked,
+    catalogue_scorers,
+    paired_intervals,
+    rank_all,
+    two_stage_name,
+)
+from training.evaluation.retrieval import DEPTHS, graph_retrieval_scorer
 from training.pipeline.prepare import Prepared, prepare
-from training.studies.sasrec import CLICK, SASRecConfig, fit_sasrec, predictor
+from training.studies.sasrec import (
+    CLICK,
+    SASRecConfig,
+    catalogue_scorer,
+    fit_sasrec,
+    predictor,
+)
 
 MODEL = "model"
 ANCHOR = "SASRec"
@@ -80,7 +98,8 @@ def test_sets(data: Prepared) -> EvalSets:
 def run_seed(
     config: dict[str, Any], source: str, settings: SASRecConfig, seed: int
 ) -> dict[str, Any]:
-    """Train one SASRec (a worker process, one thread) and score the test sets with it."""
+    """Train one SASRec (a worker process, one thread) and score the test sets with it: the
+    sampled protocol's outputs, and the full-catalogue rank of each user's first test item."""
     import torch
 
     torch.set_num_threads(1)
@@ -94,6 +113,8 @@ def run_seed(
     scored = score(test_sets(data), predictor(model, data.log, settings.length))
     assert scored.items is not None, "the test sets hold both"
     assert scored.ranking is not None, "the test sets hold both"
+    first = scored.ranking.events.index
+    full = rank_all(data.log, first, {ANCHOR: catalogue_scorer(model, data.log, settings.length)})
     return {
         "seed": seed,
         "seconds": seconds,
@@ -101,6 +122,7 @@ def run_seed(
         "kept_epoch": max(checks, key=lambda c: c[f"ndcg@{cfg.eval.k}"])["epoch"],
         "items": scored.items.outputs[CLICK.name],
         "ranking": scored.ranking.outputs[CLICK.name],
+        "full": full[ANCHOR].rank,
         "events": events_key(test_sets(data)),
     }
 
@@ -169,6 +191,10 @@ def compare(
         return out
 
     found = intervals([scored], lambda s: data.log.user[s.events.index], figures, resamples)
+    retrieve = graph_retrieval_scorer(artifact, data.log, data.tasks)
+    ranked = rank_all(
+        data.log, sets.ranking.index, catalogue_scorers(data.log, data.tasks, graph, retrieve)
+    )
     return {
         "artifact": str(artifact.path),
         "data": source,
@@ -178,6 +204,41 @@ def compare(
         "seeds": [
             {key: r[key] for key in ("seed", "seconds", "kept_epoch", "checks")} for r in runs
         ],
+        "figures": {key: value.to_dict() for key, value in found.items()},
+        "full_catalogue": full_catalogue_figures(ranked, runs, resamples),
+    }
+
+
+def full_catalogue_figures(
+    ranked: dict[str, Ranked], runs: list[dict[str, Any]], resamples: int
+) -> dict[str, Any]:
+    """The full-catalogue figures of the artifact's rows and of SASRec (each seed, the mean over
+    seeds), and the paired differences of the two-stage path at the first depth (the served
+    one; or, without retrieval, the model over every item) and of the model over every item
+    against SASRec's mean, all resampled with the same users."""
+    n = ranked[EVERY_ITEM].n_candidates
+    per_seed = {f"{ANCHOR} {r['seed']}": Ranked(np.asarray(r["full"]), n) for r in runs}
+    per_user = {
+        f"{row}/{metric}": values
+        for row, one in (ranked | per_seed).items()
+        for metric, values in one.figures().items()
+    }
+    metrics = list(ranked[EVERY_ITEM].figures())
+    for metric in metrics:
+        per_user[f"{ANCHOR}/{metric}"] = np.mean([per_user[f"{s}/{metric}"] for s in per_seed], 0)
+    served = two_stage_name(DEPTHS[0]) if two_stage_name(DEPTHS[0]) in ranked else EVERY_ITEM
+    differences = list(dict.fromkeys((served, EVERY_ITEM)))
+    for row in differences:
+        for metric in metrics:
+            per_user[f"{row} - {ANCHOR}/{metric}"] = (
+                per_user[f"{row}/{metric}"] - per_user[f"{ANCHOR}/{metric}"]
+            )
+    found = paired_intervals(per_user, resamples)
+    return {
+        "users": len(n),
+        "metrics": metrics,
+        "rows": [*ranked, *per_seed, ANCHOR],
+        "differences": [f"{row} - {ANCHOR}" for row in differences],
         "figures": {key: value.to_dict() for key, value in found.items()},
     }
 

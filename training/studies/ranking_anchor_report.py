@@ -79,10 +79,38 @@ def write(results: dict[str, Any], folder: Path, command: str) -> Path:
         )
     name = stem(results["sasrec"]["loss"])
     lines += ["", f"![the model against SASRec]({name}.png)", ""]
+    if "full_catalogue" in results:
+        lines += ["", *full_catalogue_lines(results["full_catalogue"]), ""]
     _plot(figures, metrics, rows, labels, folder / f"{name}.png")
     path = folder / f"{name}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def full_catalogue_lines(full: dict[str, Any]) -> list[str]:
+    """The full-catalogue section: each row's figures, then the paired differences."""
+    figures, metrics = full["figures"], full["metrics"]
+    lines = [
+        "## Over the full catalogue",
+        "",
+        f"Each of the {full['users']} users' first test item ranked among every item the user",
+        "never touched; SASRec by its logits over every item. 95% bootstrap intervals over",
+        "users, every row resampled with the same users.",
+        "",
+        "| | " + " | ".join(metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for row in full["rows"]:
+        label = f"{ANCHOR}, mean of the seeds" if row == ANCHOR else row
+        cells = [_cell(figures[f"{row}/{m}"]) for m in metrics]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for row in full["differences"]:
+        cells = []
+        for metric in metrics:
+            d = Interval(**figures[f"{row}/{metric}"])
+            cells.append(f"**{d.value:+.4f}** [{d.low:+.4f}, {d.high:+.4f}] {verdict(d)}")
+        lines.append(f"| **{row}** (paired) | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plot(

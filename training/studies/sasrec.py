@@ -36,6 +36,7 @@ from training.data.samples import (
 )
 from training.data.split import TRAIN, VALID, Log
 from training.evaluation.evaluate import EvalSets, Predictor, task_metrics
+from training.evaluation.retrieval import Scorer
 from training.network.encoders import Block
 
 LOSSES = ("bce", "ce")
@@ -229,3 +230,17 @@ def predictor(model: SASRec, log: Log, length: int, batch_size: int = 512) -> Pr
         return {CLICK.name: np.concatenate(out) if out else np.zeros(events.candidates.shape)}
 
     return predict
+
+
+def catalogue_scorer(model: SASRec, log: Log, length: int) -> Scorer:
+    """Every item's logit [E, n_items] for each event (its history read by SASRec, dotted with
+    every item embedding): the ranking its softmax over every item is trained for, in logits so
+    that no two items tie where a sigmoid would round both to 1."""
+
+    def score(events: np.ndarray) -> np.ndarray:
+        model.eval()
+        with torch.no_grad():
+            h = model(torch.from_numpy(log.history(events, length)))[:, -1]  # [E, D]
+            return (h @ model.items.weight.T).numpy()
+
+    return score
