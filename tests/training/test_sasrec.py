@@ -146,9 +146,8 @@ def test_the_full_catalogue_figures_are_the_artifacts_and_sasrecs_on_the_same_us
     full = json.loads((out / "sasrec.json").read_text())["full_catalogue"]
     figures = full["figures"]
     assert full["rows"][-3:] == ["SASRec 0", "SASRec 1", "SASRec"]
-    assert {"popularity", "retrieval score alone", "two-stage, R = 100", "model, every item"} <= set(
-        full["rows"]
-    )
+    listed = {"popularity", "retrieval score alone", "two-stage, R = 100", "model, every item"}
+    assert listed <= set(full["rows"])
     assert full["differences"] == ["two-stage, R = 100 - SASRec", "model, every item - SASRec"]
     result, _ = trained
     torch_figures = evaluate_checkpoint(result.report["json"].parent / "heldout.pt", None).full

@@ -67,7 +67,8 @@ def graph_retrieval_scorer(
 ) -> Scorer | None:
     """The retrieval score of an exported artifact: its graph's query output against its item
     vectors file (the rows of `log`'s items, in vocabulary order: ids a catalogue added later
-    come after them; padding and the unknown item score 0, and no protocol ranks them); None for an artifact without retrieval (schema 2)."""
+    come after them; padding and the unknown item score 0, and no protocol ranks them); None
+    for an artifact without retrieval (schema 2)."""
     spec = artifact.manifest.retrieval
     if spec is None:
         return None

@@ -2,16 +2,16 @@
 (`python -m training sasrec`).
 
 SASRec (training.studies.sasrec) is trained with several seeds on the split the artifact was
-trained on
-(its manifest's config and data), one single-threaded process per seed. The artifact's graph
+trained on (its manifest's config and data), one single-threaded process per seed. The artifact's graph
 and every SASRec scores the protocol's test sets: each test event's real item against
 `eval.n_click_negatives` untouched items (click AUC) and each user's first test item among
 `eval.n_rank_negatives` (HR@k, NDCG@k); then that same item among every item the user never
 touched (training.evaluation.full_catalogue), where SASRec ranks by its logits over every item and
 the artifact is scored by every row of the full-catalogue table (popularity, EASE, its retrieval
-score, the two-stage path, its graph over every item). Intervals are the percentile bootstrap over users
-(training.evaluation.bootstrap); the difference artifact - SASRec (the mean over seeds) is resampled
-paired, the same users for both, so it is far tighter than the two intervals side by side.
+score, the two-stage path, its graph over every item). Intervals are the percentile bootstrap
+over users (training.evaluation.bootstrap); the difference artifact - SASRec (the mean over
+seeds) is resampled paired, the same users for both, so it is far tighter than the two
+intervals side by side.
 """
 
 from __future__ import annotations
