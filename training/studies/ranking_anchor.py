@@ -2,9 +2,9 @@
 (`python -m training sasrec`).
 
 SASRec (training.studies.sasrec) is trained with several seeds on the split the artifact was
-trained on (its manifest's config and data), one single-threaded process per seed. The artifact's graph
-and every SASRec scores the protocol's test sets: each test event's real item against
-`eval.n_click_negatives` untouched items (click AUC) and each user's first test item among
+trained on (its manifest's config and data), one single-threaded process per seed. The
+artifact's graph and every SASRec score the protocol's test sets: each test event's real item
+against `eval.n_click_negatives` untouched items (click AUC) and each user's first test item among
 `eval.n_rank_negatives` (HR@k, NDCG@k); then that same item among every item the user never
 touched (training.evaluation.full_catalogue), where SASRec ranks by its logits over every item and
 the artifact is scored by every row of the full-catalogue table (popularity, EASE, its retrieval
