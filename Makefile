@@ -33,7 +33,7 @@ MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 COMPOSE ?= docker compose
 COMPOSE_FILE := docker/compose.yml
 # Debian packages the checks and system tests run: promtool + prometheus, docker-compose (v1).
-DEBIAN_PACKAGES := prometheus docker-compose nginx chromium
+DEBIAN_PACKAGES := prometheus docker-compose nginx chromium redis-server
 
 # The experiment grid trains 45 models, so each is a smaller, faster version of the default
 # (same data, tasks and protocol): ~50 min for the grid on 2 cores.
@@ -77,7 +77,7 @@ install: $(STAMP)  ## editable install of the package with every extra (torch: s
 system-deps:  ## the Debian packages the tests run for real (installed when missing, as root)
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null \
 		&& command -v docker-compose >/dev/null && command -v nginx >/dev/null \
-		&& command -v chromium >/dev/null; then exit 0; fi; \
+		&& command -v chromium >/dev/null && command -v redis-server >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); \
 	else \
@@ -93,7 +93,7 @@ fuzz: $(STAMP)  ## the OpenAPI fuzz run with 500 examples per operation (make te
 lint: $(STAMP) $(CHECKOV) system-deps  ## ruff, formatting, mypy, hadolint, compose, Prometheus, Kubernetes files, the docs site
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy service training bench harness
+	$(BIN)/mypy service training eventstore bench harness
 	$(BIN)/hadolint docker/*.Dockerfile
 	GRAFANA_ADMIN_PASSWORD=lint docker-compose -f $(COMPOSE_FILE) config --quiet
 	promtool check config docker/prometheus.yml

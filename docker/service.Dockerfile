@@ -10,6 +10,7 @@ RUN mkdir service && touch service/__init__.py \
     && /opt/venv/bin/pip install ".[serve]" \
     && rm -r service
 COPY service/ service/
+COPY eventstore/ eventstore/
 RUN /opt/venv/bin/pip install --no-deps --force-reinstall .
 
 FROM python:3.11-slim

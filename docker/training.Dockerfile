@@ -9,6 +9,7 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY service/ service/
+COPY eventstore/ eventstore/
 COPY training/ training/
 COPY configs/ configs/
 RUN /opt/venv/bin/pip install ".[train]"

@@ -125,7 +125,7 @@ def binary(name: str) -> str:
     if found is None:
         raise FileNotFoundError(
             f"{name} not found: install the Debian packages with `make system-deps` "
-            "(apt-get install -y prometheus docker-compose nginx chromium, as root)"
+            "(apt-get install -y prometheus docker-compose nginx chromium redis-server, as root)"
         )
     return found
 

@@ -92,7 +92,7 @@ def test_training_imports_run_one_way() -> None:
 def test_no_import_circle_in_the_project() -> None:
     graph = {
         m: t
-        for folder in ("training", "service", "harness", "bench")
+        for folder in ("training", "service", "eventstore", "harness", "bench")
         for m, t in edges(folder).items()
     }
 
@@ -110,13 +110,25 @@ def test_no_import_circle_in_the_project() -> None:
     assert circles == []
 
 
-@pytest.mark.parametrize("folder", ["bench", "harness", "training", "service"])
+@pytest.mark.parametrize("folder", ["bench", "harness", "training", "service", "eventstore"])
 def test_only_the_tests_import_the_tests(folder: str) -> None:
     found = [
         f"{module_of(p)} -> {name}"
         for p in sources(folder)
         for name in imports(p)
         if name == "tests" or name.startswith("tests.")
+    ]
+    assert found == []
+
+
+def test_the_event_store_stands_beside_both_halves() -> None:
+    """eventstore is the one format the service writes and training reads: it imports neither,
+    nor torch or onnxruntime, so each half takes it without the other."""
+    found = [
+        f"{module_of(p)} -> {name}"
+        for p in sources("eventstore")
+        for name in imports(p)
+        if name.split(".")[0] in ("service", "training", "torch", "onnxruntime")
     ]
     assert found == []
 

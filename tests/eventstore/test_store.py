@@ -1,0 +1,164 @@
+"""The event store's contract, on each real backend (an SQLite file, a redis-server started
+here): batches stored whole, retries stored once, history in time order whatever the arrival
+order, the touched cap, the log in acceptance order, two writers on one user at once, a restart;
+and store URLs and files that are not stores."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import eventstore
+from eventstore import TOUCHED_CAP, Event, Store, StoreError, open_store
+from eventstore.sqlite import SQLiteStore
+from harness.redis_server import RedisServer, running_redis
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store's URL: an SQLite file, or the module's redis-server emptied."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/state/events.db"
+        return
+    server = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
+    client.flushdb()
+    client.close()
+    yield server.url
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    opened = open_store(url)
+    yield opened
+    opened.close()
+
+
+def test_a_batch_is_stored_and_read_back_per_user_and_as_the_log(store: Store) -> None:
+    batch = [
+        Event("u1", "i1", 100.0, 4.0, "e1"),
+        Event("u2", "i9", 101.0),
+        Event("u1", "i2", 102.0, None, "e2"),
+    ]
+    assert store.add(batch) == 3
+    assert store.recent("u1", 10) == ["i1", "i2"]
+    assert store.recent("u2", 10) == ["i9"]
+    assert store.recent("nobody", 10) == []
+    assert sorted(store.touched("u1")) == ["i1", "i2"]
+    assert list(store.log()) == batch
+
+
+def test_a_retried_batch_is_stored_once(store: Store) -> None:
+    batch = [Event("u1", "i1", 100.0, event_id="a"), Event("u1", "i2", 101.0, event_id="b")]
+    assert store.add(batch) == 2
+    assert store.add([*batch, Event("u1", "i3", 102.0, event_id="c")]) == 1
+    assert store.recent("u1", 10) == ["i1", "i2", "i3"]
+    assert len(list(store.log())) == 3
+
+
+def test_events_without_an_id_are_each_stored(store: Store) -> None:
+    same = Event("u1", "i1", 100.0)
+    assert store.add([same, same]) == 2  # no key: the caller said nothing about retries
+    assert store.recent("u1", 10) == ["i1", "i1"]
+
+
+def test_history_is_in_time_order_whatever_the_arrival_order(store: Store) -> None:
+    store.add([Event("u1", "late", 300.0), Event("u1", "first", 100.0)])
+    store.add([Event("u1", "middle", 200.0)])
+    assert store.recent("u1", 10) == ["first", "middle", "late"]
+    assert store.recent("u1", 2) == ["middle", "late"]  # the last n, oldest first
+    assert [e.item_id for e in store.log()] == ["late", "first", "middle"]  # as accepted
+
+
+def test_touched_keeps_the_latest_items_up_to_the_cap(store: Store) -> None:
+    store.touched_cap = 5
+    store.add([Event("u1", f"i{k}", float(k)) for k in range(8)])
+    assert sorted(store.touched("u1")) == ["i3", "i4", "i5", "i6", "i7"]
+    store.add([Event("u1", "i0", 100.0)])  # touched again: the latest now
+    assert sorted(store.touched("u1")) == ["i0", "i4", "i5", "i6", "i7"]
+    assert len(store.recent("u1", 100)) == 9  # the history keeps every event
+    assert TOUCHED_CAP >= 1_000  # a long-standing user's past fits the default
+
+
+def test_two_writers_on_one_user_at_once_lose_nothing(store: Store, url: str) -> None:
+    other = open_store(url)  # a second worker's store
+    errors: list[BaseException] = []
+
+    def write(target: Store, prefix: str) -> None:
+        try:
+            for k in range(50):
+                target.add([Event("u1", f"{prefix}{k}", float(k), event_id=f"{prefix}{k}")])
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=write, args=(store, "a")),
+        threading.Thread(target=write, args=(other, "b")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert not errors
+    assert len(store.recent("u1", 1000)) == 100
+    assert len(set(store.touched("u1"))) == 100
+
+
+def test_a_failed_batch_leaves_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "events.db")
+    bad = [Event("u1", "i1", 100.0), Event("u1", None, 101.0)]  # type: ignore[arg-type]
+    with pytest.raises(eventstore.StoreUnavailable):
+        store.add(bad)  # NOT NULL fails on the second row
+    assert list(store.log()) == []
+    assert store.touched("u1") == []
+    store.close()
+
+
+def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="cannot open it as the event store"):
+        open_store(f"sqlite:///{path}")
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://db/1", "sqlite:///", "events.db", "sqlite://relative.db"]
+)
+def test_an_unknown_url_is_refused(url: str) -> None:
+    with pytest.raises(StoreError, match="sqlite:///"):
+        open_store(url)
+
+
+def test_a_restart_keeps_every_event(url: str, redis_server: RedisServer) -> None:
+    first = open_store(url)
+    first.add([Event("u1", "i1", 1.0, event_id="x"), Event("u1", "i2", 2.0)])
+    first.close()
+    if url == redis_server.url:  # the server itself restarts, from its append-only file
+        redis_server.stop()
+        redis_server.start()
+    again = open_store(url)
+    again.ping()
+    assert again.recent("u1", 10) == ["i1", "i2"]
+    assert again.add([Event("u1", "i1", 1.0, event_id="x")]) == 0  # its key survived too
+    again.close()
+
+
+def test_an_unreachable_redis_is_unavailable_at_once_not_a_failed_start() -> None:
+    from harness.processes import free_port
+
+    store = open_store(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    for call in (lambda: store.add([Event("u1", "i1", 1.0)]), lambda: store.recent("u1", 5)):
+        with pytest.raises(eventstore.StoreUnavailable, match="redis"):
+            call()
+    store.close()
