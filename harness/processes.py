@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,12 +35,15 @@ def free_port() -> int:
 
 
 def service_env(port: int, **settings: str) -> dict[str, str]:
-    """This environment without HYDRAREC_* variables, plus the service's settings."""
+    """This environment without HYDRAREC_* variables, plus the service's settings (by default
+    an event store of its own, in a fresh temporary folder)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAREC_")}
+    state = tempfile.mkdtemp(prefix="hydrarec-state-")
     defaults = {
         "HYDRAREC_MODEL_DIR": str(REPOSITORY),
         "HYDRAREC_PORT": str(port),
         "HYDRAREC_ORT_THREADS": "1",
+        "HYDRAREC_STORE_URL": f"sqlite:///{state}/events.db",
     }
     return env | defaults | settings
 

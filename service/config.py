@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HYDRAREC_"
+DEFAULT_STORE_URL = "sqlite:///state/events.db"
 SUPERVISOR_PID = "HYDRAREC_SUPERVISOR_PID"  # set by the launcher for its workers
 OTHER_VARIABLES = {"HYDRAREC_CACHE_DIR", SUPERVISOR_PID}  # training's data cache; internal
 
@@ -114,6 +115,16 @@ class Settings(BaseSettings):
         description="IVF: clusters searched per request; more finds more of the exact top "
         "items, slower",
     )
+    store_url: str = Field(
+        default=DEFAULT_STORE_URL,
+        pattern=r"^(sqlite:///.+|redis://.+)$",
+        description="where users' events are kept: sqlite:///PATH (a file the workers share; "
+        "relative to the working directory, sqlite:////abs/path for an absolute one) or "
+        "redis://HOST:PORT/DB (shared by replicas)",
+    )
+    max_events: int = Field(
+        default=1000, ge=1, le=100_000, description="most events one POST /events may carry"
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="larger request bodies get 413 before being read"
     )
@@ -156,7 +167,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None,
         min_length=16,
-        description="when set, /predict and /v1/models need it (X-API-Key or Bearer)",
+        description="when set, /predict, /events and /v1/models need it (X-API-Key or Bearer)",
     )
     graceful_shutdown_seconds: int = Field(
         default=30,

@@ -16,6 +16,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from service.config import Settings
 from service.errors import AdminDisabled, NotJson, NotReady, Unauthorized
 from service.lifecycle import ModelHolder
+from service.memory import Memory
 from service.metrics import Metrics
 from service.middleware import MODEL
 from service.predictor import Predictor
@@ -102,6 +103,12 @@ async def get_models(request: Request) -> ModelHolder:
     return models
 
 
+async def get_memory(request: Request) -> Memory:
+    """The worker's event store (opened when the app started)."""
+    memory: Memory = request.app.state.memory
+    return memory
+
+
 async def require_json(request: Request) -> None:
     """The JSON content-type check as a dependency (see `check_json`)."""
     check_json(request.headers.get("content-type", ""))
@@ -130,3 +137,4 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 ModelsDep = Annotated[ModelHolder, Depends(get_models)]
+MemoryDep = Annotated[Memory, Depends(get_memory)]

@@ -125,6 +125,12 @@ class NotReady(RetryLater):
     reason = "not_ready"
 
 
+class StoreDown(RetryLater):
+    """The event store failed or cannot be reached; nothing of the request took effect."""
+
+    reason = "store_unavailable"
+
+
 def _field_path(loc: Sequence[object]) -> str:
     """('candidates', 3) -> 'candidates[3]'; ('weights', 'click') -> 'weights.click';
     () (the body as a whole, e.g. invalid JSON) -> 'body'."""

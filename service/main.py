@@ -18,16 +18,18 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import Scope
 
+from eventstore import StoreError, open_store
 from service import v2
 from service.artifact import ArtifactError
 from service.config import Settings, get_settings
 from service.docs import add_docs
 from service.errors import ServiceError, failure_answer
 from service.lifecycle import ModelHolder
+from service.memory import Memory
 from service.metrics import NO_MODEL, Metrics
 from service.middleware import AdmissionLimit, BodyLimit, HttpMetrics
 from service.predict_endpoint import PREDICT_PATH, PredictEndpoint
-from service.routes import router
+from service.routes import EVENTS_PATH, router
 from service.schemas import ErrorBody
 
 logger = logging.getLogger("hydrarec")
@@ -40,13 +42,21 @@ def is_inference(path: str) -> bool:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load, verify and warm up the model; the app is ready only after that succeeded."""
+    """Open the event store, load, verify and warm up the model; the app is ready only after
+    that succeeded."""
     settings: Settings = app.state.settings
     models: ModelHolder = app.state.models
+    try:
+        store = open_store(settings.store_url)
+    except StoreError as e:
+        logger.error("cannot open the event store (HYDRAREC_STORE_URL): %s", e)
+        raise
+    app.state.memory = Memory(store, app.state.metrics, settings.retry_after_seconds)
     try:
         await models.start()
     except ArtifactError as e:
         logger.error("cannot serve model %r: %s", settings.model_name, e)
+        store.close()
         raise
     poller = None
     if settings.model_poll_seconds and settings.model_version is None:
@@ -55,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if poller is not None:
         poller.cancel()
     models.current = None
+    store.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def count_failure(scope: Scope, reason: str) -> None:
         if is_inference(scope["path"]):
             metrics.failures.labels(reason).inc()
+        elif scope["path"] == EVENTS_PATH:
+            metrics.event_batches_refused.labels(reason).inc()
 
     async def on_failure(request: Request, exc: Exception) -> JSONResponse:
         error = failure_answer(request.scope["path"], exc)

@@ -39,8 +39,12 @@ REASONS = (
     "unauthorized",
     "overloaded",
     "not_ready",
+    "store_unavailable",
     "internal",
 )
+EVENT_REASONS = ("invalid_input", "too_large", "timeout", "unauthorized", "store_unavailable")
+STORE_OPERATIONS = ("add", "recent", "touched")
+STORE_BACKENDS = ("sqlite", "redis")
 ID_KINDS = ("user", "history", "candidate")
 STATUS_CLASSES = ("2xx", "4xx", "5xx", "499")  # 499: the client went away first (nginx's code)
 NO_MODEL = ("", "")  # model and version labels of a request answered before any model loaded
@@ -164,6 +168,32 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.events_accepted = Counter(
+            "hydrarec_events_accepted",
+            "Events of POST /events answered 200 (stored now, or already stored by event_id).",
+            registry=r,
+        )
+        self.event_batches_refused = Counter(
+            "hydrarec_event_batches_refused",
+            "POST /events requests not answered 200 (none of their events stored), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "hydrarec_store_duration_seconds",
+            "Time of one event-store operation, by operation (add: a batch; recent: a user's "
+            "history; touched: a user's items) and backend.",
+            ["operation", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "hydrarec_store_errors",
+            "Event-store operations that failed (backend unreachable or failing), by operation "
+            "and backend.",
+            ["operation", "backend"],
+            registry=r,
+        )
         if MULTIPROC_ENV not in os.environ:  # per-process figures; see render() for workers
             ProcessCollector(registry=r)
         # The labelled children the hot path uses, resolved once (`labels()` takes a lock and a
@@ -178,6 +208,12 @@ class Metrics:
             self.failures.labels(reason)
         for result in ("success", "failure"):
             self.model_loads.labels(result)
+        for reason in EVENT_REASONS:
+            self.event_batches_refused.labels(reason)
+        for operation in STORE_OPERATIONS:
+            for backend in STORE_BACKENDS:
+                self.store_duration.labels(operation, backend)
+                self.store_errors.labels(operation, backend)
 
     def start_handler(self, handler: str, method: str) -> None:
         """Create the series of a route at 0 (called for every route at start-up)."""

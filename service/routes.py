@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Response
 from service.artifact import ArtifactError
 from service.deps import (
     BodyDep,
+    MemoryDep,
     MetricsDep,
     ModelsDep,
     PredictorDep,
@@ -21,10 +22,13 @@ from service.deps import (
     require_json,
 )
 from service.errors import ReloadFailed
+from service.memory import store_events
 from service.predict_endpoint import PREDICT_PATH, predict
 from service.schemas import (
     CatalogueSummary,
     ErrorBody,
+    EventsRequest,
+    EventsResponse,
     FitSummary,
     ModelsResponse,
     ModelSummary,
@@ -83,6 +87,35 @@ router.add_api_route(
     dependencies=[Depends(require_api_key), Depends(require_json)],
     openapi_extra={"requestBody": PREDICT_BODY},
 )
+
+
+EVENTS_PATH = "/events"
+EVENTS_ERRORS: dict[int | str, dict[str, object]] = {
+    s: ERRORS[s] for s in (401, 408, 413, 415, 422)
+}
+EVENTS_ERRORS[503] = {
+    "model": ErrorBody,
+    "description": "`store_unavailable`: nothing was stored; retry after Retry-After seconds",
+}
+
+
+@router.post(
+    EVENTS_PATH,
+    responses=EVENTS_ERRORS,
+    response_model=EventsResponse,
+    dependencies=[Depends(require_api_key), Depends(require_json)],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline_schema(EventsRequest)}},
+        }
+    },
+)
+def post_events(body: BodyDep, settings: SettingsDep, memory: MemoryDep) -> EventsResponse:
+    """Store a batch of interactions (feedback) for the users' history: all of it, or none.
+
+    A plain `def`: the store's calls block, so FastAPI runs it in its thread pool."""
+    return store_events(body, settings.max_events, memory)
 
 
 @router.get("/healthz")

@@ -139,7 +139,8 @@ class ErrorBody(BaseModel):
 
     error: str = Field(
         description="invalid_input | too_large | timeout | unauthorized | not_ready | "
-        "overloaded | not_found | method_not_allowed | reload_failed | internal"
+        "overloaded | store_unavailable | not_found | method_not_allowed | reload_failed | "
+        "internal"
     )
     message: str = Field(description="what is wrong, naming the field")
     fields: list[FieldError] = Field(default_factory=list)
@@ -232,3 +233,54 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     resolved: dict[str, Any] = resolve(schema)
     return resolved
+
+
+MAX_TIMESTAMP = 1e11  # Unix seconds (year 5138): a larger one is milliseconds sent by mistake
+EVENTS_EXAMPLE: JsonDict = {
+    "events": [
+        {"user_id": "196", "item_id": "242", "timestamp": 881250949, "rating": 3},
+        {"user_id": "196", "item_id": "50", "event_id": "196-50-2026-12-07"},
+    ]
+}
+
+
+class EventIn(BaseModel):
+    """One interaction a user had with an item."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: Id = Field(description="the user's id (a new user is stored like any other)")
+    item_id: Id = Field(description="the item's id (a new item is stored like any other)")
+    timestamp: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TIMESTAMP,
+        allow_inf_nan=False,
+        description="Unix seconds; the server's time when absent",
+    )
+    rating: float | None = Field(default=None, allow_inf_nan=False, description="if any")
+    event_id: Id | None = Field(
+        default=None,
+        description="idempotency key: an event whose key is already stored is not stored "
+        "again (a batch retried after a timeout is stored once)",
+    )
+
+
+class EventsRequest(BaseModel):
+    """A batch of interactions, stored whole or not at all."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [EVENTS_EXAMPLE]}
+    )
+
+    events: list[EventIn] = Field(
+        min_length=1, description="the interactions (HYDRAREC_MAX_EVENTS at most)"
+    )
+
+
+class EventsResponse(BaseModel):
+    """Every event of the batch is stored."""
+
+    stored: int = Field(description="events of the batch now in the store")
+    new: int = Field(description="of them, those stored by this request")
+    duplicates: int = Field(description="of them, those whose event_id was already stored")

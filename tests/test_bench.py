@@ -57,9 +57,11 @@ BODIES = [
 
 
 @pytest.fixture
-def app() -> Any:
-    """The service's ASGI app on the default model, as bench.asgi builds it."""
-    return create_app(Settings(model_dir=REPOSITORY, workers=1, ort_threads=1))
+def app(tmp_path: Path) -> Any:
+    """The service's ASGI app on the default model, as bench.asgi builds it (its event store in
+    the test's folder)."""
+    store = f"sqlite:///{tmp_path}/events.db"
+    return create_app(Settings(model_dir=REPOSITORY, workers=1, ort_threads=1, store_url=store))
 
 
 def test_the_asgi_harness_calls_the_real_request_path(app: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +20,15 @@ DEFAULT_MODEL = "movielens"
 
 
 def settings_for(repository: Path = REPOSITORY, **overrides: object) -> Settings:
-    """Settings built directly (no environment), one ORT thread."""
-    values: dict[str, object] = {"model_dir": repository, "ort_threads": 1, **overrides}
+    """Settings built directly (no environment), one ORT thread, an event store of their own
+    (an SQLite file in a fresh temporary folder)."""
+    store = f"sqlite:///{tempfile.mkdtemp(prefix='hydrarec-state-')}/events.db"
+    values: dict[str, object] = {
+        "model_dir": repository,
+        "ort_threads": 1,
+        "store_url": store,
+        **overrides,
+    }
     return Settings.model_validate(values)
 
 
