@@ -36,6 +36,17 @@ def _cell(figure: dict[str, float]) -> str:
     return f"{figure['value']:.4f} [{figure['low']:.4f}, {figure['high']:.4f}]"
 
 
+def _difference(figure: dict[str, float]) -> str:
+    """A paired difference's cell: value, interval, verdict."""
+    d = Interval(**figure)
+    return f"**{d.value:+.4f}** [{d.low:+.4f}, {d.high:+.4f}] {verdict(d)}"
+
+
+def _header(metrics: list[str]) -> list[str]:
+    """A markdown table's header: a blank corner, then one right-aligned column per metric."""
+    return ["| | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+
+
 def write(results: dict[str, Any], folder: Path, command: str) -> Path:
     """<stem>.md and <stem>.png in `folder`; returns the markdown path."""
     figures, metrics = results["figures"], metric_names(results)
@@ -49,20 +60,13 @@ def write(results: dict[str, Any], folder: Path, command: str) -> Path:
         "percentile bootstrap over users; the difference is resampled paired (the same users",
         "for both), so its interval is the one to read.",
         "",
-        "| | " + " | ".join(metrics) + " |",
-        "|---|" + "---:|" * len(metrics),
+        *_header(metrics),
     ]
     for row in rows:
         cells = [_cell(figures[f"{row}/{m}"]) for m in metrics]
         lines.append(f"| {labels.get(row, row)} | " + " | ".join(cells) + " |")
-    differences = [Interval(**figures[f"{DIFFERENCE}/{m}"]) for m in metrics]
-    lines.append(
-        f"| **{DIFFERENCE}** (paired) | "
-        + " | ".join(
-            f"**{d.value:+.4f}** [{d.low:+.4f}, {d.high:+.4f}] {verdict(d)}" for d in differences
-        )
-        + " |"
-    )
+    differences = [_difference(figures[f"{DIFFERENCE}/{m}"]) for m in metrics]
+    lines.append(f"| **{DIFFERENCE}** (paired) | " + " | ".join(differences) + " |")
     lines += [
         "",
         "## SASRec's runs",
@@ -97,18 +101,14 @@ def full_catalogue_lines(full: dict[str, Any]) -> list[str]:
         "never touched; SASRec by its logits over every item. 95% bootstrap intervals over",
         "users, every row resampled with the same users.",
         "",
-        "| | " + " | ".join(metrics) + " |",
-        "|---|" + "---:|" * len(metrics),
+        *_header(metrics),
     ]
     for row in full["rows"]:
         label = f"{ANCHOR}, mean of the seeds" if row == ANCHOR else row
         cells = [_cell(figures[f"{row}/{m}"]) for m in metrics]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for row in full["differences"]:
-        cells = []
-        for metric in metrics:
-            d = Interval(**figures[f"{row}/{metric}"])
-            cells.append(f"**{d.value:+.4f}** [{d.low:+.4f}, {d.high:+.4f}] {verdict(d)}")
+        cells = [_difference(figures[f"{row}/{m}"]) for m in metrics]
         lines.append(f"| **{row}** (paired) | " + " | ".join(cells) + " |")
     return lines
 
