@@ -63,6 +63,11 @@ class Store(ABC):
     def touched(self, user_id: str) -> list[str]:
         """Every item the user touched (at most TOUCHED_CAP: the latest), in no set order."""
 
+    def history(self, user_id: str, n: int, touched: bool) -> tuple[list[str], list[str]]:
+        """`recent(user_id, n)` and, when `touched`, `touched(user_id)` (else []): what a
+        request without `history` reads; one round trip where the backend allows it."""
+        return self.recent(user_id, n), self.touched(user_id) if touched else []
+
     @abstractmethod
     def log(self) -> Iterator[Event]:
         """Every stored event, in the order they were accepted."""

@@ -89,6 +89,15 @@ class RedisStore(Store):
     def touched(self, user_id: str) -> list[str]:
         return list(self._call(self.client.zrange, f"{PREFIX}touched:{user_id}", 0, -1))
 
+    def history(self, user_id: str, n: int, touched: bool) -> tuple[list[str], list[str]]:
+        if not touched:
+            return self.recent(user_id, n), []
+        pipe = self.client.pipeline(transaction=False)  # both reads in one round trip
+        pipe.zrange(f"{PREFIX}recent:{user_id}", -max(n, 1), -1)
+        pipe.zrange(f"{PREFIX}touched:{user_id}", 0, -1)
+        members, items = self._call(pipe.execute)
+        return [m[SEQ_WIDTH + 1 :] for m in members] if n > 0 else [], list(items)
+
     def log(self) -> Iterator[Event]:
         start = "-"
         while True:

@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models=models,
         settings=settings,
         metrics=metrics,
+        memory=lambda: app.state.memory,
         on_failure=count_failure,
     )
     app.add_middleware(

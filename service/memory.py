@@ -1,6 +1,7 @@
 """The service's side of the event store (eventstore): `POST /events` into it, users' stored
-history out of it; each operation timed and counted by backend, a failing store turned into a
-503 `store_unavailable` with Retry-After (nothing of the request took effect).
+history out of it for requests that leave `history` out (`with_history`); each operation timed
+and counted by backend, a failing store turned into a 503 `store_unavailable` with Retry-After
+(nothing of the request took effect).
 
 The store is opened per worker when the app starts: an SQLite file that cannot be opened is a
 configuration error and stops the start; a Redis that is down is not (the client connects per
@@ -17,9 +18,10 @@ from typing import TypeVar
 from eventstore import Event, Store, StoreUnavailable
 from service.errors import InvalidInput, StoreDown
 from service.metrics import Metrics
-from service.schemas import EventsRequest, EventsResponse
+from service.schemas import EventsRequest, EventsResponse, PredictRequest
 
 T = TypeVar("T")
+REQUEST, STORE = "request", "store"  # where a request's history came from (history_source)
 
 
 class Memory:
@@ -34,13 +36,10 @@ class Memory:
         """Store the batch (see eventstore.Store.add); how many were new."""
         return self._timed("add", lambda: self.store.add(events))
 
-    def recent(self, user_id: str, n: int) -> list[str]:
-        """The user's last `n` items, oldest first."""
-        return self._timed("recent", lambda: self.store.recent(user_id, n))
-
-    def touched(self, user_id: str) -> list[str]:
-        """Every item the user touched (up to the store's cap)."""
-        return self._timed("touched", lambda: self.store.touched(user_id))
+    def history(self, user_id: str, n: int, touched: bool) -> tuple[list[str], list[str]]:
+        """The user's last `n` items, oldest first, and when `touched` every item they touched
+        (up to the store's cap; else [])."""
+        return self._timed("history", lambda: self.store.history(user_id, n, touched))
 
     def _timed(self, operation: str, call: Callable[[], T]) -> T:
         backend = self.store.backend
@@ -85,3 +84,26 @@ def store_events(body: bytes, max_events: int, memory: Memory) -> EventsResponse
     new = memory.add(events)
     memory.metrics.events_accepted.inc(n)
     return EventsResponse(stored=n, new=new, duplicates=n - new)
+
+
+def with_history(
+    request: PredictRequest, memory: Memory, window: int
+) -> tuple[PredictRequest, str]:
+    """The request with the history it is answered with, and where that came from.
+
+    A request that carries `history` (even []) keeps it: the body wins and the store is not
+    read (REQUEST). Without it, the user's last `window` stored items (the model's window) are
+    its history (STORE), and in recommend mode, unless `exclude_touched` is false, every item
+    the user touched is excluded besides `exclude`.
+
+    Raises:
+        StoreDown: the store failed (503; only requests without `history` read it).
+    """
+    if request.history is not None:
+        return request, REQUEST
+    recommend = request.candidates is None and request.exclude_touched
+    recent, touched = memory.history(request.user_id, window, recommend)
+    update: dict[str, list[str]] = {"history": recent}
+    if touched:
+        update["exclude"] = [*request.exclude, *touched]
+    return request.model_copy(update=update), STORE

@@ -43,7 +43,7 @@ REASONS = (
     "internal",
 )
 EVENT_REASONS = ("invalid_input", "too_large", "timeout", "unauthorized", "store_unavailable")
-STORE_OPERATIONS = ("add", "recent", "touched")
+STORE_OPERATIONS = ("add", "history")
 STORE_BACKENDS = ("sqlite", "redis")
 ID_KINDS = ("user", "history", "candidate")
 STATUS_CLASSES = ("2xx", "4xx", "5xx", "499")  # 499: the client went away first (nginx's code)
@@ -181,8 +181,8 @@ class Metrics:
         )
         self.store_duration = Histogram(
             "hydrarec_store_duration_seconds",
-            "Time of one event-store operation, by operation (add: a batch; recent: a user's "
-            "history; touched: a user's items) and backend.",
+            "Time of one event-store operation, by operation (add: a batch of events; history: a "
+            "user's recent items, and in recommend mode every item they touched) and backend.",
             ["operation", "backend"],
             buckets=LATENCY_BUCKETS,
             registry=r,

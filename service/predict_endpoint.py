@@ -23,6 +23,7 @@ from service.decoding import decode_request
 from service.deps import bearer_credentials, check_api_key, check_json
 from service.errors import NotReady, failure_answer
 from service.lifecycle import ModelHolder
+from service.memory import Memory, with_history
 from service.metrics import Metrics
 from service.middleware import LIVE_REQUESTS, MODEL, send_error
 from service.predictor import Predictor
@@ -33,10 +34,16 @@ JSON_TYPE = (b"content-type", b"application/json")
 
 
 async def predict(
-    body: bytes, predictor: Predictor, settings: Settings, metrics: Metrics, alone: bool = False
+    body: bytes,
+    predictor: Predictor,
+    settings: Settings,
+    metrics: Metrics,
+    memory: Memory,
+    alone: bool = False,
 ) -> bytes:
     """Every task's output for one user: profile class probabilities and the ranked candidates
-    (the PredictResponse body, as JSON bytes).
+    (the PredictResponse body, as JSON bytes); a request without `history` is answered with the
+    user's history in the store (service.memory.with_history).
 
     All of it runs on the event loop: with one core per worker there is nothing to overlap, and
     a thread hop per request cost more than the work around the model. With dynamic batching
@@ -44,6 +51,7 @@ async def predict(
     `alone` in its worker (no other could join its batch) runs at once, as without batching."""
     with metrics.stage["decode"].time():
         request = decode_request(body, settings.max_candidates, settings.max_exclude)
+    request, source = with_history(request, memory, predictor.artifact.manifest.history_length)
     if request.candidates is None:  # recommend mode: its two runs are not batched
         answer = predictor.recommend(request, metrics)
     elif predictor.batcher is not None and not alone:
@@ -52,6 +60,7 @@ async def predict(
         answer = predictor.predict(request, metrics)
         if predictor.batcher is not None:
             metrics.batch_requests.observe(1)  # a batch of one, without the batcher's turn
+    answer["history_source"] = source
     with metrics.stage["encode_response"].time():
         return orjson.dumps(answer)
 
@@ -65,12 +74,14 @@ class PredictEndpoint:
         models: ModelHolder,
         settings: Settings,
         metrics: Metrics,
+        memory: Callable[[], Memory],
         on_failure: Callable[[Scope, str], None],
     ) -> None:
         self.app = app
         self.models = models
         self.settings = settings
         self.metrics = metrics
+        self.memory = memory  # the worker's store, opened by the lifespan
         self.on_failure = on_failure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,7 +117,9 @@ class PredictEndpoint:
         if predictor is None:
             raise NotReady("the model is not loaded yet", self.settings.retry_after_seconds)
         scope[MODEL] = predictor.ref  # the request's metrics name the model that answered
-        return await predict(body, predictor, self.settings, self.metrics, alone(scope))
+        return await predict(
+            body, predictor, self.settings, self.metrics, self.memory(), alone(scope)
+        )
 
 
 def alone(scope: Scope) -> bool:

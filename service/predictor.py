@@ -158,12 +158,12 @@ class Predictor:
         assert retrieval is not None
         weights = self.weights(request.weights)
         with metrics.stage["encode"].time():
-            user = self.encoder.encode(request.user_id, request.history, ())
+            user = self.encoder.encode(request.user_id, request.history or (), ())
         start = time.perf_counter()
         outputs = self.engine.run(user.inputs)
         inferring = time.perf_counter() - start
         with metrics.stage["retrieve"].time():
-            excluded = self.encoder.known_items(request.history, request.exclude)
+            excluded = self.encoder.known_items(request.history or (), request.exclude)
             found = self.retriever.search(outputs[retrieval.query][0], self.depth, excluded)
             ids = [self.encoder.item_ids[i] for i in (found - FIRST_ID).tolist()]
         start = time.perf_counter()
@@ -203,7 +203,7 @@ class Predictor:
         weights = self.weights(request.weights)  # invalid weights fail before any work
         with metrics.stage["encode"].time():
             return weights, self.encoder.encode(
-                request.user_id, request.history, request.candidates or ()
+                request.user_id, request.history or (), request.candidates or ()
             )
 
     def rank(self, inferred: Inferred, metrics: Metrics, assemble: Callable[[Scored], T]) -> T:

@@ -49,10 +49,17 @@ ERRORS: dict[int | str, dict[str, object]] = {
         (415, "`invalid_input`: body not sent as application/json"),
         (422, "`invalid_input`: invalid body; the message names the field"),
         (500, "`internal`: the model produced a non-finite output (logged)"),
-        (503, "`not_ready` or `overloaded` (see Retry-After)"),
+        (
+            503,
+            "`not_ready`, `overloaded`, or `store_unavailable` (a request without `history` "
+            "while the event store is down); see Retry-After",
+        ),
     )
 }
-ERRORS_MODELS: dict[int | str, dict[str, object]] = {s: ERRORS[s] for s in (401, 503)}
+ERRORS_MODELS: dict[int | str, dict[str, object]] = {
+    401: ERRORS[401],
+    503: {"model": ErrorBody, "description": "`not_ready` or `overloaded` (see Retry-After)"},
+}
 
 
 # The body is decoded by hand (one pydantic JSON pass, timed as the `decode` stage) and the
@@ -64,14 +71,18 @@ PREDICT_BODY = {
 
 
 async def predict_route(
-    body: BodyDep, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
+    body: BodyDep,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    memory: MemoryDep,
 ) -> Response:
     """Every task's output for one user: profile class probabilities and the ranked candidates.
 
     POST requests are answered by service.predict_endpoint before routing, with the same checks
     in the same order; this route declares them for the OpenAPI document and answers the same
     (tested) when called through FastAPI's routing."""
-    payload = await predict(body, predictor, settings, metrics)
+    payload = await predict(body, predictor, settings, metrics, memory)
     return Response(payload, media_type="application/json")
 
 

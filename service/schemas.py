@@ -7,7 +7,7 @@ beside `item_id` and `score`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.config import JsonDict
@@ -29,10 +29,12 @@ RESPONSE_EXAMPLE: JsonDict = {
     "user": {"gender": {"F": 0.31, "M": 0.69}},
     "items": [{"item_id": "50", "score": 1.59, "click": 0.93, "like": 0.66}],
     "unknown": {"user_id": False, "history": [], "candidates": []},
+    "history_source": "request",
 }
 
 
 RECOMMEND_EXAMPLE: JsonDict = {"user_id": "196", "history": ["242", "302", "377"], "top_k": 5}
+STORED_EXAMPLE: JsonDict = {"user_id": "196", "top_k": 5}  # the history from POST /events
 
 
 class PredictRequest(BaseModel):
@@ -42,13 +44,15 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"examples": [REQUEST_EXAMPLE, RECOMMEND_EXAMPLE]},
+        json_schema_extra={"examples": [REQUEST_EXAMPLE, RECOMMEND_EXAMPLE, STORED_EXAMPLE]},
     )
 
     user_id: Id = Field(description="the user's id (unknown ids are served, and listed)")
-    history: list[Id] = Field(
-        default_factory=list,
-        description="the user's recent item ids, oldest first; the last L are used",
+    history: list[Id] | None = Field(
+        default=None,
+        description="the user's recent item ids, oldest first; the last L are used. Omitted "
+        "or null: the user's last L events in the service's store (POST /events); given, even "
+        "[], it wins and the store is not read",
     )
     candidates: list[Id] | None = Field(
         default=None,
@@ -60,6 +64,12 @@ class PredictRequest(BaseModel):
         default_factory=list,
         description="recommend mode: ids never to recommend, besides the history "
         "(HYDRAREC_MAX_EXCLUDE)",
+    )
+    exclude_touched: bool = Field(
+        default=True,
+        description="recommend mode with the history from the store: also leave out every "
+        "item the user ever touched (up to the store's cap of 10,000); false: only the history "
+        "window and `exclude`",
     )
     top_k: int | None = Field(
         default=None, ge=1, description="how many ranked items to return (manifest default)"
@@ -120,6 +130,10 @@ class PredictResponse(BaseModel):
         "top_k of them (fewer where fewer were retrieved)"
     )
     unknown: Unknown
+    history_source: Literal["request", "store"] = Field(
+        description="where the history came from: the request's `history`, or the service's "
+        "store (the request left `history` out)"
+    )
     retrieved: int | None = Field(
         default=None,
         description="recommend mode only: items retrieved from the index and re-ranked, after "

@@ -8,8 +8,10 @@ padding; parameters `top_k` and `weight_<item task>`. Outputs: every task (item 
 [B, N] (candidate positions, best first, -1 after the last ranked). Without the `candidates`
 input each row recommends from the whole catalogue (recommend mode) and the item outputs are
 [B, K] in ranked order: `items` BYTES (the item ids, "" after the last), the item tasks and
-`score`, `ranking` (0..n-1, then -1) and `retrieved` INT64 [B]. Each row is one /predict
-request underneath, so the numbers are /predict's.
+`score`, `ranking` (0..n-1, then -1) and `retrieved` INT64 [B]. Without the `history` input
+every row's history is the user's history in the event store (as /predict without
+`history`); the response's parameter `history_source` says which ("request" or "store"). Each
+row is one /predict request underneath, so the numbers are /predict's.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from service.deps import BodyDep, MetricsDep, SettingsDep, require_api_key
+from service.deps import BodyDep, MemoryDep, MetricsDep, SettingsDep, require_api_key
 from service.errors import InvalidInput, ServiceError
+from service.memory import REQUEST, STORE, with_history
 from service.metrics import Metrics
 from service.middleware import MODEL
 from service.predictor import Inferred, Predictor, Scored
@@ -158,6 +161,7 @@ async def infer(
     body: BodyDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    memory: MemoryDep,
     name: str,
     version: str | None = None,
 ) -> Response:
@@ -174,6 +178,8 @@ async def infer(
         except ProtocolError as e:
             raise V2Error(400, str(e), "invalid_input") from None
     try:
+        window = predictor.artifact.manifest.history_length
+        rows = [with_history(r, memory, window)[0] for r in rows]
         if recommend:
             tensors = _recommended(predictor, [predictor.recommend(r, metrics) for r in rows])
         else:
@@ -188,11 +194,16 @@ async def infer(
     except InvalidInput as e:
         raise V2Error(400, e.message, "invalid_input") from None
     except ServiceError as e:
-        raise V2Error(e.status, e.message, e.reason) from None
+        retry = e.headers.get("Retry-After")
+        raise V2Error(
+            e.status, e.message, e.reason, None if retry is None else int(retry)
+        ) from None
     with metrics.stage["encode_response"].time():
-        header = {"model_name": name, "model_version": predictor.ref["version"]}
+        header: dict[str, Any] = {"model_name": name, "model_version": predictor.ref["version"]}
         if decoded.header.id is not None:
             header["id"] = decoded.header.id
+        source = REQUEST if "history" in decoded.inputs else STORE  # one for all rows
+        header["parameters"] = {"history_source": source}
         outputs = [Output(n, t, tensors[n], decoded.binary(n)) for n, t in wanted]
         content, headers = encode(header, outputs)
     return Response(content, headers=headers)
@@ -243,6 +254,7 @@ def _rows(
     n_rows = len(users)
     recommend = "candidates" not in inputs
     candidates = inputs.get("candidates", np.empty((n_rows, 0), dtype=object))
+    stored = "history" not in inputs  # each row's history from the store
     history = inputs.get("history", np.empty((n_rows, 0), dtype=object))
     if users.ndim != 1:
         raise ProtocolError(f"input 'user_id' must be [B], got shape {list(users.shape)}")
@@ -266,7 +278,7 @@ def _rows(
         kept = np.flatnonzero(candidates[b] != "")
         raw = {
             "user_id": users[b],
-            "history": [h for h in history[b].tolist() if h != ""],
+            "history": None if stored else [h for h in history[b].tolist() if h != ""],
             "candidates": None if recommend else candidates[b][kept].tolist(),
             "top_k": top_k,
             "weights": weights or None,

@@ -1,5 +1,6 @@
 """`python -m training COMMAND`: train, evaluate, export, experiment, crossval, sasrec,
-refit-study, synthesize, prepare, catalogue (one module each in training/commands/).
+refit-study, synthesize, prepare, catalogue, events export (one module each in
+training/commands/).
 
 Flags that are not the command's own (`--optim.epochs=3`, `--network.block=shared_bottom`) override
 config keys. Bad input ends with one clear `error:` line and exit status 2, not a traceback.
@@ -17,6 +18,7 @@ from training.commands import (
     checkpoint,
     crossval,
     data,
+    events,
     experiment,
     refit_study,
     sasrec,
@@ -26,7 +28,7 @@ from training.config import ConfigError
 from training.data.raw import DataError
 from training.publish.export import ExportError
 
-COMMANDS = (train, checkpoint, experiment, crossval, sasrec, refit_study, data, catalogue)
+COMMANDS = (train, checkpoint, experiment, crossval, sasrec, refit_study, data, catalogue, events)
 
 
 def main(argv: list[str] | None = None) -> int:
