@@ -38,16 +38,17 @@ def export_events(
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: not an empty folder; the export writes a new one")
+    base_tables = None if base is None else {n: t.frame for n, t in raw_tables(base).items()}
     events = read_log(store_url, progress)
-    if events.empty and base is None:
+    if events.empty and base_tables is None:
         raise DataError(f"{store_url}: the store holds no events; nothing to export")
     tables = {
         "interactions": events,
         "users": pd.DataFrame({"user_id": events["user_id"].unique()}),
         "items": pd.DataFrame({"item_id": events["item_id"].unique()}),
     }
-    if base is not None:
-        tables = with_base(tables, {n: t.frame for n, t in raw_tables(base).items()})
+    if base_tables is not None:
+        tables = with_base(tables, base_tables)
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         tables[name].to_parquet(out / f"{name}.parquet", index=False)
