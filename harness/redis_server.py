@@ -55,6 +55,13 @@ class RedisServer:
                 assert time.monotonic() < deadline, "redis-server did not listen"
                 time.sleep(0.05)
 
+    def kill(self) -> None:
+        """SIGKILL it, as a crash or a lost machine would end it (no chance to flush)."""
+        assert self.process is not None, "not running"
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
     def stop(self) -> None:
         """Stop it by its PID (SIGTERM: it finishes its append-only file), then for certain."""
         if self.process is None:
