@@ -21,8 +21,10 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300)
 
 
-def documents() -> dict[str, dict]:
-    return {d["kind"]: d for p in MANIFESTS for d in yaml.safe_load_all(p.read_text()) if d}
+def documents(name: str = "hydrarec") -> dict[str, dict]:
+    """The manifests' objects called `name`, by kind."""
+    every = [d for p in MANIFESTS for d in yaml.safe_load_all(p.read_text()) if d]
+    return {d["kind"]: d for d in every if d["metadata"]["name"] == name}
 
 
 def test_the_kustomization_lists_every_manifest() -> None:
@@ -34,7 +36,8 @@ def test_the_kustomization_lists_every_manifest() -> None:
 def test_every_manifest_passes_the_kubernetes_schemas(tmp_path: Path) -> None:
     checked = run(VALIDATE, "--strict", *MANIFESTS)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.count("passed for resource") == len(MANIFESTS)
+    objects = sum(1 for p in MANIFESTS for d in yaml.safe_load_all(p.read_text()) if d)
+    assert checked.stdout.count("passed for resource") == objects
     broken = tmp_path / "deployment.yaml"  # the validator can fail: a field of the wrong type
     broken.write_text((K8S / "deployment.yaml").read_text().replace("replicas: 2", "replicas: two"))
     refused = run(VALIDATE, "--strict", broken)
@@ -53,6 +56,9 @@ def test_checkov_finds_nothing_but_the_one_finding_explained(tmp_path: Path) -> 
     skips = {k: v for k, v in annotations.items() if k.startswith("checkov.io/skip")}
     assert skips == {"checkov.io/skip1": skips["checkov.io/skip1"]}
     assert skips["checkov.io/skip1"].startswith("CKV_K8S_43=")  # image by tag: a reason given
+    redis_skips = documents("redis")["StatefulSet"]["metadata"]["annotations"]
+    assert set(redis_skips) == {"checkov.io/skip1"}
+    assert redis_skips["checkov.io/skip1"].startswith("CKV_K8S_43=")
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
     deployment = copy / "deployment.yaml"
@@ -95,3 +101,30 @@ def test_the_deployment_probes_limits_and_runs_as_the_readme_says() -> None:
         assert (selector.get("matchLabels") or selector).items() <= labels.items(), kind
     assert found["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert found["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+
+
+def test_the_event_store_is_one_persistent_redis_that_only_the_service_reaches() -> None:
+    redis, service = documents("redis"), documents()
+    pod = redis["StatefulSet"]["spec"]["template"]
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] == "always"  # a 200 from /events is on disk
+    claim = redis["StatefulSet"]["spec"]["volumeClaimTemplates"][0]
+    mounts = pod["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in mounts
+    assert args[args.index("--dir") + 1] == "/data"
+    env = service["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    url = next(e["value"] for e in env if e["name"] == "HYDRAREC_STORE_URL")
+    port = redis["Service"]["spec"]["ports"][0]["port"]
+    assert url == f"redis://{redis['Service']['metadata']['name']}:{port}/0"
+    labels = pod["metadata"]["labels"]
+    assert redis["Service"]["spec"]["selector"].items() <= labels.items()
+    ingress = redis["NetworkPolicy"]["spec"]["ingress"][0]["from"][0]["podSelector"]
+    service_labels = service["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert ingress["matchLabels"].items() <= service_labels.items()  # only the service's pods
+    egress = service["NetworkPolicy"]["spec"]["egress"]
+    assert any(
+        rule["to"][0].get("podSelector", {}).get("matchLabels", {}).items() <= labels.items()
+        and rule["ports"][0]["port"] == port
+        for rule in egress
+    )
