@@ -68,6 +68,13 @@ class Store(ABC):
         request without `history` reads; one round trip where the backend allows it."""
         return self.recent(user_id, n), self.touched(user_id) if touched else []
 
+    async def history_async(
+        self, user_id: str, n: int, touched: bool
+    ) -> tuple[list[str], list[str]]:
+        """`history`, for a caller on an event loop (the service): a backend that waits on the
+        network lets the loop run other requests meanwhile; an embedded one answers at once."""
+        return self.history(user_id, n, touched)
+
     @abstractmethod
     def log(self) -> Iterator[Event]:
         """Every stored event, in the order they were accepted."""

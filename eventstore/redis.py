@@ -12,12 +12,15 @@ so before the service answers 200.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
 
 from eventstore import RECENT_CAP, Event, Store, StoreError, StoreUnavailable
+from eventstore.redis_reads import LoopReader
 
 PREFIX = "hydrarec:"
 TIMEOUT_S = 1.0  # connect and read: an unreachable Redis is a 503 within a second, not a hang
@@ -72,6 +75,10 @@ class RedisStore(Store):
             raise StoreError(f"{url!r}: not a Redis URL ({e})") from None
         self.url = url
         self._add = self.client.register_script(ADD)
+        # reads on an event loop (history_async): one pipelined connection per loop
+        self._readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopReader] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def add(self, events: Sequence[Event]) -> int:
         args: list[Any] = [PREFIX, RECENT_CAP, self.touched_cap]
@@ -81,22 +88,26 @@ class RedisStore(Store):
         return int(self._call(self._add, args=args))
 
     def recent(self, user_id: str, n: int) -> list[str]:
-        if n <= 0:
-            return []
-        members = self._call(self.client.zrange, f"{PREFIX}recent:{user_id}", -n, -1)
-        return [m[SEQ_WIDTH + 1 :] for m in members]
+        return self.history(user_id, n, touched=False)[0]
 
     def touched(self, user_id: str) -> list[str]:
-        return list(self._call(self.client.zrange, f"{PREFIX}touched:{user_id}", 0, -1))
+        return self.history(user_id, 0, touched=True)[1]
 
     def history(self, user_id: str, n: int, touched: bool) -> tuple[list[str], list[str]]:
-        if not touched:
-            return self.recent(user_id, n), []
-        pipe = self.client.pipeline(transaction=False)  # both reads in one round trip
-        pipe.zrange(f"{PREFIX}recent:{user_id}", -max(n, 1), -1)
-        pipe.zrange(f"{PREFIX}touched:{user_id}", 0, -1)
-        members, items = self._call(pipe.execute)
-        return [m[SEQ_WIDTH + 1 :] for m in members] if n > 0 else [], list(items)
+        pipe = self.client.pipeline(transaction=False)  # one round trip
+        for _, key, start, stop in _history_commands(user_id, n, touched):
+            pipe.zrange(key, start, stop)
+        return _history_answer(self._call(pipe.execute), n, touched)
+
+    async def history_async(
+        self, user_id: str, n: int, touched: bool
+    ) -> tuple[list[str], list[str]]:
+        reader = self._readers.get(loop := asyncio.get_running_loop())
+        if reader is None:
+            settings = self.client.connection_pool.connection_kwargs
+            reader = self._readers[loop] = LoopReader(settings, self.url, TIMEOUT_S)
+        answers = await reader.read(_history_commands(user_id, n, touched))
+        return _history_answer(answers, n, touched)
 
     def log(self) -> Iterator[Event]:
         start = "-"
@@ -113,6 +124,8 @@ class RedisStore(Store):
         self._call(self.client.ping)
 
     def close(self) -> None:
+        for reader in list(self._readers.values()):
+            reader.close()
         self.client.close()
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -120,3 +133,15 @@ class RedisStore(Store):
             return method(*args, **kwargs)
         except redis.RedisError as e:
             raise StoreUnavailable(f"redis {self.url}: {e}") from None
+
+
+def _history_commands(user_id: str, n: int, touched: bool) -> list[tuple[Any, ...]]:
+    commands: list[tuple[Any, ...]] = [("ZRANGE", f"{PREFIX}recent:{user_id}", -max(n, 1), -1)]
+    if touched:
+        commands.append(("ZRANGE", f"{PREFIX}touched:{user_id}", 0, -1))
+    return commands
+
+
+def _history_answer(answers: list[Any], n: int, touched: bool) -> tuple[list[str], list[str]]:
+    recent = [m[SEQ_WIDTH + 1 :] for m in answers[0]] if n > 0 else []
+    return recent, list(answers[1]) if touched else []

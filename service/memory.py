@@ -36,10 +36,19 @@ class Memory:
         """Store the batch (see eventstore.Store.add); how many were new."""
         return self._timed("add", lambda: self.store.add(events))
 
-    def history(self, user_id: str, n: int, touched: bool) -> tuple[list[str], list[str]]:
+    async def history(self, user_id: str, n: int, touched: bool) -> tuple[list[str], list[str]]:
         """The user's last `n` items, oldest first, and when `touched` every item they touched
-        (up to the store's cap; else [])."""
-        return self._timed("history", lambda: self.store.history(user_id, n, touched))
+        (up to the store's cap; else []); the event loop serves other requests meanwhile."""
+        backend = self.store.backend
+        start = time.perf_counter()
+        try:
+            return await self.store.history_async(user_id, n, touched)
+        except StoreUnavailable as e:
+            raise self._down("history", e) from None
+        finally:
+            self.metrics.store_duration.labels("history", backend).observe(
+                time.perf_counter() - start
+            )
 
     def _timed(self, operation: str, call: Callable[[], T]) -> T:
         backend = self.store.backend
@@ -47,12 +56,15 @@ class Memory:
         try:
             return call()
         except StoreUnavailable as e:
-            self.metrics.store_errors.labels(operation, backend).inc()
-            raise StoreDown(f"the event store is unavailable: {e}", self.retry_after) from None
+            raise self._down(operation, e) from None
         finally:
             self.metrics.store_duration.labels(operation, backend).observe(
                 time.perf_counter() - start
             )
+
+    def _down(self, operation: str, error: StoreUnavailable) -> StoreDown:
+        self.metrics.store_errors.labels(operation, self.store.backend).inc()
+        return StoreDown(f"the event store is unavailable: {error}", self.retry_after)
 
 
 def store_events(body: bytes, max_events: int, memory: Memory) -> EventsResponse:
@@ -86,7 +98,7 @@ def store_events(body: bytes, max_events: int, memory: Memory) -> EventsResponse
     return EventsResponse(stored=n, new=new, duplicates=n - new)
 
 
-def with_history(
+async def with_history(
     request: PredictRequest, memory: Memory, window: int
 ) -> tuple[PredictRequest, str]:
     """The request with the history it is answered with, and where that came from.
@@ -102,7 +114,7 @@ def with_history(
     if request.history is not None:
         return request, REQUEST
     recommend = request.candidates is None and request.exclude_touched
-    recent, touched = memory.history(request.user_id, window, recommend)
+    recent, touched = await memory.history(request.user_id, window, recommend)
     update: dict[str, list[str]] = {"history": recent}
     if touched:
         update["exclude"] = [*request.exclude, *touched]

@@ -51,7 +51,9 @@ async def predict(
     `alone` in its worker (no other could join its batch) runs at once, as without batching."""
     with metrics.stage["decode"].time():
         request = decode_request(body, settings.max_candidates, settings.max_exclude)
-    request, source = with_history(request, memory, predictor.artifact.manifest.history_length)
+    request, source = await with_history(
+        request, memory, predictor.artifact.manifest.history_length
+    )
     if request.candidates is None:  # recommend mode: its two runs are not batched
         answer = predictor.recommend(request, metrics)
     elif predictor.batcher is not None and not alone:

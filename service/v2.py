@@ -179,7 +179,7 @@ async def infer(
             raise V2Error(400, str(e), "invalid_input") from None
     try:
         window = predictor.artifact.manifest.history_length
-        rows = [with_history(r, memory, window)[0] for r in rows]
+        rows = [(await with_history(r, memory, window))[0] for r in rows]
         if recommend:
             tensors = _recommended(predictor, [predictor.recommend(r, metrics) for r in rows])
         else:

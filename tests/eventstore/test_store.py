@@ -1,11 +1,12 @@
 """The event store's contract, on each real backend (an SQLite file, a redis-server started
 here): batches stored whole, retries stored once, history in time order whatever the arrival
-order, the touched cap, the log in acceptance order, two writers on one user at once, a restart;
-and store URLs and files that are not stores."""
+order, the touched cap, the log in acceptance order, two writers on one user at once, a user
+with a million events, a restart; and store URLs and files that are not stores."""
 
 from __future__ import annotations
 
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 import redis
 
 import eventstore
-from eventstore import TOUCHED_CAP, Event, Store, StoreError, open_store
+from eventstore import RECENT_CAP, TOUCHED_CAP, Event, Store, StoreError, open_store
+from eventstore.redis import PREFIX, RedisStore
 from eventstore.sqlite import SQLiteStore
 from harness.redis_server import RedisServer, running_redis
 
@@ -115,6 +117,56 @@ def test_two_writers_on_one_user_at_once_lose_nothing(store: Store, url: str) ->
     assert len(set(store.touched("u1"))) == 100
 
 
+def test_concurrent_batches_are_each_stored_whole_and_counted(store: Store) -> None:
+    """Threads of one process adding at once (SQLite commits them in groups): each batch's
+    answer counts its own new events, retried ids are counted once over all of them."""
+    counts: dict[int, int] = {}
+
+    def write(thread: int) -> None:
+        for k in range(40):  # ids shared by pairs of threads: one of each pair stores them
+            batch = [Event(f"u{thread}", f"i{k}-{j}", float(k), event_id=f"{thread // 2}-{k}-{j}")
+                     for j in range(5)]  # fmt: skip
+            counts[thread] = counts.get(thread, 0) + store.add(batch)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(counts.values()) == 4 * 40 * 5  # every distinct id once
+    assert len(list(store.log())) == 4 * 40 * 5
+    for pair in range(4):
+        assert counts[2 * pair] + counts[2 * pair + 1] == 40 * 5
+
+
+def test_a_failed_group_fails_every_batch_in_it(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "events.db")
+    good, bad = [Event("u1", "i1", 100.0)], [Event("u1", None, 101.0)]  # type: ignore[arg-type]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def write(batch: list[Event]) -> None:
+        barrier.wait()
+        try:
+            store.add(batch)
+            outcomes.append("stored")
+        except eventstore.StoreUnavailable:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in (good, bad)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log = list(store.log())
+    store.close()
+    if outcomes.count("refused") == 2:  # committed together: both refused, nothing stored
+        assert log == []
+    else:  # committed apart: the good one alone is stored
+        assert sorted(outcomes) == ["refused", "stored"]
+        assert [e.item_id for e in log] == ["i1"]
+
+
 def test_a_failed_batch_leaves_nothing(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "events.db")
     bad = [Event("u1", "i1", 100.0), Event("u1", None, 101.0)]  # type: ignore[arg-type]
@@ -162,3 +214,22 @@ def test_an_unreachable_redis_is_unavailable_at_once_not_a_failed_start() -> Non
         with pytest.raises(eventstore.StoreUnavailable, match="redis"):
             call()
     store.close()
+
+
+def test_a_user_with_a_million_events_keeps_the_caps_and_reads_stay_small(store: Store) -> None:
+    n, items = 1_000_000, 50_000  # the user comes back to each item 20 times
+    for start in range(0, n, 10_000):
+        store.add([Event("heavy", f"i{k % items}", float(k)) for k in range(start, start + 10_000)])
+    tracemalloc.start()
+    recent, touched = store.history("heavy", 200, touched=True)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert recent == [f"i{k % items}" for k in range(n - 200, n)]
+    assert len(touched) == TOUCHED_CAP
+    assert set(touched) == {f"i{k % items}" for k in range(n - TOUCHED_CAP, n)}  # the latest
+    assert peak < 8 * 2**20  # a read holds the window and the cap, not the user's million
+    if isinstance(store, RedisStore):  # the per-user keys stay at their caps
+        per_user = [f"{PREFIX}recent:heavy", f"{PREFIX}touched:heavy"]
+        assert store.client.zcard(per_user[0]) == RECENT_CAP
+        assert sum(store.client.memory_usage(k) for k in per_user) < 4 * 2**20
+    assert sum(1 for _ in store.log()) == n  # the log keeps every event: the training set
