@@ -127,9 +127,9 @@ def recall(predictor: Predictor, requests: list[PredictRequest], depth: int) -> 
     exact = Retriever(predictor.retriever.vectors, IndexSettings(10**12, 0, 1, 1))
     shares = []
     for request in requests:
-        encoded = predictor.encoder.encode(request.user_id, request.history, ())
+        encoded = predictor.encoder.encode(request.user_id, request.history or (), ())
         query = predictor.engine.run(encoded.inputs)["query"][0]
-        excluded = predictor.encoder.known_items(request.history)
+        excluded = predictor.encoder.known_items(request.history or ())
         truth = set(exact.search(query, depth, excluded).tolist())
         found = set(predictor.retriever.search(query, depth, excluded).tolist())
         shares.append(len(truth & found) / len(truth))
