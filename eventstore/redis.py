@@ -13,7 +13,6 @@ so before the service answers 200.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -75,10 +74,9 @@ class RedisStore(Store):
             raise StoreError(f"{url!r}: not a Redis URL ({e})") from None
         self.url = url
         self._add = self.client.register_script(ADD)
-        # reads on an event loop (history_async): one pipelined connection per loop
-        self._readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopReader] = (
-            weakref.WeakKeyDictionary()
-        )
+        # reads on an event loop (history_async): one pipelined connection per loop (a worker
+        # has one; a test suite's loops are few)
+        self._readers: dict[asyncio.AbstractEventLoop, LoopReader] = {}
 
     def add(self, events: Sequence[Event]) -> int:
         args: list[Any] = [PREFIX, RECENT_CAP, self.touched_cap]
@@ -105,7 +103,7 @@ class RedisStore(Store):
         reader = self._readers.get(loop := asyncio.get_running_loop())
         if reader is None:
             settings = self.client.connection_pool.connection_kwargs
-            reader = self._readers[loop] = LoopReader(settings, self.url, TIMEOUT_S)
+            reader = self._readers[loop] = LoopReader(loop, settings, self.url, TIMEOUT_S)
         answers = await reader.read(_history_commands(user_id, n, touched))
         return _history_answer(answers, n, touched)
 

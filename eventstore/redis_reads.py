@@ -4,9 +4,10 @@ A request without `history` reads the user's history on the hot path. Through re
 client a read is a blocking round trip (about 110 us here, 60 of them this process's CPU), and
 the worker's event loop sits idle for the rest of it. Here a read is an asyncio future: the
 command is written to the loop's one connection and the loop goes on with other requests until
-Redis answers; the answers of every read in flight come back in order on that connection and are
-parsed by hiredis. A connection that fails or a read that takes longer than the timeout fails
-every read in flight on it (StoreUnavailable) and is dropped; the next read connects again.
+Redis answers; the answers of every read in flight come back in order on that connection and
+are parsed by hiredis. A connection that fails or a read that takes longer than the timeout
+fails every read in flight on it (StoreUnavailable) and is dropped; the next read connects
+again.
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ class _Replies(asyncio.Protocol):
 
 class LoopReader:
     """Pipelined reads from the Redis of `settings` (redis-py's connection keywords: host,
-    port, db, username, password) on the running event loop."""
+    port, db, username, password) on `loop`."""
 
-    def __init__(self, settings: dict[str, Any], url: str, timeout_s: float) -> None:
-        self.settings, self.url, self.timeout_s = settings, url, timeout_s
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, settings: dict[str, Any], url: str, timeout_s: float
+    ) -> None:
+        self.loop, self.settings, self.url, self.timeout_s = loop, settings, url, timeout_s
         self._transport: asyncio.Transport | None = None
         self._replies: _Replies | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting = asyncio.Lock()
 
     async def read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """The answers to `commands`, sent together.
@@ -68,8 +71,7 @@ class LoopReader:
 
     async def _read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         transport, replies = await self._connection()
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
+        futures = [self.loop.create_future() for _ in commands]
         replies.waiting.extend(futures)
         transport.write(b"".join(hiredis.pack_command(c) for c in commands))
         answers = [await f for f in futures]
@@ -79,12 +81,12 @@ class LoopReader:
         return answers
 
     async def _connection(self) -> tuple[asyncio.Transport, _Replies]:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
+        if self._transport is not None and self._replies is not None:
+            if not self._transport.is_closing():
+                return self._transport, self._replies
         async with self._connecting:  # one connection, however many reads start at once
             if self._transport is None or self._transport.is_closing():
-                loop = asyncio.get_running_loop()
-                transport, replies = await loop.create_connection(
+                transport, replies = await self.loop.create_connection(
                     _Replies,
                     self.settings.get("host", "localhost"),
                     self.settings.get("port", 6379),
@@ -105,8 +107,7 @@ class LoopReader:
             commands.append(("SELECT", self.settings["db"]))
         if not commands:
             return
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
+        futures = [self.loop.create_future() for _ in commands]
         replies.waiting.extend(futures)
         transport.write(b"".join(hiredis.pack_command(c) for c in commands))
         for future in futures:
@@ -115,6 +116,8 @@ class LoopReader:
 
     def close(self) -> None:
         """Drop the connection (the reads in flight on it fail)."""
-        if self._transport is not None:
+        # a store closed after its loop ended: the transport cannot be touched, and its socket
+        # closes when it is collected
+        if self._transport is not None and not self.loop.is_closed():
             self._transport.abort()
         self._transport, self._replies = None, None

@@ -21,10 +21,13 @@ PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
 class RedisServer:
     """One redis-server process at a time on a fixed port and data folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, password: str | None = None) -> None:
+        """`password`: the server requires it (requirepass); the URL carries it."""
         self.folder = folder
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -39,6 +42,7 @@ class RedisServer:
                 "--dir", str(self.folder),
                 "--logfile", str(self.folder / "redis.log"),
                 *PERSISTENCE,
+                *(("--requirepass", self.password) if self.password else ()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -79,9 +83,9 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(folder: Path) -> Iterator[RedisServer]:
+def running_redis(folder: Path, password: str | None = None) -> Iterator[RedisServer]:
     """A started redis-server, stopped on the way out."""
-    server = RedisServer(folder)
+    server = RedisServer(folder, password)
     server.start()
     try:
         yield server
