@@ -1,7 +1,7 @@
-"""The event store failing under load, with real processes: a redis-server killed and started
-again under the service's two workers, and two replicas sharing one Redis behind nginx with one
-replica killed. Only the documented 503s, no worker lost, no accepted event lost, every answer
-after an event reflects it."""
+"""The event store under real processes: a redis-server killed and started again under the
+service's two workers' load, two replicas sharing one Redis behind nginx with one replica
+killed, two workers sharing one SQLite file. Only the documented 503s, no worker lost, no
+accepted event lost, every answer after an event reflects it."""
 
 from __future__ import annotations
 
@@ -151,3 +151,20 @@ def test_replicas_sharing_redis_lose_no_event_when_one_is_killed(tmp_path: Path)
                 time.sleep(0.01)
         assert answers == [(200, 200)] * 150  # nginx retried the killed replica's requests
         assert set(accepted) <= stored_ids(redis.url)
+
+
+def test_an_event_is_visible_to_the_next_request_on_either_worker(tmp_path: Path) -> None:
+    """A new connection per request: the two workers take them as they come, so an event
+    stored by one is read by the other about half of the time."""
+    store = f"sqlite:///{tmp_path}/state/events.db"
+    with running_service(
+        tmp_path, HYDRAREC_WORKERS="2", HYDRAREC_STORE_URL=store,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    ) as service:  # fmt: skip
+        for n in range(100):
+            event = {"user_id": "walker", "item_id": f"fresh-{n}"}
+            posted = httpx.post(f"{service.url}/events", json={"events": [event]}, timeout=10)
+            assert posted.status_code == 200
+            body = {"user_id": "walker", "candidates": ["1"]}
+            answer = httpx.post(f"{service.url}/predict", json=body, timeout=10)
+            assert f"fresh-{n}" in answer.json()["unknown"]["history"], n
