@@ -49,7 +49,7 @@ class Measured:
 def bodies(folder: Path) -> dict[str, Path]:
     """The wrk scripts: `carried` and `stored` /predict bodies of the same users, `events`
     batches; the events that give each user of the /predict bodies their history in the store
-    are written to `history.jsonl`."""
+    are written to `history.json`."""
     artifact = load_artifact(REPOSITORY, "movielens")
     users, items = artifact.read_vocab("user_id"), artifact.read_vocab("item_id")
     rng = np.random.default_rng(2)

@@ -63,7 +63,8 @@ class LoopReader:
             StoreUnavailable: Redis cannot be reached, fails, or answers too late.
         """
         try:
-            return await asyncio.wait_for(self._read(commands), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # no task per read, as wait_for has
+                return await self._read(commands)
         except (OSError, hiredis.ProtocolError, hiredis.ReplyError, TimeoutError) as e:
             self.close()  # a connection whose answers may be out of step is not used again
             reason = str(e) or f"no answer within {self.timeout_s} s"

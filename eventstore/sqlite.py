@@ -3,12 +3,13 @@
 Tables: `events`, the log (its rowid `seq` is the order of acceptance; `event_id` unique, so a
 retried event is ignored), indexed by (user, timestamp, seq), which serves a user's recent items
 in time order without a copy; `touched`, one row per (user, item) with the latest timestamp,
-cut to `touched_cap` per user. A batch is one `BEGIN IMMEDIATE` transaction, committed with
-`synchronous=FULL` (the WAL synced at each commit) before `add` returns: a 200 is never given
-for an event a power cut could lose. Each thread has its own connection. Writers commit in
-groups: the batches of a process's threads that wait while one commits go into the next
-transaction together (one fsync for all; each batch still whole or not at all), and the worker
-processes sharing the file take turns on an flock of `<file>.lock`; readers never wait (WAL).
+cut to `touched_cap` per user. Batches are written in `BEGIN IMMEDIATE` transactions,
+committed with `synchronous=FULL` (the WAL synced at each commit) before `add` returns: a 200
+is never given for an event a power cut could lose. Each thread has its own connection.
+Writers commit in groups: the batches of a process's threads that wait while one commits go
+into the next transaction together (one fsync for all; each batch still whole or not at all),
+and the worker processes sharing the file take turns on an flock of `<file>.lock`; readers
+never wait (WAL).
 """
 
 from __future__ import annotations
