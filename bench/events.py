@@ -21,7 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.wrk import N_CANDIDATES, N_HISTORY, SCRIPT, WrkRun, warm_up, wrk
+from bench.wrk import (
+    N_CANDIDATES,
+    N_HISTORY,
+    SCRIPT,
+    WrkRun,
+    median_run,
+    run_cell,
+    warm_up,
+    wrk,
+)
 from eventstore import Event, open_store
 from harness.processes import REPOSITORY, running_service
 from harness.redis_server import running_redis
@@ -111,14 +120,9 @@ def measure(folder: Path, backend: str, seconds: int) -> Measured:
         ingestion = [wrk(events, scripts["events"], 8, seconds) for _ in range(REPEATS)]
     return Measured(
         backend,
-        {mode: {c: median(runs) for c, runs in by_c.items()} for mode, by_c in modes.items()},
-        median(ingestion),
+        {mode: {c: median_run(runs) for c, runs in by_c.items()} for mode, by_c in modes.items()},
+        median_run(ingestion),
     )
-
-
-def median(runs: list[WrkRun]) -> WrkRun:
-    """The median run by requests/s."""
-    return sorted(runs, key=lambda r: r.requests_per_second)[len(runs) // 2]
 
 
 def report(results: list[Measured], seconds: int) -> str:
@@ -151,13 +155,10 @@ def report(results: list[Measured], seconds: int) -> str:
     for r in results:
         for c in CONNECTIONS:
             carried, stored = r.predict["carried"][c], r.predict["stored"][c]
-            cells = [
-                f"{run.requests_per_second:,.0f}, {run.p50_s * 1e3:.2f} ms, "
-                f"{run.p99_s * 1e3:.2f} ms" + (f" ({run.errors} errors)" if run.errors else "")
-                for run in (carried, stored)
-            ]
             ratio = stored.requests_per_second / carried.requests_per_second
-            lines.append(f"| {r.backend} | {c} | {cells[0]} | {cells[1]} | {ratio:.2f}x |")
+            lines.append(
+                f"| {r.backend} | {c} | {run_cell(carried)} | {run_cell(stored)} | {ratio:.2f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,16 @@ import onnx
 from onnx import numpy_helper
 
 from bench.memory import tree_rss_mib
-from bench.wrk import N_CANDIDATES, N_HISTORY, SCRIPT, WrkRun, warm_up, wrk
+from bench.wrk import (
+    N_CANDIDATES,
+    N_HISTORY,
+    SCRIPT,
+    WrkRun,
+    median_run,
+    run_cell,
+    warm_up,
+    wrk,
+)
 from harness.processes import REPOSITORY, running_service
 from service.artifact import FIRST_ID, MODEL_FILE, Manifest, write_manifest
 from service.config import Settings
@@ -190,11 +199,6 @@ def measure(work: Path, added: int, seconds: int) -> Measured:
     return Measured(n_items, kind, build_s, startup_s, rss, found, local, http)
 
 
-def median_run(runs: list[WrkRun]) -> WrkRun:
-    """The run with the median requests/s."""
-    return sorted(runs, key=lambda r: r.requests_per_second)[len(runs) // 2]
-
-
 def _ratio(measured: Measured, connections: int) -> float:
     """Recommend mode's HTTP requests/s over candidate mode's."""
     runs = {mode: by_c[connections] for mode, by_c in measured.http.items()}
@@ -235,11 +239,7 @@ def report(results: list[Measured], seconds: int) -> str:
     ]
     for r in results:
         for mode, (rps, p50, p99) in r.in_process.items():
-            cells = [
-                f"{run.requests_per_second:,.0f}, {run.p50_s * 1e3:.2f} ms, "
-                f"{run.p99_s * 1e3:.2f} ms" + (f" ({run.errors} errors)" if run.errors else "")
-                for run in r.http[mode].values()
-            ]
+            cells = [run_cell(run) for run in r.http[mode].values()]
             ratio = ""
             if mode == "recommend":
                 ratio = ", ".join(f"{_ratio(r, c):.2f}x" for c in CONNECTIONS)

@@ -92,6 +92,20 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> WrkRun:
     return WrkRun(rps, p50, p99, errors)
 
 
+def median_run(runs: list[WrkRun]) -> WrkRun:
+    """The run with the median requests/s."""
+    return sorted(runs, key=lambda r: r.requests_per_second)[len(runs) // 2]
+
+
+def run_cell(run: WrkRun) -> str:
+    """A report's cell for one run: requests/s, p50, p99 (and its errors, if any)."""
+    errors = f" ({run.errors} errors)" if run.errors else ""
+    return (
+        f"{run.requests_per_second:,.0f}, {run.p50_s * 1e3:.2f} ms, {run.p99_s * 1e3:.2f} ms"
+        + errors
+    )
+
+
 def warm_up(url: str, script: Path) -> None:
     wrk(url, script, 8, 1)
 

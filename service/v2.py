@@ -179,7 +179,9 @@ async def infer(
             raise V2Error(400, str(e), "invalid_input") from None
     try:
         window = predictor.artifact.manifest.history_length
-        rows = [(await with_history(r, memory, window))[0] for r in rows]
+        # every row's read in flight at once: on Redis, pipelined on one connection
+        resolved = await asyncio.gather(*(with_history(r, memory, window) for r in rows))
+        rows = [request for request, _ in resolved]
         if recommend:
             tensors = _recommended(predictor, [predictor.recommend(r, metrics) for r in rows])
         else:

@@ -1,13 +1,17 @@
-"""Shared fixtures: small synthetic configs and one trained artifact per test session."""
+"""Shared fixtures: small synthetic configs, one trained artifact per test session, and the event
+stores (an SQLite file, a redis-server started once per session)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 
+from harness.redis_server import RedisServer, running_redis
 from training.config import Config
 from training.config_file import load_config
 
@@ -99,3 +103,23 @@ def data_dir(tmp_path: Path) -> Path:
         "item_id,title,genres\n" + "".join(f"i{i},Item {i},Drama\n" for i in range(6))
     )
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the session (appendonly, appendfsync always)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh event store's URL, once per backend: an SQLite file in the test's folder, or the
+    session's redis-server emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state/events.db"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
+    client.flushdb()
+    client.close()
+    return server.url

@@ -11,37 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 import eventstore
 from eventstore import RECENT_CAP, TOUCHED_CAP, Event, Store, StoreError, open_store
 from eventstore.redis import PREFIX, RedisStore
 from eventstore.sqlite import SQLiteStore
-from harness.redis_server import RedisServer, running_redis
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh store's URL: an SQLite file, or the module's redis-server emptied."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/state/events.db"
-        return
-    server = request.getfixturevalue("redis_server")
-    client = redis.Redis.from_url(server.url)
-    client.flushdb()
-    client.close()
-    yield server.url
+from harness.redis_server import RedisServer
 
 
 @pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    opened = open_store(url)
+def store(store_url: str) -> Iterator[Store]:
+    opened = open_store(store_url)
     yield opened
     opened.close()
 
@@ -92,8 +72,8 @@ def test_touched_keeps_the_latest_items_up_to_the_cap(store: Store) -> None:
     assert TOUCHED_CAP >= 1_000  # a long-standing user's past fits the default
 
 
-def test_two_writers_on_one_user_at_once_lose_nothing(store: Store, url: str) -> None:
-    other = open_store(url)  # a second worker's store
+def test_two_writers_on_one_user_at_once_lose_nothing(store: Store, store_url: str) -> None:
+    other = open_store(store_url)  # a second worker's store
     errors: list[BaseException] = []
 
     def write(target: Store, prefix: str) -> None:
@@ -192,14 +172,14 @@ def test_an_unknown_url_is_refused(url: str) -> None:
         open_store(url)
 
 
-def test_a_restart_keeps_every_event(url: str, redis_server: RedisServer) -> None:
-    first = open_store(url)
+def test_a_restart_keeps_every_event(store_url: str, redis_server: RedisServer) -> None:
+    first = open_store(store_url)
     first.add([Event("u1", "i1", 1.0, event_id="x"), Event("u1", "i2", 2.0)])
     first.close()
-    if url == redis_server.url:  # the server itself restarts, from its append-only file
+    if store_url == redis_server.url:  # the server itself restarts, from its append-only file
         redis_server.stop()
         redis_server.start()
-    again = open_store(url)
+    again = open_store(store_url)
     again.ping()
     assert again.recent("u1", 10) == ["i1", "i2"]
     assert again.add([Event("u1", "i1", 1.0, event_id="x")]) == 0  # its key survived too

@@ -14,28 +14,10 @@ from fastapi.testclient import TestClient
 
 from eventstore import open_store
 from harness.processes import free_port
-from harness.redis_server import RedisServer, running_redis
 from service.main import create_app
 from tests.service.conftest import settings_for
 
 KEY = "k" * 32
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state/events.db"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    store = open_store(server.url)
-    store.client.flushdb()  # type: ignore[attr-defined]
-    store.close()
-    return server.url
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ only for the requests that need it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,31 +13,16 @@ import pytest
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
 
-from eventstore import open_store
 from harness.processes import free_port
-from harness.redis_server import RedisServer, running_redis
 from service.main import create_app
 from tests.service.conftest import settings_for
 
 CANDIDATES = ["1", "50", "181", "100", "258", "7"]
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    url = f"sqlite:///{tmp_path}/events.db"
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = open_store(server.url)
-        store.client.flushdb()  # type: ignore[attr-defined]
-        store.close()
-        url = server.url
-    with TestClient(create_app(settings_for(store_url=url))) as c:
+@pytest.fixture
+def client(store_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for(store_url=store_url))) as c:
         yield c
 
 
