@@ -44,8 +44,8 @@ TOKEN_KINDS = ("categorical", "multi_categorical")  # token ids through a token 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-# a ranked item's keys, and the graph's outputs beside the tasks
-RESERVED_TASK_NAMES = ("item_id", "score", QUERY_OUTPUT, USER_STATE_OUTPUT)
+# a ranked item's keys (and the user's `why`), and the graph's outputs beside the tasks
+RESERVED_TASK_NAMES = ("item_id", "score", "why", QUERY_OUTPUT, USER_STATE_OUTPUT)
 
 
 class ArtifactError(Exception):
@@ -97,7 +97,7 @@ class TaskSpec(_Frozen):
         if self.name in RESERVED_TASK_NAMES:
             raise ValueError(
                 f"task name {self.name!r} is reserved ({', '.join(RESERVED_TASK_NAMES)}: a "
-                "ranked item's id and score sit beside its task outputs, the query beside the "
+                "ranked item's id, score and why sit beside its task outputs, the query beside the "
                 "graph's)"
             )
         if self.level == "item" and self.kind not in ("binary", "regression"):

@@ -115,6 +115,26 @@ class Settings(BaseSettings):
         description="IVF: clusters searched per request; more finds more of the exact top "
         "items, slower",
     )
+    explain_history: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description='`"explain": true`: history items tried, the most recent distinct ones '
+        "the model reads; each is one more user row of the explained request's graph run",
+    )
+    explain_top: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description='`"explain": true`: history items returned per task, the largest changes first',
+    )
+    explain_max_items: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description='`"explain": true`: most ranked items one explained request may return '
+        "(its top_k); each is scored once per tried history item",
+    )
     store_url: str = Field(
         default=DEFAULT_STORE_URL,
         pattern=r"^(sqlite:///.+|redis://.+)$",

@@ -31,7 +31,7 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-STAGES = ("decode", "encode", "infer", "retrieve", "rank", "encode_response")
+STAGES = ("decode", "encode", "infer", "retrieve", "rank", "explain", "encode_response")
 REASONS = (
     "invalid_input",
     "too_large",
@@ -109,9 +109,15 @@ class Metrics:
             "hydrarec_predict_stage_duration_seconds",
             "Time of one /predict stage: decode (body to request), encode (ids to indices), "
             "infer (session.run; with dynamic batching including the wait for the batch), "
-            "retrieve (recommend mode: the index search), rank, encode_response (to JSON bytes).",
+            "retrieve (recommend mode: the index search), rank, explain (explained requests: the "
+            "occlusion run and the why lists), encode_response (to JSON bytes).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.explained = Counter(
+            "hydrarec_explained_requests",
+            'Requests answered with explanations ("explain": true).',
             registry=r,
         )
         self.candidates = Histogram(

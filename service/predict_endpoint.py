@@ -54,7 +54,9 @@ async def predict(
     request, source = await with_history(
         request, memory, predictor.artifact.manifest.history_length
     )
-    if request.candidates is None:  # recommend mode: its two runs are not batched
+    if request.explain:  # runs of its own, both modes
+        answer = predictor.explained(request, metrics)
+    elif request.candidates is None:  # recommend mode: its two runs are not batched
         answer = predictor.recommend(request, metrics)
     elif predictor.batcher is not None and not alone:
         answer = await predictor.predict_batched(request, metrics)

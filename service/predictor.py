@@ -23,6 +23,7 @@ from service.config import Settings
 from service.encoding import Encoded, RequestEncoder
 from service.engine import InferenceEngine
 from service.errors import InvalidInput, ModelFault
+from service.explain import Explainer, ExplainLimits
 from service.metrics import Metrics
 from service.rank_graph import RankGraph
 from service.repository import load_artifact
@@ -40,6 +41,7 @@ class Predictor:
     artifact: Artifact
     engine: InferenceEngine
     encoder: RequestEncoder
+    explainer: Explainer
     batcher: Batcher | None = None  # dynamic batching (HYDRAREC_BATCH_MAX_CANDIDATES > 0)
     retriever: Retriever | None = None  # recommend mode (a model with retrieval)
     ranker: RankGraph | None = None  # recommend mode's second stage
@@ -88,7 +90,13 @@ class Predictor:
         encoder = RequestEncoder(
             vocabs["user_id"], vocabs["item_id"], artifact.manifest.history_length
         )
-        return cls(artifact, engine, encoder, batcher, retriever, ranker, settings.retrieve)
+        limits = ExplainLimits(
+            settings.explain_history, settings.explain_top, settings.explain_max_items
+        )
+        explainer = Explainer(engine, encoder, limits)
+        return cls(
+            artifact, engine, encoder, explainer, batcher, retriever, ranker, settings.retrieve
+        )
 
     @cached_property
     def ref(self) -> dict[str, str]:
@@ -179,6 +187,27 @@ class Predictor:
         )
         answer = self.rank(retrieved, metrics, self.body)
         answer["retrieved"] = len(ids)
+        return answer
+
+    def explained(self, request: PredictRequest, metrics: Metrics) -> dict[str, Any]:
+        """An explained request's answer (its own session runs, never batched): `predict` or
+        `recommend`, then `why` for every ranked item and for the user (service.explain).
+
+        Raises:
+            InvalidInput: the model cannot explain, or the request would return more items
+                than an explained request may.
+        """
+        k = request.top_k or self.artifact.manifest.ranking.top_k
+        n = self.depth if request.candidates is None else len(request.candidates)
+        self.explainer.check(min(k, n))
+        weights = self.weights(request.weights)
+        if request.candidates is None:
+            answer = self.recommend(request, metrics)
+        else:
+            answer = self.predict(request, metrics)
+        with metrics.stage["explain"].time():
+            self.explainer.explain(request.user_id, request.history or (), weights, answer)
+        metrics.explained.inc()
         return answer
 
     def infer(self, request: PredictRequest, metrics: Metrics) -> Inferred:

@@ -82,6 +82,13 @@ class PredictRequest(BaseModel):
         description="ranking score = sum of weight x probability over these item tasks "
         "(replaces the manifest default); each weight within +-1e6",
     )
+    explain: bool = Field(
+        default=False,
+        description="add `why` to each ranked item (its score by task, the history items that "
+        "move its item tasks most) and to `user` (the history items that move each task's top "
+        "class most), by occlusion: one more graph run (HYDRAREC_EXPLAIN_*; at most "
+        "HYDRAREC_EXPLAIN_MAX_ITEMS ranked items)",
+    )
 
     @field_validator("candidates")
     @classmethod
@@ -99,6 +106,28 @@ class ModelRef(BaseModel):
     version: str
 
 
+class HistoryEffect(BaseModel):
+    """What one history item does to one output (occlusion)."""
+
+    item_id: str
+    change: float = Field(
+        description="the output with this item in the history minus the output with it left "
+        "out (every occurrence): > 0 it raises the output, < 0 it lowers it"
+    )
+
+
+class ItemWhy(BaseModel):
+    """Why an item ranks where it does (`"explain": true`)."""
+
+    score: dict[str, float] = Field(
+        description="item task -> its weight x its output: the parts that sum to `score`"
+    )
+    history: dict[str, list[HistoryEffect]] = Field(
+        description="item task -> the history items that change its output most, largest "
+        "|change| first (HYDRAREC_EXPLAIN_TOP of the HYDRAREC_EXPLAIN_HISTORY tried)"
+    )
+
+
 class RankedItem(BaseModel):
     """A candidate with its ranking score and one probability per item task (extra keys)."""
 
@@ -108,6 +137,24 @@ class RankedItem(BaseModel):
 
     item_id: str
     score: float
+    why: ItemWhy | None = Field(default=None, description='only with `"explain": true`')
+
+
+class UserAnswer(BaseModel):
+    """Each user task's class probabilities (extra keys: task -> class -> probability)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "additionalProperties": {"type": "object", "additionalProperties": {"type": "number"}}
+        },
+    )
+
+    why: dict[str, list[HistoryEffect]] | None = Field(
+        default=None,
+        description='only with `"explain": true`: user task -> the history items that change '
+        "the probability of its top class most, largest |change| first",
+    )
 
 
 class Unknown(BaseModel):
@@ -124,7 +171,7 @@ class PredictResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [RESPONSE_EXAMPLE]})
 
     model: ModelRef
-    user: dict[str, dict[str, float]] = Field(description="user task -> class -> probability")
+    user: UserAnswer = Field(description="user task -> class -> probability (and `why`)")
     items: list[RankedItem] = Field(
         description="candidates (recommend mode: the retrieved items) by score, highest first, "
         "top_k of them (fewer where fewer were retrieved)"

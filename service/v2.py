@@ -252,6 +252,11 @@ def _rows(
         raise ProtocolError(f"unknown input(s) {sorted(unknown)}; the inputs are {list(INPUTS)}")
     if "user_id" not in inputs:
         raise ProtocolError("input 'user_id' is missing")
+    if "explain" in parameters:  # its lists per item and task are not tensors
+        raise ProtocolError(
+            "parameter 'explain': explanations are answered by POST /predict "
+            '("explain": true), not by the inference protocol'
+        )
     users = inputs["user_id"]
     n_rows = len(users)
     recommend = "candidates" not in inputs

@@ -241,6 +241,16 @@ def test_errors_are_the_protocols(client: triton.InferenceServerClient, service:
             },
             "not an item task",
         ),
+        "explain asked": (
+            {
+                "inputs": [
+                    {"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["196"]},
+                    {"name": "candidates", "shape": [1, 1], "datatype": "BYTES", "data": ["1"]},
+                ],
+                "parameters": {"explain": True},
+            },
+            "POST /predict",
+        ),
         "not JSON": (b"{", "body"),
     }
     failures_before = total(service.url, "hydrarec_predict_failures", reason="invalid_input")

@@ -10,6 +10,7 @@ import torch
 
 from service.artifact import PAD, TaskSpec
 from training.config import BLOCKS, ENCODERS, NetworkConfig
+from training.network.encoders import AttentionEncoder, Block
 from training.network.multitask import ARCHITECTURES, PLE, BlockSpec
 from training.network.recommender import ModelArgs, MultiTaskRecommender
 
@@ -226,3 +227,32 @@ def test_a_dot_head_adds_the_dot_product_it_scores_the_whole_catalogue_with() ->
     torch.testing.assert_close(dotted["click"] - plain["click"], added)
     assert added.abs().max() > 0
     assert "rating@catalogue" not in dotted
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_block_of_the_last_position_only_equals_the_full_blocks_last_position(
+    causal: bool,
+) -> None:
+    """The attention encoder's last block computes the most recent position alone (its output
+    is read there): the same figures as the whole block at that position, padding included."""
+    torch.manual_seed(1)
+    block = Block(8, 2, dropout=0.0).eval()
+    x = torch.randn(3, L, 8)
+    mask = torch.ones(3, L, dtype=torch.bool)
+    mask[0, :4] = False  # a short history
+    if causal:
+        mask = mask[:, None, :] & torch.ones(L, L, dtype=torch.bool).tril()
+    full = block(x, mask)
+    last = block(x, mask, last_only=True)
+    assert last.shape == (3, 1, 8)
+    torch.testing.assert_close(last[:, 0], full[:, -1])
+
+
+def test_the_attention_encoder_with_several_blocks_reads_the_last_position() -> None:
+    torch.manual_seed(2)
+    encoder = AttentionEncoder(8, L, n_heads=2, n_layers=2, dropout=0.0).eval()
+    emb, mask = torch.randn(2, L, 8), torch.ones(2, L, dtype=torch.bool)
+    x = emb + encoder.position
+    for block in encoder.blocks:
+        x = block(x, mask)
+    torch.testing.assert_close(encoder(emb, mask), encoder.norm(x[:, -1]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -17,9 +18,9 @@ class MeanEncoder(nn.Module):
     """Average of the history embeddings (zeros for an empty history)."""
 
     def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
-        weights = mask.to(emb.dtype).unsqueeze(-1)  # [B, L, 1]
-        total = (emb * weights).sum(dim=1)  # [B, D]
-        return total / weights.sum(dim=1).clamp(min=1.0)
+        weights = mask.to(emb.dtype).unsqueeze(1)  # [B, 1, L]
+        total = (weights @ emb).squeeze(1)  # [B, D]: one batched product, no [B, L, D] temporary
+        return total / weights.sum(dim=-1).clamp(min=1.0)
 
 
 class RNNEncoder(nn.Module):
@@ -52,9 +53,10 @@ class AttentionEncoder(nn.Module):
 
     def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
         x = self.dropout(emb + self.position)  # [B, L, D]
-        for block in self.blocks:
+        *inner, last = self.blocks
+        for block in inner:
             x = block(x, mask)
-        return self.norm(x[:, -1, :])  # [B, D]
+        return self.norm(last(x, mask, last_only=True)[:, -1, :])  # [B, D]
 
 
 class Block(nn.Module):
@@ -72,18 +74,29 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        b, length, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # 3 x [B, L, D]
+    def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
+        """[B, L, D] -> [B, L, D]; `last_only`: only the most recent position's output,
+        [B, 1, D] (every position is still read as a key): what an encoder read at that
+        position needs of its last block, at about a quarter of the block's work."""
+        b, _, d = x.shape
+        normed = self.norm1(x)
+        if last_only:  # the query of the last position only; keys and values of all
+            x = x[:, -1:, :]
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(normed[:, -1:, :], w[:d], bias[:d])  # [B, 1, D]
+            k = F.linear(normed, w[d : 2 * d], bias[d : 2 * d])  # [B, L, D]
+            v = F.linear(normed, w[2 * d :], bias[2 * d :])  # [B, L, D]
+        else:
+            q, k, v = self.qkv(normed).chunk(3, dim=-1)  # 3 x [B, L, D]
         heads = [
-            t.reshape(b, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v)
-        ]  # 3 x [B, H, L, D/H]
+            t.reshape(b, -1, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v)
+        ]  # 3 x [B, H, L or 1, D/H]
         scores = heads[0] @ heads[1].transpose(-2, -1) / math.sqrt(d // self.n_heads)
         # mask: [B, L] the keys every position may read, or [B, L, L] per position (causal)
-        keys = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None, :, :]
-        scores = scores.masked_fill(~keys, -1e9)  # [B, H, L, L]
-        attended = self.dropout(scores.softmax(dim=-1)) @ heads[2]  # [B, H, L, D/H]
-        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(b, length, d)))
+        keys = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None, -x.shape[1] :, :]
+        scores = scores.masked_fill(~keys, -1e9)  # [B, H, L or 1, L]
+        attended = self.dropout(scores.softmax(dim=-1)) @ heads[2]  # [B, H, L or 1, D/H]
+        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(b, -1, d)))
         return x + self.dropout(self.ffn(self.norm2(x)))
 
 
