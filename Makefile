@@ -134,12 +134,13 @@ refit-study: $(STAMP)  ## the refit against the held-out model on each user's ne
 serve: $(SERVE_STAMP)  ## serve models/ (the committed default model) on $(HOST):$(PORT); installs .[serve] only
 	HYDRAREC_HOST=$(HOST) HYDRAREC_PORT=$(PORT) $(BIN)/python -m service
 
-bench: $(STAMP) $(if $(findstring --peers,$(ARGS)),$(PEERS_STAMP))  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk installed as root if missing); ARGS=--peers: FastAPI, bare ASGI and BentoML beside it; recommend mode at 1.7k, 100k and 1M items -> bench/recommend.md; the event store (SQLite, Redis) -> bench/events.md
+bench: $(STAMP) $(if $(findstring --peers,$(ARGS)),$(PEERS_STAMP))  ## in-process limit vs HTTP with wrk -> bench/results.md (wrk installed as root if missing); ARGS=--peers: FastAPI, bare ASGI and BentoML beside it; recommend mode at 1.7k, 100k and 1M items -> bench/recommend.md; the event store (SQLite, Redis) -> bench/events.md; explained requests against plain ones -> bench/explain.md
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk; } \
 		|| { echo "missing wrk: run  sudo apt-get install -y wrk" >&2; exit 1; }
 	$(BIN)/python -m bench $(ARGS)
 	$(BIN)/python -m bench.recommend
 	$(BIN)/python -m bench.events
+	$(BIN)/python -m bench.explain
 
 bench-train: $(STAMP)  ## prepare + train at 1M and 10M interactions, 1 and 2 ranks -> bench/training.md; 3-seed parity -> bench/parity.md
 	$(BIN)/python -m bench.scaling $(ARGS)

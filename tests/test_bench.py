@@ -154,3 +154,25 @@ def test_a_grown_catalogue_serves_recommend_mode_over_every_item(tmp_path: Path)
     answer = predictor.recommend(PredictRequest(user_id="196", top_k=1000), metrics)
     assert answer["retrieved"] == 1000
     assert {i["item_id"] for i in answer["items"]} & set(added)
+
+
+def test_the_explain_bench_sends_the_same_requests_plain_and_explained(
+    tmp_path: Path, app: Any
+) -> None:
+    from bench.explain import MODES, N_HISTORY
+    from bench.explain import bodies as explain_bodies
+
+    files = explain_bodies(tmp_path, None)
+    for mode in MODES:
+        plain = [json.loads(line) for line in files[(mode, False)].read_text().splitlines()]
+        explained = [json.loads(line) for line in files[(mode, True)].read_text().splitlines()]
+        assert [b | {"explain": True} for b in plain] == explained
+        assert all(len(b["history"]) == N_HISTORY for b in plain)
+        assert all(("candidates" in b) == (mode == "candidates") for b in plain)
+
+    async def statuses() -> list[int]:
+        async with app.router.lifespan_context(app):
+            lines = files[("recommend", True)].read_text().splitlines()[:3]
+            return [await asgi.call(app, line.encode()) for line in lines]
+
+    assert asyncio.run(statuses()) == [200, 200, 200]

@@ -119,6 +119,9 @@ class OptimConfig:
     # a prepared folder: also write the training state every this many batches (0 = at the end
     # of each epoch only), so a run of a huge log resumes within its epoch
     state_every_batches: int = 0
+    # batches per epoch on which the task losses' gradients on the shared parameters are
+    # compared (cosine per pair, in the report: training.fit.gradients; 0 = off; one process)
+    grad_cosine_batches: int = 8
 
 
 @dataclass

@@ -29,6 +29,7 @@ from training.data.stream import SampleStream, StreamArgs, loader
 from training.data.vocab import interaction_task
 from training.distributed import ALONE, Ranks, average_gradients, rank_rows, sum_over_ranks
 from training.evaluation.evaluate import EvalSets, gathered, model_predictor, task_metrics
+from training.fit.gradients import CosineProbe
 from training.fit.losses import catalogue_softmax_loss, task_losses, weighted_sum
 from training.fit.weighting import FixedWeighting
 from training.network.recommender import MultiTaskRecommender, catalogue_key
@@ -68,6 +69,9 @@ def train_epoch(
         n_batches = min(n_batches, cfg.optim.max_batches)
         source = itertools.islice(source, max(0, n_batches - position.batch))
     sums, every = dict(position.sums), cfg.optim.state_every_batches
+    cosines = CosineProbe(
+        model, cfg.optim.grad_cosine_batches if ranks.world == 1 else 0, n_batches
+    )
     n_events, start = 0, time.perf_counter()
     bar = tqdm(
         source,
@@ -83,6 +87,8 @@ def train_epoch(
         rows, labels, masks = _profile_rows(batch, tasks)
         per_task = batch_losses(net, model, batch.inputs, labels, masks, cfg, rows)
         present = {name for name, mask in masks.items() if mask.any()}
+        if cosines.wants(step):
+            cosines.probe({name: per_task[name] for name in per_task if name in present})
         optimizer.zero_grad(set_to_none=True)
         total = weighting.backward(per_task, present, shared)
         average_gradients(weighting.trained_with_model(), ranks)
@@ -99,7 +105,7 @@ def train_epoch(
     )  # every rank ran n_batches
     n_all = max(1, n_batches * ranks.world)
     figures = {f"train_{k}": v / n_all for k, v in zip(sums, totals, strict=True)}
-    return figures | {"samples_per_s": all_events / max(elapsed, 1e-9)}
+    return figures | {"samples_per_s": all_events / max(elapsed, 1e-9)} | cosines.figures()
 
 
 def epoch_batches(
