@@ -91,31 +91,31 @@ class Explainer:
             weights: the ranking weights the answer was scored with.
             answer: a /predict body (service.predictor.Predictor.body), changed in place.
         """
-        known = self._known(history)
-        tried = list(dict.fromkeys(reversed(known[-self.encoder.history_length :])))
-        tried = tried[: self.limits.tried]  # the most recent distinct items of the window
-        items = answer["items"]
-        user = answer["user"]
+        length = self.encoder.history_length
+        known = np.array(self._known(history), dtype=np.int64)
+        recent = dict.fromkeys(reversed(known[-length:].tolist()))  # most recent first, distinct
+        tried = np.array(list(recent)[: self.limits.tried], dtype=np.int64)
+        items, user = answer["items"], answer["user"]
         user_index = self.encoder.users.get(user_id, UNK)
         outputs = self._left_out(user_index, known, tried, [i["item_id"] for i in items])
-        names = [self.encoder.item_ids[t - FIRST_ID] for t in tried]
-        k = len(items)
+        names = [self.encoder.item_ids[t - FIRST_ID] for t in tried.tolist()]
+        rows, k = len(tried), len(items)
+        lists = {}
+        for task in self.item_tasks:  # [items, rows]: with the history minus without the item
+            with_item = np.array([item[task] for item in items], dtype=np.float64)
+            without = outputs[task].reshape(rows, k).T if rows else np.empty((k, 0))
+            lists[task] = self._largest(names, with_item[:, None] - without)
         for position, item in enumerate(items):
-            item_history = {}
-            for task in self.item_tasks:
-                without = outputs[task][position::k] if tried else np.empty(0)
-                item_history[task] = self._largest(names, item[task] - without)
             item["why"] = {
                 "score": {task: weight * item[task] for task, weight in weights.items()},
-                "history": item_history,
+                "history": {task: lists[task][position] for task in self.item_tasks},
             }
         profile = {}
         for task, classes in self.user_tasks.items():
             probabilities = user[task]
             top = max(classes, key=probabilities.__getitem__)  # the first of equals
-            column = classes.index(top)
-            without = outputs[task][:, column] if tried else np.empty(0)
-            profile[task] = self._largest(names, probabilities[top] - without)
+            without = outputs[task][:, classes.index(top)] if rows else np.empty(0)
+            profile[task] = self._largest(names, probabilities[top] - without[None, :])[0]
         user["why"] = profile
 
     def _known(self, history: Sequence[str]) -> list[int]:
@@ -124,18 +124,19 @@ class Explainer:
         return [index for i in history if (index := get(i)) is not None]
 
     def _left_out(
-        self, user: int, known: list[int], tried: list[int], ranked: list[str]
+        self, user: int, known: np.ndarray, tried: np.ndarray, ranked: list[str]
     ) -> dict[str, np.ndarray]:
-        """One graph run: row r is the history without tried[r]; each row's candidates are the
+        """One graph run: row r is the history without tried[r] (every occurrence, the last L
+        of the rest right-aligned as the encoder aligns them); each row's candidates are the
         ranked items in order (item tasks come back row after row, [rows x items])."""
-        if not tried:
+        if not len(tried):
             return {}
         length = self.encoder.history_length
+        keep = known[None, :] != tried[:, None]  # [rows, n]
+        from_end = np.cumsum(keep[:, ::-1], axis=1)[:, ::-1] - 1  # kept items after this one
+        row, column = np.nonzero(keep & (from_end < length))
         window = np.full((len(tried), length), PAD, dtype=np.int64)
-        for row, left_out in enumerate(tried):
-            kept = [i for i in known if i != left_out][-length:]
-            if kept:
-                window[row, -len(kept) :] = kept
+        window[row, length - 1 - from_end[row, column]] = known[column]
         get = self.encoder.items.get
         candidates = np.array([get(i, UNK) for i in ranked], dtype=np.int64)
         return self.engine.run(
@@ -147,8 +148,12 @@ class Explainer:
             }
         )
 
-    def _largest(self, names: list[str], change: np.ndarray) -> list[dict[str, Any]]:
-        """The `returned` history items of largest |change|, largest first (ties: the more
-        recent first)."""
-        order = np.argsort(-np.abs(change), kind="stable")[: self.limits.returned]
-        return [{"item_id": names[i], "change": float(change[i])} for i in order.tolist()]
+    def _largest(self, names: list[str], change: np.ndarray) -> list[list[dict[str, Any]]]:
+        """For each row of `change` [R, tried]: the `returned` history items of largest
+        |change|, largest first (ties: the more recent first)."""
+        order = np.argsort(-np.abs(change), axis=1, kind="stable")[:, : self.limits.returned]
+        picked = np.take_along_axis(change, order, axis=1)
+        return [
+            [{"item_id": names[i], "change": c} for i, c in zip(o, v, strict=True)]
+            for o, v in zip(order.tolist(), picked.tolist(), strict=True)
+        ]

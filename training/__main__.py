@@ -1,5 +1,5 @@
 """`python -m training COMMAND`: train, evaluate, export, experiment, crossval, sasrec,
-refit-study, synthesize, prepare, catalogue, events export (one module each in
+relatedness, refit-study, synthesize, prepare, catalogue, events export (one module each in
 training/commands/).
 
 Flags that are not the command's own (`--optim.epochs=3`, `--network.block=shared_bottom`) override
@@ -21,6 +21,7 @@ from training.commands import (
     events,
     experiment,
     refit_study,
+    relatedness,
     sasrec,
     train,
 )
@@ -28,7 +29,18 @@ from training.config import ConfigError
 from training.data.raw import DataError
 from training.publish.export import ExportError
 
-COMMANDS = (train, checkpoint, experiment, crossval, sasrec, refit_study, data, catalogue, events)
+COMMANDS = (
+    train,
+    checkpoint,
+    experiment,
+    crossval,
+    sasrec,
+    relatedness,
+    refit_study,
+    data,
+    catalogue,
+    events,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

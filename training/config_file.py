@@ -3,6 +3,7 @@ built into a training.config.Config and validated once (unknown keys, types, val
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -37,14 +38,19 @@ _SECTIONS = {
 }
 
 
-def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a TOML config (or the defaults) and apply `section.key=value` overrides.
+def load_config(
+    path: Path | dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Read a TOML config (or take a config's dict form, or the defaults) and apply
+    `section.key=value` overrides.
 
     Raises:
         ConfigError: unknown key, wrong type, invalid task or value.
     """
     raw: dict[str, Any] = {}
-    if path is not None:
+    if isinstance(path, dict):
+        raw = copy.deepcopy(path)
+    elif path is not None:
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as e:
@@ -173,6 +179,7 @@ def _validate(cfg: Config) -> None:
         (o.device in DEVICES, f"optim.device must be one of {DEVICES}"),
         (o.max_batches >= 0, "optim.max_batches must be >= 0 (0 = every event)"),
         (o.state_every_batches >= 0, "optim.state_every_batches must be >= 0"),
+        (o.grad_cosine_batches >= 0, "optim.grad_cosine_batches must be >= 0 (0 = off)"),
         (o.shuffle_buffer >= 1, "optim.shuffle_buffer must be >= 1"),
         (e.max_users >= 0, "eval.max_users must be >= 0 (0 = every user)"),
         (o.gradnorm_alpha >= 0 and o.gradnorm_lr > 0, "optim.gradnorm_alpha/lr must be >= 0/> 0"),

@@ -11,6 +11,7 @@ import torch
 from service.artifact import PAD, TaskSpec
 from training.config import BLOCKS, ENCODERS, NetworkConfig
 from training.network.encoders import AttentionEncoder, Block
+from training.network.heads import ItemHead
 from training.network.multitask import ARCHITECTURES, PLE, BlockSpec
 from training.network.recommender import ModelArgs, MultiTaskRecommender
 
@@ -256,3 +257,22 @@ def test_the_attention_encoder_with_several_blocks_reads_the_last_position() -> 
     for block in encoder.blocks:
         x = block(x, mask)
     torch.testing.assert_close(encoder(emb, mask), encoder.norm(x[:, -1]))
+
+
+@pytest.mark.parametrize("dot", [False, True])
+def test_an_item_heads_split_first_layer_equals_the_tower_over_each_candidates_row(
+    dot: bool,
+) -> None:
+    """The tower's first layer is computed once per user row and once per item: the same
+    logits as the tower over [h_u, e_i, (W h_u) * e_i] row by row."""
+    torch.manual_seed(3)
+    head = ItemHead(d_user=6, d_item=4, d_tower=5, dropout=0.0, dot=dot).eval()
+    users, items = torch.randn(3, 6), torch.randn(7, 4)
+    rows = torch.tensor([0, 2, 2, 1, 0, 1, 2])
+    per_row = users[rows]
+    cross = head.project(per_row) * items
+    expected = head.tower(torch.cat([per_row, items, cross], dim=-1)).squeeze(-1)
+    if dot:
+        expected = expected + cross.sum(dim=-1)
+    torch.testing.assert_close(head(users, items, rows), expected)
+    torch.testing.assert_close(head(per_row, items), expected)

@@ -22,7 +22,8 @@ from training.data.split import TEST, TRAIN
 from training.evaluation.bootstrap import Interval
 from training.evaluation.evaluate import baseline_predictor, task_metrics
 from training.pipeline.prepare import prepare
-from training.studies.ranking_anchor import artifact_data, verdict
+from training.studies.artifact_split import artifact_data
+from training.studies.ranking_anchor import verdict
 from training.studies.sasrec import (
     CLICK,
     SASRec,

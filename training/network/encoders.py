@@ -83,9 +83,10 @@ class Block(nn.Module):
         if last_only:  # the query of the last position only; keys and values of all
             x = x[:, -1:, :]
             w, bias = self.qkv.weight, self.qkv.bias
-            q = F.linear(normed[:, -1:, :], w[:d], bias[:d])  # [B, 1, D]
-            k = F.linear(normed, w[d : 2 * d], bias[d : 2 * d])  # [B, L, D]
-            v = F.linear(normed, w[2 * d :], bias[2 * d :])  # [B, L, D]
+            q = F.linear(normed[:, -1, :], w[:d], bias[:d]).unsqueeze(1)  # [B, 1, D]
+            flat = normed.reshape(-1, d)  # [B * L, D]: a matrix product with its bias fused
+            k = F.linear(flat, w[d : 2 * d], bias[d : 2 * d]).view(b, -1, d)  # [B, L, D]
+            v = F.linear(flat, w[2 * d :], bias[2 * d :]).view(b, -1, d)  # [B, L, D]
         else:
             q, k, v = self.qkv(normed).chunk(3, dim=-1)  # 3 x [B, L, D]
         heads = [

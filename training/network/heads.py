@@ -7,7 +7,10 @@ graph and in evaluation, so the losses work on logits.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from service.artifact import TaskSpec
@@ -27,9 +30,22 @@ class ItemHead(nn.Module):
         self.tower = MLP(d_user + 2 * d_item, (d_tower,), d_out=1, dropout=dropout)
         self.dot = dot
 
-    def forward(self, user: Tensor, item: Tensor) -> Tensor:  # [N, D], [N, d] -> [N]
-        cross = self.project(user) * item  # [N, d]
-        logits = self.tower(torch.cat([user, item, cross], dim=-1)).squeeze(-1)  # [N]
+    def forward(self, user: Tensor, item: Tensor, rows: Tensor | None = None) -> Tensor:
+        """[B, D] users and [N, d] items, `rows` [N] each item's user row (None: row i for item
+        i) -> [N] logits. The tower's first layer is split into its user part, computed once
+        per user row, and its item part: the tower over [h_u, e_i, (W h_u) * e_i] of each
+        candidate, without repeating its user's share of the work for every candidate (a
+        fifth of the graph's CPU for 100 candidates)."""
+        first = cast(nn.Linear, self.tower.net[0])  # Linear(D + 2d -> d_tower)
+        rest = self.tower.net[1:]  # ReLU, dropout, the output layer
+        d_user = user.shape[-1]
+        projected = self.project(user)  # [B, d]
+        per_user = F.linear(user, first.weight[:, :d_user])  # [B, d_tower]
+        if rows is not None:
+            projected, per_user = projected.index_select(0, rows), per_user.index_select(0, rows)
+        cross = projected * item  # [N, d]
+        per_item = F.linear(torch.cat([item, cross], dim=-1), first.weight[:, d_user:], first.bias)
+        logits = rest(per_user + per_item).squeeze(-1)  # [N]
         return logits + cross.sum(dim=-1) if self.dot else logits
 
     def dot_all(self, user: Tensor, items: Tensor) -> Tensor:

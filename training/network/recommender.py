@@ -257,7 +257,7 @@ class MultiTaskRecommender(nn.Module):
         order): the part of the forward that recommend mode's rank graph runs on its own."""
         names = [t.name for t in self.tasks if t.level == "item"]
         return {
-            name: self.heads[name](state.index_select(0, candidate_row), item)
+            name: self.heads[name](state, item, candidate_row)
             for name, state in zip(names, states, strict=True)
         }
 

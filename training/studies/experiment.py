@@ -41,6 +41,7 @@ class Variant:
     name: str
     overrides: tuple[str, ...] = ()
     alone: str | None = None  # single-task: only this task's loss counts
+    dropped: str | None = None  # leave-one-task-out: this task's loss does not count
     against: str | None = None  # the quality ladder: the variant a side step is judged against
 
 
@@ -128,15 +129,25 @@ def grid(tasks: Sequence[str], quick: bool) -> list[Variant]:
 
 @dataclass(frozen=True)
 class Base:
-    """What every run starts from: a config file and the command line's overrides."""
+    """What every run starts from: a config file (or an artifact's stored config) and the
+    command line's overrides."""
 
-    config: Path | None
+    config: Path | dict[str, Any] | None
     overrides: tuple[str, ...] = ()
 
 
 def variant_config(base: Base, variant: Variant, seed: int) -> Config:
     """The run's config: the base with the variant's overrides and the seed."""
     cfg = load_config(base.config, [*base.overrides, f"optim.seed={seed}", *variant.overrides])
+    if variant.dropped is not None:
+        tasks = [t.model_copy(update={"weight": 0.0}) if t.name == variant.dropped else t
+                 for t in cfg.tasks]  # fmt: skip
+        watched = cfg.optim.monitor.startswith((f"{variant.dropped}_", f"loss_{variant.dropped}"))
+        if watched or (cfg.tasks[0].name == variant.dropped and "@" in cfg.optim.monitor):
+            return dataclasses.replace(
+                cfg, tasks=tasks, optim=dataclasses.replace(cfg.optim, monitor="loss")
+            )
+        return dataclasses.replace(cfg, tasks=tasks)
     if variant.alone is None:
         return cfg
     task = next(t for t in cfg.tasks if t.name == variant.alone)
@@ -152,6 +163,7 @@ def run_one(base: Base, source: str, variant: Variant, seed: int) -> dict[str, A
 
     from training.evaluation.evaluate import cold_view, model_predictor, task_metrics
     from training.evaluation.protocol import evaluate_model
+    from training.fit.gradients import PREFIX as GRAD_PREFIX
     from training.pipeline.run import fit_once
 
     cfg = variant_config(base, variant, seed)
@@ -169,6 +181,10 @@ def run_one(base: Base, source: str, variant: Variant, seed: int) -> dict[str, A
         "epochs": len(history.epochs),
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights": {k: v for k, v in history.epochs[-1].items() if k.startswith("weight_")},
+        "grad_cosine": [  # per epoch: each task pair's gradient cosine on the shared parameters
+            {k.removeprefix(GRAD_PREFIX): v for k, v in e.items() if k.startswith(GRAD_PREFIX)}
+            for e in history.epochs
+        ],
         "config": run_key(cfg),
     }
 

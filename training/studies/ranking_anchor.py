@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from service.artifact import Artifact
-from training.config import ConfigError
 from training.config_file import from_dict
 from training.data.vocab import interaction_task
 from training.evaluation.bootstrap import Interval, intervals
@@ -48,6 +47,7 @@ from training.evaluation.full_catalogue import (
 )
 from training.evaluation.retrieval import DEPTHS, graph_retrieval_scorer
 from training.pipeline.prepare import Prepared, prepare
+from training.studies.artifact_split import artifact_data
 from training.studies.sasrec import (
     CLICK,
     SASRecConfig,
@@ -59,35 +59,6 @@ from training.studies.sasrec import (
 MODEL = "model"
 ANCHOR = "SASRec"
 DIFFERENCE = f"{MODEL} - {ANCHOR}"
-
-
-def artifact_data(artifact: Artifact) -> tuple[dict[str, Any], str, Prepared]:
-    """The artifact's training config (as a dict), its data source, and that data prepared.
-
-    Raises:
-        ConfigError: the artifact was refit on all of its data (its test events were training
-            events), the manifest names no data source, or the data's vocabularies are not the
-            artifact's (ids a catalogue added come after them and are allowed).
-    """
-    fit = artifact.manifest.fit
-    if fit is not None and fit.refit:
-        raise ConfigError(
-            f"{artifact.path}: refit on all of its data, so its test events were training "
-            "events; compare a held-out model (train --no-refit)"
-        )
-    stored = dict(artifact.manifest.training)
-    source = stored.pop("data", None)
-    if not isinstance(source, str):
-        raise ConfigError(f"{artifact.path}: its manifest names no data source to train SASRec on")
-    data = prepare(from_dict(stored), source, progress=False)
-    for name in ("item_id", "user_id"):
-        ids, served = data.vocabs[name].ids, artifact.read_vocab(name)
-        if served[: len(ids)] != list(ids):
-            raise ConfigError(
-                f"{artifact.path}: its {name} vocabulary is not the one of {source!r} as "
-                "prepared now, so the two cannot score the same events"
-            )
-    return stored, source, data
 
 
 def test_sets(data: Prepared) -> EvalSets:
