@@ -24,6 +24,8 @@ DATA ?= movielens
 # make sasrec: a held-out model (train --no-refit): v9, the last default model published as
 # evaluated (a refit learned its test events, and sasrec refuses it)
 MODEL ?= models/movielens/9
+# make relatedness: the served default (its gates; the runs take its config and split)
+RELATEDNESS_MODEL ?= models/movielens/16
 ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -43,7 +45,7 @@ EXPERIMENT_ARGS ?= --network.history_length=100 --network.encoder_length=20 \
 
 GRID ?= multitask content quality  # `make experiment GRID=content`: the item-content ablation only
 
-.PHONY: install system-deps test fuzz lint docs docs-serve fmt train experiment crossval sasrec refit-study serve bench bench-train bench-replicas soak up down clean
+.PHONY: install system-deps test fuzz lint docs docs-serve fmt train experiment crossval relatedness sasrec refit-study serve bench bench-train bench-replicas soak up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -123,6 +125,9 @@ experiment: $(STAMP)  ## multi-task grid, item-content ablation, quality ladder,
 
 crossval: $(STAMP)  ## 5-fold profile holdout of $(CONFIG): figures over every user with bootstrap intervals -> reports/crossval.md
 	$(BIN)/python -m training crossval --config $(CONFIG) --data $(DATA) $(ARGS)
+
+relatedness: $(STAMP)  ## what the tasks share: $(RELATEDNESS_MODEL)'s gates, every block's gradient cosines, leave-one-task-out (3 seeds, the grid's smaller network) -> reports/relatedness.md
+	$(BIN)/python -m training relatedness --model $(RELATEDNESS_MODEL) $(EXPERIMENT_ARGS) $(ARGS)
 
 sasrec: $(STAMP)  ## SASRec, the ranking anchor, against $(MODEL) on the same test events (3 seeds) -> reports/sasrec.md
 	$(BIN)/python -m training sasrec --model $(MODEL) $(ARGS)

@@ -300,6 +300,9 @@ class Manifest(_Frozen):
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     history_length: int = Field(ge=1)
+    # the graph also takes history windows this narrow up to history_length wide (the model
+    # reads nothing but padding before them); None: exactly history_length
+    history_min_length: int | None = Field(default=None, ge=1)
     pad_index: int = PAD
     unknown_index: int = UNK
     vocabularies: dict[str, VocabSpec]
@@ -336,6 +339,8 @@ class Manifest(_Frozen):
             shapes = [("B", retrieval.dim), ("B", n_item, retrieval.state_dim)]
             if [o.shape for o in self.outputs[-2:]] != shapes:
                 raise ValueError(f"the query and user_state outputs must be {shapes}")
+        if (self.history_min_length or 0) > self.history_length:
+            raise ValueError("history_min_length exceeds history_length")
         item_tasks = {t.name for t in self.tasks if t.level == "item"}
         if set(self.ranking.weights) - item_tasks:
             raise ValueError("ranking weights must name item tasks")

@@ -51,6 +51,7 @@ class Explainer:
         users = next(i for i in manifest.inputs if i.name == "user_id")
         self.rows = users.shape[0]  # "B", or a fixed 1 in a graph that takes one user row
         self.model = f"model {manifest.name} version {manifest.version}"
+        self.narrowest = manifest.history_min_length
 
     def check(self, n_items: int) -> None:
         """Refuse what this model or the limits cannot explain, before any work.
@@ -114,8 +115,8 @@ class Explainer:
         for task, classes in self.user_tasks.items():
             probabilities = user[task]
             top = max(classes, key=probabilities.__getitem__)  # the first of equals
-            without = outputs[task][:, classes.index(top)] if rows else np.empty(0)
-            profile[task] = self._largest(names, probabilities[top] - without[None, :])[0]
+            left = outputs[task][:, classes.index(top)] if rows else np.empty(0)  # [rows]
+            profile[task] = self._largest(names, probabilities[top] - left[None, :])[0]
         user["why"] = profile
 
     def _known(self, history: Sequence[str]) -> list[int]:
@@ -126,13 +127,14 @@ class Explainer:
     def _left_out(
         self, user: int, known: np.ndarray, tried: np.ndarray, ranked: list[str]
     ) -> dict[str, np.ndarray]:
-        """One graph run: row r is the history without tried[r] (every occurrence, the last L
-        of the rest right-aligned as the encoder aligns them); each row's candidates are the
-        ranked items in order (item tasks come back row after row, [rows x items])."""
+        """One graph run: row r is the history without tried[r] (every occurrence; the last L
+        of the rest right-aligned as the encoder aligns them, in a window no wider than they
+        need where the graph allows: `width`); each row's candidates are the ranked items in
+        order (item tasks come back row after row, [rows x items])."""
         if not len(tried):
             return {}
-        length = self.encoder.history_length
         keep = known[None, :] != tried[:, None]  # [rows, n]
+        length = self.width(int(keep.sum(axis=1).max()))
         from_end = np.cumsum(keep[:, ::-1], axis=1)[:, ::-1] - 1  # kept items after this one
         row, column = np.nonzero(keep & (from_end < length))
         window = np.full((len(tried), length), PAD, dtype=np.int64)
@@ -147,6 +149,15 @@ class Explainer:
                 "candidate_row": np.repeat(np.arange(len(tried), dtype=np.int64), len(ranked)),
             }
         )
+
+    def width(self, longest: int) -> int:
+        """The window the graph is given for histories of at most `longest` known items: just
+        wide enough where the graph takes narrower windows (the manifest's
+        history_min_length; the same outputs, without reading padding), else L."""
+        full = self.encoder.history_length
+        if self.narrowest is None:
+            return full
+        return min(full, max(self.narrowest, longest))
 
     def _largest(self, names: list[str], change: np.ndarray) -> list[list[dict[str, Any]]]:
         """For each row of `change` [R, tried]: the `returned` history items of largest

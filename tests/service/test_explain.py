@@ -251,3 +251,34 @@ def test_explained_requests_are_counted_and_timed(body: dict[str, Any]) -> None:
 def test_why_is_a_name_no_task_may_take() -> None:
     with pytest.raises(ValueError, match="reserved"):
         TaskSpec(name="why", level="item", kind="binary")
+
+
+def test_the_graph_answers_a_narrower_window_as_the_full_one(artifact: Artifact) -> None:
+    """The default model takes windows down to its encoder's 50 positions (the explanation
+    runs use them): the same outputs as the full window padded, on the served graph."""
+    from service.engine import InferenceEngine
+
+    narrowest = artifact.manifest.history_min_length
+    assert narrowest == 50
+    engine = InferenceEngine(artifact, threads=1)
+    rng = np.random.default_rng(7)
+    length = artifact.manifest.history_length
+    full = np.zeros((4, length), dtype=np.int64)
+    full[:, -40:] = rng.integers(2, 1000, (4, 40))
+    feed = {
+        "user_id": np.array([2, 3, 4, 1]),
+        "candidate": rng.integers(2, 1000, 12),
+        "candidate_row": np.repeat(np.arange(4), 3),
+    }
+    wide = engine.run(feed | {"history": full})
+    narrow = engine.run(feed | {"history": full[:, -narrowest:]})
+    for name, values in wide.items():
+        np.testing.assert_allclose(narrow[name], values, atol=1e-5, err_msg=name)
+
+
+def test_a_manifest_cannot_promise_windows_wider_than_its_history(artifact: Artifact) -> None:
+    from pydantic import ValidationError
+
+    fields = artifact.manifest.model_dump() | {"history_min_length": 201}
+    with pytest.raises(ValidationError, match="history_min_length"):
+        Manifest.model_validate(fields)

@@ -14,6 +14,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -25,6 +26,7 @@ from service.artifact import (
     CONTENT_FILE,
     FIRST_ID,
     MODEL_FILE,
+    PAD,
     QUERY_OUTPUT,
     UNK,
     USER_STATE_OUTPUT,
@@ -37,7 +39,7 @@ from training.data.vocab import Vocab
 from training.network.heads import to_output
 from training.network.recommender import MultiTaskRecommender
 from training.publish.content_export import TABLES, check_tables, export_content
-from training.publish.manifest import build_manifest
+from training.publish.manifest import build_manifest, narrowest_window
 from training.publish.onnx_file import write_onnx
 from training.publish.retrieval import write_retrieval
 
@@ -95,9 +97,12 @@ def export_onnx(model: MultiTaskRecommender, path: Path, example: dict[str, Tens
     """Write the model as ONNX with dynamic B and N; raise ExportError if the checker fails."""
     wrapper = ExportWrapper(model)
     users, candidates = torch.export.Dim("B"), torch.export.Dim("N")
+    history: dict[int, Any] = {0: users}
+    if (narrowest := narrowest_window(model)) is not None:
+        history[1] = torch.export.Dim("L", min=narrowest, max=model.history_length)
     dynamic = {
         "user_id": {0: users},
-        "history": {0: users},
+        "history": history,
         "candidate": {0: candidates},
         "candidate_row": {0: candidates},
     }
@@ -136,20 +141,36 @@ def parity(
     tasks_only: bool = False,
 ) -> float:
     """Max abs difference between torch and onnxruntime over every output of every batch
-    (`tasks_only`: the task outputs, not the retrieval's, whose scale no tolerance fits)."""
+    (`tasks_only`: the task outputs, not the retrieval's, whose scale no tolerance fits). A
+    graph that takes narrower windows is also run on each batch's last `narrowest_window`
+    positions, against torch on the full window with the positions before them padding."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wrapper = ExportWrapper(model, precomputed=False)
+    narrow = narrowest_window(model)
+    if narrow is not None:
+        inputs = [*inputs, *(_narrowed(batch, narrow) for batch in inputs)]
     worst = 0.0
     with torch.no_grad():
         for batch in inputs:
             expected = wrapper(*(batch[n] for n in INPUT_NAMES))
-            got = session.run(None, {n: batch[n].numpy() for n in INPUT_NAMES})
+            feed = {n: batch[n].numpy() for n in INPUT_NAMES}
+            if "window" in batch:
+                feed["history"] = batch["window"].numpy()
+            got = session.run(None, feed)
             n = len(model.tasks) if tasks_only else len(got)
             for e, g in zip(expected[:n], got[:n], strict=True):
                 if e.shape != g.shape:
                     raise ExportError(f"output shape {g.shape} != torch's {tuple(e.shape)}")
                 worst = max(worst, float(np.max(np.abs(e.numpy() - g), initial=0.0)))
     return worst
+
+
+def _narrowed(batch: dict[str, Tensor], width: int) -> dict[str, Tensor]:
+    """The batch with every position before the last `width` padding (torch's input), and
+    those last positions alone as the graph's `window`."""
+    padded = batch["history"].clone()
+    padded[:, :-width] = PAD
+    return batch | {"history": padded, "window": padded[:, -width:].contiguous()}
 
 
 def export_artifact(

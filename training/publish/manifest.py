@@ -18,6 +18,13 @@ from training.data.vocab import Vocab
 from training.network.recommender import MultiTaskRecommender
 
 
+def narrowest_window(model: MultiTaskRecommender) -> int | None:
+    """The fewest history positions the graph takes (the manifest's history_min_length): the
+    sequence encoder's window, since older positions are only ever read by the means, where
+    padding counts for nothing; None when that is all of L (the width is then fixed)."""
+    return model.encoder_length if model.encoder_length < model.history_length else None
+
+
 def build_manifest(
     model: MultiTaskRecommender,
     vocabs: dict[str, Vocab],
@@ -68,6 +75,7 @@ def build_manifest(
             ),
         ),
         history_length=length,
+        history_min_length=narrowest_window(model),
         vocabularies={
             k: VocabSpec(file=f"vocab/{k}.txt", size=len(v.ids)) for k, v in vocabs.items()
         },

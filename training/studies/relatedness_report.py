@@ -127,7 +127,9 @@ def plot(study: Study, path: Path) -> None:
     ]
     bound = max(2.0, max(abs(v) for r in ratio for v in r))
     image = axes[2].imshow(ratio, cmap="RdBu", vmin=-bound, vmax=bound)
-    axes[2].set_xticks(range(len(study.tasks)), [f"without {t}" for t in study.tasks], rotation=45)
+    axes[2].set_xticks(
+        range(len(study.tasks)), [f"without {t}" for t in study.tasks], rotation=30, ha="right"
+    )
     axes[2].set_yticks(range(len(study.effects)), list(study.effects))
     axes[2].set_title("leave one task out: gain / seed spread (> 1 helps)")
     fig.colorbar(image, ax=axes[2])
