@@ -55,14 +55,17 @@ class InferenceEngine:
                     f"{where}: graph {kind} {found} do not match the manifest's {expected}"
                 )
             shapes = {a.name: tuple(a.shape) for a in actual}
+            narrowest = self.manifest.history_min_length
             for d in declared:
+                said = f"the manifest says {list(d.shape)}"
                 shape = d.shape
-                if d.name == "history" and self.manifest.history_min_length is not None:
+                if d.name == "history" and narrowest is not None:
                     shape = (shape[0], "L")  # narrower windows too: the width is not fixed
+                    said += f" from width {narrowest} (history_min_length), so not a fixed width"
                 if not _same_shape(shape, shapes[d.name]):
                     raise ArtifactError(
                         f"{where}: graph {kind[:-1]} {d.name} has shape {list(shapes[d.name])}, "
-                        f"the manifest says {list(d.shape)}"
+                        + said
                     )
         history = next(i for i in self.manifest.inputs if i.name == "history")
         if history.shape[-1] != self.manifest.history_length:

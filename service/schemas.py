@@ -35,6 +35,13 @@ RESPONSE_EXAMPLE: JsonDict = {
 
 RECOMMEND_EXAMPLE: JsonDict = {"user_id": "196", "history": ["242", "302", "377"], "top_k": 5}
 STORED_EXAMPLE: JsonDict = {"user_id": "196", "top_k": 5}  # the history from POST /events
+EXPLAIN_EXAMPLE: JsonDict = {  # why each item, why each profile answer
+    "user_id": "196",
+    "history": ["242", "302", "377", "51", "346"],
+    "candidates": ["1", "50", "181"],
+    "top_k": 2,
+    "explain": True,
+}
 
 
 class PredictRequest(BaseModel):
@@ -44,7 +51,9 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"examples": [REQUEST_EXAMPLE, RECOMMEND_EXAMPLE, STORED_EXAMPLE]},
+        json_schema_extra={
+            "examples": [REQUEST_EXAMPLE, RECOMMEND_EXAMPLE, STORED_EXAMPLE, EXPLAIN_EXAMPLE]
+        },
     )
 
     user_id: Id = Field(description="the user's id (unknown ids are served, and listed)")

@@ -8,7 +8,12 @@ from fastapi.testclient import TestClient
 
 from service.artifact import Artifact, Manifest, write_manifest
 from service.main import create_app
-from service.schemas import RECOMMEND_EXAMPLE, REQUEST_EXAMPLE, STORED_EXAMPLE
+from service.schemas import (
+    EXPLAIN_EXAMPLE,
+    RECOMMEND_EXAMPLE,
+    REQUEST_EXAMPLE,
+    STORED_EXAMPLE,
+)
 from tests.service.conftest import settings_for
 
 
@@ -63,8 +68,14 @@ def test_openapi_documents_the_contract_with_an_example(client: TestClient) -> N
     operation = doc["paths"]["/predict"]["post"]
     assert {"200", "413", "415", "422", "503"} <= set(operation["responses"])
     request = operation["requestBody"]["content"]["application/json"]["schema"]
-    assert request["examples"] == [REQUEST_EXAMPLE, RECOMMEND_EXAMPLE, STORED_EXAMPLE]
-    assert set(request["properties"]) == {*REQUEST_EXAMPLE, "exclude", "exclude_touched"}
+    examples = [REQUEST_EXAMPLE, RECOMMEND_EXAMPLE, STORED_EXAMPLE, EXPLAIN_EXAMPLE]
+    assert request["examples"] == examples
+    assert set(request["properties"]) == {
+        *REQUEST_EXAMPLE,
+        *EXPLAIN_EXAMPLE,
+        "exclude",
+        "exclude_touched",
+    }
     assert set(request["required"]) == {"user_id"}
     schemas = doc["components"]["schemas"]
     assert set(schemas["PredictResponse"]["properties"]) == {

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.schemas import ErrorBody, PredictResponse
 
-KEYS = ["user_id", "history", "candidates", "top_k", "weights", "other"]
+KEYS = ["user_id", "history", "candidates", "top_k", "weights", "explain", "other"]
 N_BODIES = 300
 
 
@@ -51,6 +51,8 @@ def valid_body(rng: random.Random) -> dict[str, object]:
         body["weights"] = {
             t: rng.uniform(-1e6, 1e6) for t in ("click", "like") if rng.random() < 0.7
         }
+    if rng.random() < 0.2:
+        body["explain"] = True
     return body
 
 
@@ -68,6 +70,7 @@ def random_body(rng: random.Random) -> dict[str, object]:
 def test_random_bodies_never_get_a_5xx(client: TestClient) -> None:
     rng = random.Random(20261130)
     statuses: list[int] = []
+    explained = 0
     for _ in range(N_BODIES):
         body = random_body(rng)
         response = client.post(
@@ -79,9 +82,17 @@ def test_random_bodies_never_get_a_5xx(client: TestClient) -> None:
         assert response.status_code in (200, 413, 422), (body, response.text)
         if response.status_code == 200:  # every number finite (null is not a number)
             answer = PredictResponse.model_validate_json(response.content)
-            numbers = [v for i in answer.items for k, v in i.model_dump().items() if k != "item_id"]
+            numbers = [
+                v for i in answer.items for v in i.model_dump(exclude={"item_id", "why"}).values()
+            ]
+            explained += answer.user.why is not None
+            for item in answer.items:  # explained: every part and change finite too
+                if item.why is not None:
+                    numbers += list(item.why.score.values())
+                    numbers += [e.change for effects in item.why.history.values() for e in effects]
             assert all(isinstance(v, float) and math.isfinite(v) for v in numbers), numbers
         else:
             ErrorBody.model_validate(response.json())
     assert statuses.count(422) > N_BODIES // 4
     assert statuses.count(200) > N_BODIES // 4, "too few bodies reached the model"
+    assert explained > 10, "too few explained answers"

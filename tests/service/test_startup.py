@@ -120,6 +120,7 @@ def click_only_graph(folder: Path, nodes: list, history_length: int | None = Non
                 "outputs": tuple(o for o in manifest.outputs if o.name == "click"),
                 "ranking": manifest.ranking.model_copy(update={"weights": {"click": 1.0}}),
                 "retrieval": None,
+                "history_min_length": None,  # a graph of one fixed width
             }
         ),
     )
@@ -144,6 +145,15 @@ def test_a_history_length_other_than_the_manifests_is_refused(repository_copy: P
     folder = version_dir(repository_copy)
     click_only_graph(folder, TWICE_THE_INDEX, history_length=50)
     with pytest.raises(ArtifactError, match=r"history has shape \['B', 50\], the manifest says"):
+        start(repository_copy)
+
+
+def test_a_graph_of_fixed_width_cannot_promise_narrower_windows(repository_copy: Path) -> None:
+    folder = version_dir(repository_copy)
+    click_only_graph(folder, TWICE_THE_INDEX)
+    manifest = manifest_of(folder)
+    write_manifest(folder, manifest.model_copy(update={"history_min_length": 50}))
+    with pytest.raises(ArtifactError, match="from width 50 .history_min_length., so not a fixed"):
         start(repository_copy)
 
 
