@@ -76,3 +76,11 @@ def test_training_records_every_pairs_cosine_per_epoch(trained) -> None:
         recorded = {k: v for k, v in epoch.items() if k.startswith(PREFIX)}
         assert set(recorded) == {f"{PREFIX}{a}/{b}" for a, b in itertools.combinations(tasks, 2)}
         assert all(-1.0 <= v <= 1.0 for v in recorded.values())
+
+
+def test_nothing_shared_means_nothing_probed() -> None:
+    w = torch.nn.Parameter(torch.ones(2))
+    assert gradient_cosines({"a": w.sum(), "b": w.sum()}, []) == {}
+    probe = CosineProbe(model("mmoe"), batches=4, n_batches=10)
+    probe.params = []
+    assert gradient_cosines({"a": w.sum()}, probe.params) == {}

@@ -36,6 +36,8 @@ def gradient_cosines(
     """`grad_cosine/<a>/<b>` for each pair of the tasks (in the given order) whose loss has a
     gradient on `params`; the graph is kept for the backward pass that follows."""
     flat: dict[str, Tensor] = {}
+    if not params:
+        return {}
     for name, loss in losses.items():
         if not loss.requires_grad:
             continue
@@ -61,7 +63,8 @@ class CosineProbe:
         n_batches: the epoch's batches.
         """
         self.params = shared_parameters(model) if batches else []
-        self.interval = max(1, n_batches // batches) if batches else 0
+        # nothing shared (a mean encoder under a block of the tasks' own parameters): no probe
+        self.interval = max(1, n_batches // batches) if batches and self.params else 0
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
