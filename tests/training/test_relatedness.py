@@ -147,3 +147,7 @@ def test_the_split_cannot_be_overridden(trained, tmp_path: Path) -> None:
     done = run("--model", str(model), "--out", str(tmp_path), "--eval.seed=3")
     assert done.returncode == 2
     assert "eval.* cannot be overridden" in done.stderr
+    misspelt = run("--model", str(model), "--out", str(tmp_path), "--optim.epoch=1")
+    assert misspelt.returncode == 2
+    assert "epoch" in misspelt.stderr
+    assert not (tmp_path / "relatedness.json").exists()  # refused before any run

@@ -18,6 +18,9 @@ class MeanEncoder(nn.Module):
     """Average of the history embeddings (zeros for an empty history)."""
 
     def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
+        if self.training:  # the form every earlier model trained with (the same figures)
+            column = mask.to(emb.dtype).unsqueeze(-1)  # [B, L, 1]
+            return (emb * column).sum(dim=1) / column.sum(dim=1).clamp(min=1.0)
         weights = mask.to(emb.dtype).unsqueeze(1)  # [B, 1, L]
         total = (weights @ emb).squeeze(1)  # [B, D]: one batched product, no [B, L, D] temporary
         return total / weights.sum(dim=-1).clamp(min=1.0)
@@ -56,7 +59,9 @@ class AttentionEncoder(nn.Module):
         *inner, last = self.blocks
         for block in inner:
             x = block(x, mask)
-        return self.norm(last(x, mask, last_only=True)[:, -1, :])  # [B, D]
+        # inference computes the last position alone; training keeps the whole block (the same
+        # figures; its dropout draws, and so the runs, stay those of every earlier model)
+        return self.norm(last(x, mask, last_only=not self.training)[:, -1, :])  # [B, D]
 
 
 class Block(nn.Module):

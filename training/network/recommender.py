@@ -211,7 +211,9 @@ class MultiTaskRecommender(nn.Module):
             user_id = drop_ids(user_id, self.id_dropout)
         mask = history != PAD  # [B, L]
         emb = self._items(history, tables)  # [B, L, d]
-        behaviour = self._behaviour(emb, mask)  # [B, 2d]
+        # inference: computed first, and read by the user heads too; training: after their
+        # pass, as every earlier model drew its dropout
+        behaviour = None if self.training else self._behaviour(emb, mask)  # [B, 2d]
         for_users: list[Tensor] = []  # read only by user heads, so only built when there are some
         profile: Tensor | None = None
         if self.profile_embedding is not None:
@@ -220,11 +222,13 @@ class MultiTaskRecommender(nn.Module):
             if self.training and self.profile_item_dropout > 0:
                 seen = seen & (torch.rand(seen.shape) >= self.profile_item_dropout)
             profile = self.mean(self._profile(history[rows], tables), seen)  # [R, d]
-            if self.training or user_rows is not None:  # reads, never trains, emb
+            if behaviour is None or user_rows is not None:  # reads, never trains, emb
                 blind = self._behaviour(emb[rows].detach(), seen)
             else:  # in inference the same rows and mask: the encoder runs once, not twice
                 blind = behaviour
             for_users = self.block(torch.cat([blind, profile], dim=-1))  # n_tasks x [R, D]
+        if behaviour is None:
+            behaviour = self._behaviour(emb, mask)
         memo = (
             torch.zeros_like(behaviour[:, : emb.shape[-1]])
             if self.user_embedding is None

@@ -15,7 +15,7 @@ import numpy as np
 
 from service.artifact import MODEL_FILE, Artifact
 from training.config import ConfigError
-from training.config_file import from_dict
+from training.config_file import from_dict, load_config
 from training.data.samples import batches
 from training.pipeline.prepare import Prepared
 from training.studies.artifact_split import artifact_data
@@ -78,6 +78,7 @@ def run(
         raise ConfigError("relatedness keeps the artifact's split: eval.* cannot be overridden")
     stored, source, data = artifact_data(artifact, held_out=False)
     cfg = from_dict(stored)
+    load_config(stored, tuple(overrides))  # a bad override fails here, before any run
     tasks = [t.name for t in cfg.tasks]
     n_own = cfg.network.n_task_experts
     users = split_users(data, cfg.network.history_length)
